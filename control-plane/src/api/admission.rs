@@ -1,0 +1,866 @@
+//! Admission: decoding into the typed kind, defaulting and validation, as Kubernetes does them
+//! for the served kinds. Every error names its field path.
+
+use std::collections::{BTreeMap, HashSet};
+
+use k8s_openapi::api::apps::v1 as apps;
+use k8s_openapi::api::autoscaling::{v1 as autoscaling_v1, v2 as autoscaling_v2};
+use k8s_openapi::api::batch::v1 as batch;
+use k8s_openapi::api::coordination::v1 as coordination;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use skiff_api::labels::Selector;
+use skiff_api::quantity;
+use skiff_api::validation::{self as v, FieldError, quoted};
+
+use super::error::{ApiError, Result};
+use super::resources::ResourceDef;
+
+/// How unknown fields in a request body are treated (`?fieldValidation=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    /// Reject the request.
+    Strict,
+    /// Drop them and warn (the default).
+    #[default]
+    Warn,
+    /// Drop them silently.
+    Ignore,
+}
+
+impl FieldValidation {
+    /// Parses the query parameter.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "Strict" => Ok(Self::Strict),
+            "Warn" | "" => Ok(Self::Warn),
+            "Ignore" => Ok(Self::Ignore),
+            other => Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of Ignore, Warn, or Strict, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Default seconds pods tolerate an unreachable or not-ready node before eviction.
+#[derive(Debug, Clone, Copy)]
+pub struct Tolerations {
+    /// For `node.kubernetes.io/not-ready`.
+    pub not_ready_seconds: i64,
+    /// For `node.kubernetes.io/unreachable`.
+    pub unreachable_seconds: i64,
+}
+
+impl Default for Tolerations {
+    fn default() -> Self {
+        Self {
+            not_ready_seconds: 300,
+            unreachable_seconds: 300,
+        }
+    }
+}
+
+/// Context admission needs beyond the object.
+pub struct Ctx<'a> {
+    /// The resource being written.
+    pub res: &'static ResourceDef,
+    /// The stored object for updates.
+    pub old: Option<&'a Value>,
+    /// Unknown-field policy.
+    pub validation: FieldValidation,
+    /// Default toleration seconds.
+    pub tolerations: Tolerations,
+}
+
+/// Decodes `obj` as its kind, applies defaults and validation, and writes the normalised object
+/// back. Returns warnings for the `Warning` header.
+pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
+    let r = ctx.res;
+    match (r.group, r.kind) {
+        ("", "Pod") => run::<core::Pod>(ctx, obj, |p, old, e| {
+            default_pod(p, ctx.tolerations);
+            if let Some(spec) = &p.spec {
+                validate_pod_spec(spec, "spec", e);
+            }
+            if let (Some(old), Some(new)) = (old.and_then(|o| o.spec.as_ref()), p.spec.as_ref()) {
+                validate_pod_spec_update(old, new, e);
+            }
+        }),
+        ("", "Namespace") => run::<core::Namespace>(ctx, obj, |ns, _, _| {
+            let name = ns.metadata.name.clone().unwrap_or_default();
+            ns.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert("kubernetes.io/metadata.name".into(), name);
+            ns.spec.get_or_insert_with(Default::default).finalizers.get_or_insert_with(|| vec!["kubernetes".into()]);
+            let status = ns.status.get_or_insert_with(Default::default);
+            status.phase.get_or_insert_with(|| "Active".into());
+        }),
+        ("", "Node") => run::<core::Node>(ctx, obj, |_, _, _| {}),
+        ("", "Service") => run::<core::Service>(ctx, obj, |s, old, e| {
+            default_service(s);
+            validate_service(s, old, e);
+        }),
+        ("", "Endpoints") => run::<core::Endpoints>(ctx, obj, |_, _, _| {}),
+        ("", "ConfigMap") => run::<core::ConfigMap>(ctx, obj, |c, _, e| {
+            let keys = c.data.iter().flatten().map(|(k, _)| k).chain(c.binary_data.iter().flatten().map(|(k, _)| k));
+            validate_data_keys(keys, "data", e);
+        }),
+        ("", "Secret") => run::<core::Secret>(ctx, obj, |s, _, e| {
+            if let Some(string_data) = s.string_data.take() {
+                let data = s.data.get_or_insert_with(Default::default);
+                for (k, val) in string_data {
+                    data.insert(k, k8s_openapi::ByteString(val.into_bytes()));
+                }
+            }
+            s.type_.get_or_insert_with(|| "Opaque".into());
+            validate_data_keys(s.data.iter().flatten().map(|(k, _)| k), "data", e);
+        }),
+        ("", "ServiceAccount") => run::<core::ServiceAccount>(ctx, obj, |_, _, _| {}),
+        ("", "Event") => run::<core::Event>(ctx, obj, |ev, _, e| {
+            if ev.involved_object.name.as_deref().unwrap_or("").is_empty() && ev.involved_object.kind.is_none() {
+                e.push(FieldError::required("involvedObject", ""));
+            }
+        }),
+        ("", "ResourceQuota") => run::<core::ResourceQuota>(ctx, obj, |q, _, e| {
+            if let Some(hard) = q.spec.as_ref().and_then(|s| s.hard.as_ref()) {
+                for (k, qty) in hard {
+                    validate_quantity(qty, &format!("spec.hard[{k}]"), e);
+                }
+            }
+        }),
+        ("", "ReplicationController") => run::<core::ReplicationController>(ctx, obj, |rc, _, e| {
+            let spec = rc.spec.get_or_insert_with(Default::default);
+            spec.replicas.get_or_insert(1);
+            spec.min_ready_seconds.get_or_insert(0);
+            let template_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone());
+            if spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
+                spec.selector = template_labels.clone();
+            }
+            if rc.metadata.labels.as_ref().is_none_or(|l| l.is_empty()) {
+                rc.metadata.labels = template_labels;
+            }
+            if let Some(t) = spec.template.as_mut().and_then(|t| t.spec.as_mut()) {
+                default_pod_spec(t);
+            }
+            validate_replicas(spec.replicas, "spec.replicas", e);
+            match (&spec.selector, &spec.template) {
+                (None, _) => e.push(FieldError::required("spec.selector", "")),
+                (Some(sel), Some(t)) => {
+                    let labels = t.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+                    if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                        e.push(FieldError::invalid("spec.template.metadata.labels", format!("{labels:?}"), "`selector` does not match template `labels`"));
+                    }
+                    validate_template(t, "spec.template", e);
+                }
+                (Some(_), None) => e.push(FieldError::required("spec.template", "")),
+            }
+        }),
+        ("apps", "Deployment") => run::<apps::Deployment>(ctx, obj, |d, old, e| {
+            let spec = d.spec.get_or_insert_with(Default::default);
+            spec.replicas.get_or_insert(1);
+            spec.revision_history_limit.get_or_insert(10);
+            spec.progress_deadline_seconds.get_or_insert(600);
+            let strategy = spec.strategy.get_or_insert_with(Default::default);
+            let kind = strategy.type_.get_or_insert_with(|| "RollingUpdate".into()).clone();
+            if kind == "RollingUpdate" {
+                let ru = strategy.rolling_update.get_or_insert_with(Default::default);
+                ru.max_surge.get_or_insert(IntOrString::String("25%".into()));
+                ru.max_unavailable.get_or_insert(IntOrString::String("25%".into()));
+            } else if kind != "Recreate" {
+                e.push(FieldError::not_supported("spec.strategy.type", quoted(&kind), &["Recreate", "RollingUpdate"]));
+            } else if strategy.rolling_update.is_some() {
+                e.push(FieldError::forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'"));
+            }
+            default_pod_spec(spec.template.spec.get_or_insert_with(Default::default));
+            validate_replicas(spec.replicas, "spec.replicas", e);
+            validate_selector_template(&spec.selector, &spec.template, e);
+            if let Some(old) = old.and_then(|o| o.spec.as_ref()) {
+                if old.selector != spec.selector {
+                    e.push(FieldError::invalid("spec.selector", format!("{:?}", spec.selector), "field is immutable"));
+                }
+            }
+        }),
+        ("apps", "ReplicaSet") => run::<apps::ReplicaSet>(ctx, obj, |rs, old, e| {
+            let spec = rs.spec.get_or_insert_with(Default::default);
+            spec.replicas.get_or_insert(1);
+            spec.min_ready_seconds.get_or_insert(0);
+            validate_replicas(spec.replicas, "spec.replicas", e);
+            match spec.template.as_mut() {
+                Some(t) => {
+                    default_pod_spec(t.spec.get_or_insert_with(Default::default));
+                    validate_selector_template(&spec.selector, t, e);
+                }
+                None => e.push(FieldError::required("spec.template", "")),
+            }
+            if let Some(old) = old.and_then(|o| o.spec.as_ref()) {
+                if old.selector != spec.selector {
+                    e.push(FieldError::invalid("spec.selector", format!("{:?}", spec.selector), "field is immutable"));
+                }
+            }
+        }),
+        ("batch", "Job") => run::<batch::Job>(ctx, obj, |j, old, e| {
+            let uid = j.metadata.uid.clone().unwrap_or_default();
+            default_job(j.spec.get_or_insert_with(Default::default), &uid, j.metadata.name.as_deref().unwrap_or(""));
+            let spec = j.spec.as_ref().expect("defaulted");
+            validate_job_spec(spec, "spec", e);
+            if let Some(old) = old.and_then(|o| o.spec.as_ref()) {
+                if old.selector != spec.selector {
+                    e.push(FieldError::invalid("spec.selector", format!("{:?}", spec.selector), "field is immutable"));
+                }
+                if old.completions != spec.completions && old.completion_mode.as_deref() != Some("Indexed") {
+                    e.push(FieldError::invalid("spec.completions", format!("{:?}", spec.completions), "field is immutable"));
+                }
+                if strip_job_template(&old.template) != strip_job_template(&spec.template) {
+                    e.push(FieldError::invalid("spec.template", "core.PodTemplateSpec{...}", "field is immutable"));
+                }
+            }
+        }),
+        ("batch", "CronJob") => run::<batch::CronJob>(ctx, obj, |c, _, e| {
+            let spec = c.spec.get_or_insert_with(Default::default);
+            spec.concurrency_policy.get_or_insert_with(|| "Allow".into());
+            spec.suspend.get_or_insert(false);
+            spec.successful_jobs_history_limit.get_or_insert(3);
+            spec.failed_jobs_history_limit.get_or_insert(1);
+            if spec.schedule.is_empty() {
+                e.push(FieldError::required("spec.schedule", ""));
+            } else if let Err(msg) = skiff_api::cron::Schedule::parse(&spec.schedule) {
+                e.push(FieldError::invalid("spec.schedule", quoted(&spec.schedule), &msg));
+            }
+            if let Some(tz) = &spec.time_zone {
+                if tz.is_empty() || jiff::tz::TimeZone::get(tz).is_err() {
+                    e.push(FieldError::invalid("spec.timeZone", quoted(tz), "unknown time zone"));
+                }
+            }
+            let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
+            if !["Allow", "Forbid", "Replace"].contains(&policy) {
+                e.push(FieldError::not_supported("spec.concurrencyPolicy", quoted(policy), &["Allow", "Forbid", "Replace"]));
+            }
+            if let Some(js) = spec.job_template.spec.as_mut() {
+                if let Some(t) = js.template.spec.as_mut() {
+                    default_pod_spec(t);
+                }
+                js.backoff_limit.get_or_insert(6);
+                js.completion_mode.get_or_insert_with(|| "NonIndexed".into());
+                validate_template(&js.template, "spec.jobTemplate.spec.template", e);
+                validate_job_restart_policy(&js.template, "spec.jobTemplate.spec.template", e);
+            } else {
+                e.push(FieldError::required("spec.jobTemplate.spec", ""));
+            }
+        }),
+        ("coordination.k8s.io", "Lease") => run::<coordination::Lease>(ctx, obj, |_, _, _| {}),
+        ("discovery.k8s.io", "EndpointSlice") => run::<discovery::EndpointSlice>(ctx, obj, |s, _, e| {
+            if !["IPv4", "IPv6", "FQDN"].contains(&s.address_type.as_str()) {
+                e.push(FieldError::not_supported("addressType", quoted(&s.address_type), &["FQDN", "IPv4", "IPv6"]));
+            }
+        }),
+        ("autoscaling", "HorizontalPodAutoscaler") if r.version == "v2" => {
+            run::<autoscaling_v2::HorizontalPodAutoscaler>(ctx, obj, |h, _, e| {
+                let spec = h.spec.get_or_insert_with(Default::default);
+                spec.min_replicas.get_or_insert(1);
+                validate_hpa_bounds(spec.min_replicas, spec.max_replicas, e);
+                if spec.scale_target_ref.name.is_empty() {
+                    e.push(FieldError::required("spec.scaleTargetRef.name", ""));
+                }
+            })
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            run::<autoscaling_v1::HorizontalPodAutoscaler>(ctx, obj, |h, _, e| {
+                let spec = h.spec.get_or_insert_with(Default::default);
+                spec.min_replicas.get_or_insert(1);
+                validate_hpa_bounds(spec.min_replicas, spec.max_replicas, e);
+                if spec.scale_target_ref.name.is_empty() {
+                    e.push(FieldError::required("spec.scaleTargetRef.name", ""));
+                }
+            })
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Decodes as `T`, reports unknown fields, runs `f`, validates metadata and writes back.
+fn run<T: DeserializeOwned + Serialize + HasMeta>(
+    ctx: &Ctx<'_>,
+    obj: &mut Value,
+    f: impl FnOnce(&mut T, Option<&T>, &mut Vec<FieldError>),
+) -> Result<Vec<String>> {
+    let r = ctx.res;
+    let decode = |v: &Value| -> Result<T> {
+        serde_json::from_value(v.clone()).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{kind} in version \"{ver}\" cannot be handled as a {kind}: {e}",
+                kind = r.kind,
+                ver = r.version
+            ))
+        })
+    };
+    let mut typed = decode(obj)?;
+    let mut unknown = Vec::new();
+    let round = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
+    unknown_fields(obj, &round, "", &mut unknown);
+    let mut warnings = Vec::new();
+    if !unknown.is_empty() {
+        match ctx.validation {
+            FieldValidation::Strict => {
+                let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+                return Err(ApiError::bad_request(format!(
+                    "{kind} in version \"{ver}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    list.join(", "),
+                    kind = r.kind,
+                    ver = r.version
+                )));
+            }
+            FieldValidation::Warn => warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\""))),
+            FieldValidation::Ignore => {}
+        }
+    }
+    let old = match ctx.old {
+        Some(o) => decode(o).ok(),
+        None => None,
+    };
+    let mut errors = Vec::new();
+    validate_meta(r, typed.meta(), &mut errors);
+    f(&mut typed, old.as_ref(), &mut errors);
+    if !errors.is_empty() {
+        let name = typed.meta().name.clone().unwrap_or_default();
+        return Err(ApiError::invalid(r, &name, &errors));
+    }
+    *obj = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(warnings)
+}
+
+/// Access to `metadata` of a typed kind.
+trait HasMeta {
+    fn meta(&self) -> &ObjectMeta;
+}
+
+macro_rules! has_meta {
+    ($($t:ty),*) => { $(impl HasMeta for $t { fn meta(&self) -> &ObjectMeta { &self.metadata } })* };
+}
+has_meta!(
+    core::Pod, core::Namespace, core::Node, core::Service, core::Endpoints, core::ConfigMap,
+    core::Secret, core::ServiceAccount, core::Event, core::ResourceQuota,
+    core::ReplicationController, apps::Deployment, apps::ReplicaSet, batch::Job, batch::CronJob,
+    coordination::Lease, discovery::EndpointSlice, autoscaling_v2::HorizontalPodAutoscaler,
+    autoscaling_v1::HorizontalPodAutoscaler
+);
+
+/// Collects paths present (non-null) in `orig` but missing from the typed round trip.
+fn unknown_fields(orig: &Value, round: &Value, path: &str, out: &mut Vec<String>) {
+    match (orig, round) {
+        (Value::Object(o), Value::Object(r)) => {
+            for (k, ov) in o {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match r.get(k) {
+                    Some(rv) => unknown_fields(ov, rv, &p, out),
+                    None if ov.is_null() => {}
+                    // Empty objects and lists are dropped by the typed form without loss.
+                    None if ov.as_object().is_some_and(|m| m.is_empty()) => {}
+                    None if ov.as_array().is_some_and(|a| a.is_empty()) => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(r)) => {
+            for (i, (ov, rv)) in o.iter().zip(r).enumerate() {
+                unknown_fields(ov, rv, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn validate_meta(res: &ResourceDef, meta: &ObjectMeta, e: &mut Vec<FieldError>) {
+    let name = meta.name.as_deref().unwrap_or("");
+    if name.is_empty() {
+        e.push(FieldError::required("metadata.name", "name or generateName is required"));
+    } else {
+        let check = match res.kind {
+            "Namespace" => v::dns1123_label(name),
+            "Service" => v::dns1035_label(name),
+            "Event" | "Lease" => Ok(()),
+            _ => v::dns1123_subdomain(name),
+        };
+        if let Err(msg) = check {
+            e.push(FieldError::invalid("metadata.name", quoted(name), &msg));
+        }
+    }
+    for (k, val) in meta.labels.iter().flatten() {
+        if let Err(msg) = v::qualified_name(k) {
+            e.push(FieldError::invalid("metadata.labels", quoted(k), &msg));
+        }
+        if let Err(msg) = v::label_value(val) {
+            e.push(FieldError::invalid(format!("metadata.labels[{k}]"), quoted(val), &msg));
+        }
+    }
+    let mut total = 0;
+    for (k, val) in meta.annotations.iter().flatten() {
+        total += k.len() + val.len();
+        if let Err(msg) = v::qualified_name(k) {
+            e.push(FieldError::invalid("metadata.annotations", quoted(k), &msg));
+        }
+    }
+    if total > 256 * 1024 {
+        e.push(FieldError {
+            reason: "FieldValueTooLong",
+            field: "metadata.annotations".into(),
+            message: format!("metadata.annotations: Too long: may not be more than 262144 bytes (got {total})"),
+        });
+    }
+    if let Some(ns) = meta.namespace.as_deref().filter(|ns| !ns.is_empty()) {
+        if let Err(msg) = v::dns1123_label(ns) {
+            e.push(FieldError::invalid("metadata.namespace", quoted(ns), &msg));
+        }
+    }
+}
+
+fn default_pod(p: &mut core::Pod, tolerations: Tolerations) {
+    let spec = p.spec.get_or_insert_with(Default::default);
+    default_pod_spec(spec);
+    spec.service_account_name.get_or_insert_with(|| "default".into());
+    spec.priority.get_or_insert(0);
+    let tols = spec.tolerations.get_or_insert_with(Vec::new);
+    for (key, seconds) in [
+        ("node.kubernetes.io/not-ready", tolerations.not_ready_seconds),
+        ("node.kubernetes.io/unreachable", tolerations.unreachable_seconds),
+    ] {
+        let covered = tols.iter().any(|t| {
+            (t.key.as_deref() == Some(key) || (t.key.is_none() && t.operator.as_deref() == Some("Exists")))
+                && t.effect.as_deref().is_none_or(|e| e == "NoExecute")
+        });
+        if !covered {
+            tols.push(core::Toleration {
+                key: Some(key.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoExecute".into()),
+                toleration_seconds: Some(seconds),
+                value: None,
+            });
+        }
+    }
+}
+
+/// Defaults shared by pods and pod templates.
+pub(crate) fn default_pod_spec(spec: &mut core::PodSpec) {
+    spec.restart_policy.get_or_insert_with(|| "Always".into());
+    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
+    spec.scheduler_name.get_or_insert_with(|| "default-scheduler".into());
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.security_context.get_or_insert_with(Default::default);
+    spec.enable_service_links.get_or_insert(true);
+    let containers = spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut());
+    for c in containers {
+        c.termination_message_path.get_or_insert_with(|| "/dev/termination-log".into());
+        c.termination_message_policy.get_or_insert_with(|| "File".into());
+        c.resources.get_or_insert_with(Default::default);
+        if c.image_pull_policy.is_none() {
+            let image = c.image.as_deref().unwrap_or("");
+            let tag = image.rsplit('/').next().and_then(|last| last.split_once(':')).map(|(_, t)| t);
+            let latest = !image.contains('@') && tag.is_none_or(|t| t == "latest");
+            c.image_pull_policy = Some(if latest { "Always" } else { "IfNotPresent" }.into());
+        }
+        for p in c.ports.iter_mut().flatten() {
+            p.protocol.get_or_insert_with(|| "TCP".into());
+        }
+    }
+    for vol in spec.volumes.iter_mut().flatten() {
+        if let Some(cm) = vol.config_map.as_mut() {
+            cm.default_mode.get_or_insert(0o644);
+        }
+        if let Some(s) = vol.secret.as_mut() {
+            s.default_mode.get_or_insert(0o644);
+        }
+    }
+}
+
+fn validate_pod_spec(spec: &core::PodSpec, path: &str, e: &mut Vec<FieldError>) {
+    if spec.containers.is_empty() {
+        e.push(FieldError::required(format!("{path}.containers"), ""));
+    }
+    let mut names = HashSet::new();
+    let volumes: HashSet<&str> = spec.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+    let mut seen_volumes = HashSet::new();
+    for (i, vol) in spec.volumes.iter().flatten().enumerate() {
+        let p = format!("{path}.volumes[{i}].name");
+        if let Err(msg) = v::dns1123_label(&vol.name) {
+            e.push(FieldError::invalid(&p, quoted(&vol.name), &msg));
+        }
+        if !seen_volumes.insert(vol.name.as_str()) {
+            e.push(FieldError::duplicate(&p, quoted(&vol.name)));
+        }
+    }
+    let groups = [("initContainers", spec.init_containers.as_deref().unwrap_or(&[])), ("containers", &spec.containers[..])];
+    for (field, list) in groups {
+        for (i, c) in list.iter().enumerate() {
+            let cp = format!("{path}.{field}[{i}]");
+            if c.name.is_empty() {
+                e.push(FieldError::required(format!("{cp}.name"), ""));
+            } else if let Err(msg) = v::dns1123_label(&c.name) {
+                e.push(FieldError::invalid(format!("{cp}.name"), quoted(&c.name), &msg));
+            } else if !names.insert(c.name.as_str()) {
+                e.push(FieldError::duplicate(format!("{cp}.name"), quoted(&c.name)));
+            }
+            if c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+                e.push(FieldError::required(format!("{cp}.image"), ""));
+            }
+            validate_container(c, &cp, &volumes, e);
+        }
+    }
+    let rp = spec.restart_policy.as_deref().unwrap_or("Always");
+    if !["Always", "OnFailure", "Never"].contains(&rp) {
+        e.push(FieldError::not_supported(format!("{path}.restartPolicy"), quoted(rp), &["Always", "OnFailure", "Never"]));
+    }
+    if let Some(g) = spec.termination_grace_period_seconds {
+        if g < 0 {
+            e.push(FieldError::invalid(format!("{path}.terminationGracePeriodSeconds"), g, "must be greater than or equal to 0"));
+        }
+    }
+    if let Some(a) = spec.active_deadline_seconds {
+        if a <= 0 {
+            e.push(FieldError::invalid(format!("{path}.activeDeadlineSeconds"), a, "must be between 1 and 2147483647, inclusive"));
+        }
+    }
+    for (i, t) in spec.tolerations.iter().flatten().enumerate() {
+        let op = t.operator.as_deref().unwrap_or("Equal");
+        if !["Equal", "Exists"].contains(&op) {
+            e.push(FieldError::not_supported(format!("{path}.tolerations[{i}].operator"), quoted(op), &["Equal", "Exists"]));
+        }
+        if let Some(eff) = t.effect.as_deref().filter(|e| !e.is_empty()) {
+            if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&eff) {
+                e.push(FieldError::not_supported(format!("{path}.tolerations[{i}].effect"), quoted(eff), &["NoExecute", "NoSchedule", "PreferNoSchedule"]));
+            }
+        }
+    }
+}
+
+fn validate_container(c: &core::Container, cp: &str, volumes: &HashSet<&str>, e: &mut Vec<FieldError>) {
+    let mut port_names = HashSet::new();
+    for (j, p) in c.ports.iter().flatten().enumerate() {
+        let pp = format!("{cp}.ports[{j}]");
+        if !(1..=65535).contains(&p.container_port) {
+            e.push(FieldError::invalid(format!("{pp}.containerPort"), p.container_port, "must be between 1 and 65535, inclusive"));
+        }
+        if let Some(hp) = p.host_port {
+            if !(0..=65535).contains(&hp) {
+                e.push(FieldError::invalid(format!("{pp}.hostPort"), hp, "must be between 1 and 65535, inclusive"));
+            }
+        }
+        let proto = p.protocol.as_deref().unwrap_or("TCP");
+        if !["TCP", "UDP", "SCTP"].contains(&proto) {
+            e.push(FieldError::not_supported(format!("{pp}.protocol"), quoted(proto), &["SCTP", "TCP", "UDP"]));
+        }
+        if let Some(n) = p.name.as_deref() {
+            if let Err(msg) = v::port_name(n) {
+                e.push(FieldError::invalid(format!("{pp}.name"), quoted(n), &msg));
+            } else if !port_names.insert(n) {
+                e.push(FieldError::duplicate(format!("{pp}.name"), quoted(n)));
+            }
+        }
+    }
+    for (j, env) in c.env.iter().flatten().enumerate() {
+        if let Err(msg) = v::env_var_name(&env.name) {
+            e.push(FieldError::invalid(format!("{cp}.env[{j}].name"), quoted(&env.name), &msg));
+        }
+    }
+    for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
+        if !volumes.contains(m.name.as_str()) {
+            e.push(FieldError {
+                reason: "FieldValueNotFound",
+                field: format!("{cp}.volumeMounts[{j}].name"),
+                message: format!("{cp}.volumeMounts[{j}].name: Not found: {}", quoted(&m.name)),
+            });
+        }
+        if m.mount_path.is_empty() {
+            e.push(FieldError::required(format!("{cp}.volumeMounts[{j}].mountPath"), ""));
+        }
+    }
+    if let Some(res) = &c.resources {
+        let rp = format!("{cp}.resources");
+        let mut limits = BTreeMap::new();
+        for (k, q) in res.limits.iter().flatten() {
+            if let Some(n) = validate_quantity(q, &format!("{rp}.limits[{k}]"), e) {
+                limits.insert(k.clone(), n);
+            }
+        }
+        for (k, q) in res.requests.iter().flatten() {
+            if let Some(n) = validate_quantity(q, &format!("{rp}.requests[{k}]"), e) {
+                if limits.get(k).is_some_and(|l| n > *l) {
+                    let limit = &res.limits.as_ref().expect("limit present")[k].0;
+                    e.push(FieldError::invalid(format!("{rp}.requests"), quoted(&q.0), &format!("must be less than or equal to {k} limit of {limit}")));
+                }
+            }
+        }
+    }
+    for (probe_name, probe) in [("livenessProbe", &c.liveness_probe), ("readinessProbe", &c.readiness_probe), ("startupProbe", &c.startup_probe)] {
+        if probe.as_ref().is_some_and(|p| p.exec.is_some()) {
+            e.push(FieldError::forbidden(
+                format!("{cp}.{probe_name}.exec"),
+                "exec probes are not supported: Wasm containers have no processes to exec into; use httpGet or tcpSocket",
+            ));
+        }
+    }
+}
+
+fn validate_quantity(q: &Quantity, path: &str, e: &mut Vec<FieldError>) -> Option<i128> {
+    match quantity::parse_milli(&q.0) {
+        Ok(n) if n < 0 => {
+            e.push(FieldError::invalid(path, quoted(&q.0), "must be greater than or equal to 0"));
+            None
+        }
+        Ok(n) => Some(n),
+        Err(msg) => {
+            e.push(FieldError::invalid(path, quoted(&q.0), &msg));
+            None
+        }
+    }
+}
+
+/// Pods may change only images, tolerations (by adding), activeDeadlineSeconds and the grace
+/// period once created.
+fn validate_pod_spec_update(old: &core::PodSpec, new: &core::PodSpec, e: &mut Vec<FieldError>) {
+    let normalize = |s: &core::PodSpec| {
+        let mut s = s.clone();
+        for c in s.containers.iter_mut().chain(s.init_containers.iter_mut().flatten()) {
+            c.image = None;
+        }
+        s.active_deadline_seconds = None;
+        s.tolerations = None;
+        s.termination_grace_period_seconds = None;
+        s
+    };
+    if normalize(old) != normalize(new) {
+        e.push(FieldError::forbidden(
+            "spec",
+            "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
+    if old.node_name.is_some() && old.node_name != new.node_name {
+        e.push(FieldError::forbidden("spec.nodeName", "may not be changed once set"));
+    }
+}
+
+fn validate_template(t: &core::PodTemplateSpec, path: &str, e: &mut Vec<FieldError>) {
+    match &t.spec {
+        Some(spec) => validate_pod_spec(spec, &format!("{path}.spec"), e),
+        None => e.push(FieldError::required(format!("{path}.spec"), "")),
+    }
+}
+
+fn validate_selector_template(sel: &LabelSelector, t: &core::PodTemplateSpec, e: &mut Vec<FieldError>) {
+    let empty = sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty());
+    if empty {
+        e.push(FieldError::invalid("spec.selector", "{}", "empty selector is invalid for deployment"));
+    } else {
+        match Selector::from_label_selector(sel) {
+            Ok(s) => {
+                let labels = t.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+                if !s.matches(&labels) {
+                    e.push(FieldError::invalid(
+                        "spec.template.metadata.labels",
+                        format!("{labels:?}"),
+                        "`selector` does not match template `labels`",
+                    ));
+                }
+            }
+            Err(err) => e.push(FieldError::invalid("spec.selector", "", &err.to_string())),
+        }
+    }
+    validate_template(t, "spec.template", e);
+}
+
+fn validate_replicas(r: Option<i32>, path: &str, e: &mut Vec<FieldError>) {
+    if let Some(r) = r.filter(|r| *r < 0) {
+        e.push(FieldError::invalid(path, r, "must be greater than or equal to 0"));
+    }
+}
+
+fn default_job(spec: &mut batch::JobSpec, uid: &str, name: &str) {
+    spec.parallelism.get_or_insert(1);
+    if spec.completions.is_none() && spec.completion_mode.as_deref() != Some("Indexed") {
+        spec.completions = Some(1);
+    }
+    spec.backoff_limit.get_or_insert(6);
+    spec.completion_mode.get_or_insert_with(|| "NonIndexed".into());
+    spec.suspend.get_or_insert(false);
+    spec.manual_selector.get_or_insert(false);
+    spec.pod_replacement_policy.get_or_insert_with(|| "TerminatingOrFailed".into());
+    if let Some(t) = spec.template.spec.as_mut() {
+        default_pod_spec(t);
+    }
+    // The job controller's labels: a selector unique to this Job (by uid), set at creation.
+    if spec.manual_selector != Some(true) && spec.selector.is_none() && !uid.is_empty() {
+        let labels = [
+            ("batch.kubernetes.io/controller-uid", uid),
+            ("batch.kubernetes.io/job-name", name),
+            ("controller-uid", uid),
+            ("job-name", name),
+        ];
+        let tl = spec.template.metadata.get_or_insert_with(Default::default).labels.get_or_insert_with(Default::default);
+        for (k, v) in labels {
+            tl.insert(k.into(), v.into());
+        }
+        spec.selector = Some(LabelSelector {
+            match_labels: Some([("batch.kubernetes.io/controller-uid".to_string(), uid.to_string())].into()),
+            match_expressions: None,
+        });
+    }
+}
+
+fn validate_job_spec(spec: &batch::JobSpec, path: &str, e: &mut Vec<FieldError>) {
+    for (field, value) in [("parallelism", spec.parallelism), ("completions", spec.completions), ("backoffLimit", spec.backoff_limit)] {
+        if let Some(n) = value.filter(|n| *n < 0) {
+            e.push(FieldError::invalid(format!("{path}.{field}"), n, "must be greater than or equal to 0"));
+        }
+    }
+    if let Some(a) = spec.active_deadline_seconds.filter(|a| *a <= 0) {
+        e.push(FieldError::invalid(format!("{path}.activeDeadlineSeconds"), a, "must be greater than or equal to 1"));
+    }
+    let mode = spec.completion_mode.as_deref().unwrap_or("NonIndexed");
+    if !["NonIndexed", "Indexed"].contains(&mode) {
+        e.push(FieldError::not_supported(format!("{path}.completionMode"), quoted(mode), &["Indexed", "NonIndexed"]));
+    }
+    if mode == "Indexed" && spec.completions.is_none() {
+        e.push(FieldError::required(format!("{path}.completions"), "when completion mode is Indexed"));
+    }
+    validate_template(&spec.template, &format!("{path}.template"), e);
+    validate_job_restart_policy(&spec.template, &format!("{path}.template"), e);
+}
+
+fn validate_job_restart_policy(t: &core::PodTemplateSpec, path: &str, e: &mut Vec<FieldError>) {
+    let rp = t.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
+    if !["OnFailure", "Never"].contains(&rp) {
+        e.push(FieldError::not_supported(format!("{path}.spec.restartPolicy"), quoted(rp), &["OnFailure", "Never"]));
+    }
+}
+
+fn strip_job_template(t: &core::PodTemplateSpec) -> core::PodTemplateSpec {
+    let mut t = t.clone();
+    // Scheduling directives may change on suspended Jobs; the rest of the template is fixed.
+    if let Some(s) = t.spec.as_mut() {
+        s.node_selector = None;
+        s.tolerations = None;
+        s.affinity = None;
+        s.scheduling_gates = None;
+    }
+    t
+}
+
+fn default_service(s: &mut core::Service) {
+    let spec = s.spec.get_or_insert_with(Default::default);
+    let kind = spec.type_.get_or_insert_with(|| "ClusterIP".into()).clone();
+    spec.session_affinity.get_or_insert_with(|| "None".into());
+    if kind != "ExternalName" {
+        spec.internal_traffic_policy.get_or_insert_with(|| "Cluster".into());
+        spec.ip_families.get_or_insert_with(|| vec!["IPv4".into()]);
+        spec.ip_family_policy.get_or_insert_with(|| "SingleStack".into());
+    }
+    if kind == "NodePort" || kind == "LoadBalancer" {
+        spec.external_traffic_policy.get_or_insert_with(|| "Cluster".into());
+    }
+    for p in spec.ports.iter_mut().flatten() {
+        p.protocol.get_or_insert_with(|| "TCP".into());
+        if p.target_port.is_none() {
+            p.target_port = Some(IntOrString::Int(p.port));
+        }
+    }
+    s.status.get_or_insert_with(|| core::ServiceStatus {
+        load_balancer: Some(Default::default()),
+        conditions: None,
+    });
+}
+
+fn validate_service(s: &core::Service, old: Option<&core::Service>, e: &mut Vec<FieldError>) {
+    let spec = s.spec.as_ref().expect("defaulted");
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+    const TYPES: [&str; 4] = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+    if !TYPES.contains(&kind) {
+        e.push(FieldError::not_supported("spec.type", quoted(kind), &TYPES));
+    }
+    let ports = spec.ports.as_deref().unwrap_or(&[]);
+    let headless = spec.cluster_ip.as_deref() == Some("None");
+    if ports.is_empty() && kind != "ExternalName" && !headless {
+        e.push(FieldError::required("spec.ports", ""));
+    }
+    if kind == "ExternalName" && spec.external_name.as_deref().is_none_or(str::is_empty) {
+        e.push(FieldError::required("spec.externalName", ""));
+    }
+    let mut names = HashSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let pp = format!("spec.ports[{i}]");
+        if !(1..=65535).contains(&p.port) {
+            e.push(FieldError::invalid(format!("{pp}.port"), p.port, "must be between 1 and 65535, inclusive"));
+        }
+        let name = p.name.as_deref().unwrap_or("");
+        if ports.len() > 1 && name.is_empty() {
+            e.push(FieldError::required(format!("{pp}.name"), ""));
+        } else if !name.is_empty() {
+            if let Err(msg) = v::dns1123_label(name) {
+                e.push(FieldError::invalid(format!("{pp}.name"), quoted(name), &msg));
+            }
+        }
+        if !names.insert(name) {
+            e.push(FieldError::duplicate(format!("{pp}.name"), quoted(name)));
+        }
+        let proto = p.protocol.as_deref().unwrap_or("TCP");
+        if !["TCP", "UDP", "SCTP"].contains(&proto) {
+            e.push(FieldError::not_supported(format!("{pp}.protocol"), quoted(proto), &["SCTP", "TCP", "UDP"]));
+        }
+        match &p.target_port {
+            Some(IntOrString::Int(t)) if !(1..=65535).contains(t) => {
+                e.push(FieldError::invalid(format!("{pp}.targetPort"), t, "must be between 1 and 65535, inclusive"));
+            }
+            Some(IntOrString::String(t)) => {
+                if let Err(msg) = v::port_name(t) {
+                    e.push(FieldError::invalid(format!("{pp}.targetPort"), quoted(t), &msg));
+                }
+            }
+            _ => {}
+        }
+        if let Some(np) = p.node_port {
+            if kind != "NodePort" && kind != "LoadBalancer" {
+                e.push(FieldError::forbidden(format!("{pp}.nodePort"), "may not be used when `type` is 'ClusterIP'"));
+            } else if !(30000..=32767).contains(&np) {
+                e.push(FieldError::invalid(format!("{pp}.nodePort"), np, "provided port is not in the valid range. The range of valid ports is 30000-32767"));
+            }
+        }
+    }
+    if let Some(old_ip) = old.and_then(|o| o.spec.as_ref()).and_then(|s| s.cluster_ip.as_deref()) {
+        if spec.cluster_ip.as_deref().is_some_and(|ip| ip != old_ip) && kind != "ExternalName" {
+            e.push(FieldError::invalid("spec.clusterIPs[0]", quoted(spec.cluster_ip.as_deref().unwrap_or("")), "may not change once set"));
+        }
+    }
+}
+
+fn validate_data_keys<'a>(keys: impl Iterator<Item = &'a String>, path: &str, e: &mut Vec<FieldError>) {
+    for k in keys {
+        let ok = !k.is_empty()
+            && k.len() <= 253
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && k != "."
+            && k != "..";
+        if !ok {
+            e.push(FieldError::invalid(
+                format!("{path}[{k}]"),
+                quoted(k),
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+            ));
+        }
+    }
+}
+
+fn validate_hpa_bounds(min: Option<i32>, max: i32, e: &mut Vec<FieldError>) {
+    let min = min.unwrap_or(1);
+    if min < 1 {
+        e.push(FieldError::invalid("spec.minReplicas", min, "must be greater than or equal to 1"));
+    }
+    if max < min {
+        e.push(FieldError::invalid("spec.maxReplicas", max, "must be greater than or equal to `minReplicas`"));
+    }
+}

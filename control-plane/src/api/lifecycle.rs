@@ -1,0 +1,452 @@
+//! Object lifecycle rules: what create and update may touch, the Scale view, graceful and
+//! finalizer-driven deletion, owner propagation and namespace cleanup.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
+use skiff_api::labels::Selector;
+use skiff_api::validation::FieldError;
+
+use super::object::{self, meta_mut};
+use super::resources::{self, RESOURCES, ResourceDef};
+use super::{Api, ApiError, DeleteOptions, ListOptions, Result, Target};
+
+/// Resets what a client may not set on create.
+pub(super) fn prepare_create(res: &ResourceDef, obj: &mut Value) {
+    let o = obj.as_object_mut().expect("checked object");
+    match res.kind {
+        "Pod" => {
+            o.insert("status".into(), json!({"phase": "Pending"}));
+            let qos = qos_class(o.get("spec"));
+            o["status"]["qosClass"] = json!(qos);
+        }
+        "Namespace" => {
+            o.insert("status".into(), json!({"phase": "Active"}));
+        }
+        // Nodes report their own status when they register; events and the rest have none.
+        "Node" => {}
+        _ if res.status => {
+            o.remove("status");
+        }
+        _ => {}
+    }
+}
+
+/// Kubernetes' QoS class from the containers' requests and limits.
+fn qos_class(spec: Option<&Value>) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|f| spec.and_then(|s| s.get(*f)).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let req = c.pointer("/resources/requests").and_then(Value::as_object);
+        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
+        for r in ["cpu", "memory"] {
+            let l = lim.and_then(|m| m.get(r));
+            let q = req.and_then(|m| m.get(r)).or(l);
+            any |= l.is_some() || q.is_some();
+            if l.is_none() || q != l {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+/// Carries over what an update may not change and splits spec from status writes.
+pub(super) fn prepare_update(res: &ResourceDef, target: Target, cur: &Value, new: &mut Value) -> Result<()> {
+    let cur_meta = object::meta(cur).cloned().unwrap_or_default();
+    let new_uid = object::uid(new).to_string();
+    if !new_uid.is_empty() && new_uid != object::uid(cur) {
+        return Err(ApiError::conflict_because(
+            res,
+            object::name(cur),
+            &format!("Precondition failed: UID in precondition: {new_uid}, UID in object meta: {}", object::uid(cur)),
+        ));
+    }
+    match target {
+        Target::Status | Target::Finalize => {
+            let mut merged = cur.clone();
+            if target == Target::Status {
+                match new.get("status") {
+                    Some(s) => merged["status"] = s.clone(),
+                    None => {
+                        merged.as_object_mut().expect("object").remove("status");
+                    }
+                }
+            } else {
+                merged["spec"]["finalizers"] = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+            }
+            // Bindings set spec.nodeName through the status path.
+            if res.kind == "Pod" {
+                if let Some(node) = new.pointer("/spec/nodeName").filter(|n| cur.pointer("/spec/nodeName").is_none() && n.is_string()) {
+                    merged["spec"]["nodeName"] = node.clone();
+                }
+            }
+            *new = merged;
+            return Ok(());
+        }
+        Target::Main | Target::Scale => {}
+    }
+    let m = meta_mut(new);
+    for field in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        match cur_meta.get(field) {
+            Some(v) => m.insert(field.into(), v.clone()),
+            None => m.remove(field),
+        };
+    }
+    m.remove("managedFields");
+    m.remove("selfLink");
+    if object::is_terminating(cur) {
+        let old: Vec<String> = object::finalizers(cur);
+        let added: Vec<String> = object::finalizers(new).into_iter().filter(|f| !old.contains(f)).collect();
+        if !added.is_empty() {
+            return Err(ApiError::invalid(res, object::name(cur), &[FieldError::forbidden(
+                "metadata.finalizers",
+                &format!("no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"),
+            )]));
+        }
+    }
+    if res.status {
+        let o = new.as_object_mut().expect("object");
+        match cur.get("status") {
+            Some(s) => o.insert("status".into(), s.clone()),
+            None => o.remove("status"),
+        };
+    }
+    if res.generation && cur.get("spec") != new.get("spec") {
+        let g = object::meta(cur).and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
+        meta_mut(new).insert("generation".into(), json!(g + 1));
+    }
+    Ok(())
+}
+
+/// The autoscaling/v1 Scale of a scalable object.
+pub(super) fn scale_of(res: &ResourceDef, obj: &Value) -> Value {
+    let m = object::meta(obj).cloned().unwrap_or_default();
+    let pick = |k: &str| m.get(k).cloned().unwrap_or(Value::Null);
+    let selector = match res.kind {
+        "ReplicationController" => obj
+            .pointer("/spec/selector")
+            .and_then(Value::as_object)
+            .map(|s| s.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+            .unwrap_or_default(),
+        _ => obj
+            .pointer("/spec/selector")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .and_then(|s| Selector::from_label_selector(&s).ok())
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+    };
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": pick("name"), "namespace": pick("namespace"), "uid": pick("uid"),
+            "resourceVersion": pick("resourceVersion"), "creationTimestamp": pick("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+    })
+}
+
+/// Copies a Scale's `spec.replicas` (and its resourceVersion precondition) onto the object.
+pub(super) fn apply_scale(res: &ResourceDef, cur: &Value, scale: &Value) -> Result<Value> {
+    let name = object::name(cur);
+    let replicas = match scale.pointer("/spec/replicas") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_i64().ok_or_else(|| {
+            ApiError::bad_request(format!("Scale in version \"v1\" cannot be handled as a Scale: spec.replicas must be an integer, got {v}"))
+        })?,
+    };
+    if replicas < 0 {
+        return Err(ApiError::invalid(res, name, &[FieldError::invalid("spec.replicas", replicas, "must be greater than or equal to 0")]));
+    }
+    let mut new = cur.clone();
+    new["spec"]["replicas"] = json!(replicas);
+    let rv = object::meta_str(scale, "resourceVersion");
+    if !rv.is_empty() {
+        meta_mut(&mut new).insert("resourceVersion".into(), json!(rv));
+    }
+    Ok(new)
+}
+
+/// Sets a status condition, updating the transition time only when the status changes.
+pub(super) fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: Option<&str>, message: Option<&str>) {
+    let now = object::now();
+    let conditions = obj["status"]
+        .as_object_mut()
+        .map(|s| s.entry("conditions").or_insert_with(|| json!([])))
+        .and_then(Value::as_array_mut);
+    let Some(conditions) = conditions else { return };
+    let mut cond = Map::new();
+    cond.insert("type".into(), json!(kind));
+    cond.insert("status".into(), json!(status));
+    cond.insert("lastProbeTime".into(), Value::Null);
+    cond.insert("lastTransitionTime".into(), json!(now));
+    if let Some(r) = reason {
+        cond.insert("reason".into(), json!(r));
+    }
+    if let Some(m) = message {
+        cond.insert("message".into(), json!(m));
+    }
+    match conditions.iter_mut().find(|c| c["type"] == kind) {
+        Some(existing) if existing["status"] == status => {
+            let keep = existing["lastTransitionTime"].clone();
+            *existing = Value::Object(cond);
+            existing["lastTransitionTime"] = keep;
+        }
+        Some(existing) => *existing = Value::Object(cond),
+        None => conditions.push(Value::Object(cond)),
+    }
+}
+
+/// True when a terminating object has nothing left to wait for: no finalizers (for namespaces,
+/// none in `spec.finalizers` either) and no grace period running.
+pub(super) fn deletion_ready(res: &ResourceDef, obj: &Value) -> bool {
+    let grace = object::meta(obj).and_then(|m| m.get("deletionGracePeriodSeconds")).and_then(Value::as_i64).unwrap_or(0);
+    let spec_finalizers = obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    object::is_terminating(obj) && object::finalizers(obj).is_empty() && grace == 0 && !(res.kind == "Namespace" && spec_finalizers)
+}
+
+/// How dependents of a deleted owner are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Propagation {
+    /// Delete the owner now, dependents afterwards.
+    Background,
+    /// Delete dependents first, then the owner.
+    Foreground,
+    /// Keep dependents, removing their owner references.
+    Orphan,
+}
+
+/// What a delete request turns into.
+pub(super) struct DeletePlan {
+    /// `Some(object)` when the object is only marked terminating.
+    pub terminating: Option<Value>,
+    pub propagation: Propagation,
+}
+
+pub(super) fn plan_delete(res: &ResourceDef, cur: &Value, opts: &DeleteOptions) -> Result<DeletePlan> {
+    let name = object::name(cur);
+    if res.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
+        return Err(ApiError::forbidden(res, name, "this namespace may not be deleted"));
+    }
+    let propagation = match opts.propagation_policy.as_deref() {
+        None | Some("") | Some("Background") => Propagation::Background,
+        Some("Foreground") => Propagation::Foreground,
+        Some("Orphan") => Propagation::Orphan,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+            )));
+        }
+    };
+    let mut marked = cur.clone();
+    let mut terminating = false;
+    let now = object::now();
+    let set_deletion = |obj: &mut Value, grace: i64, at: String| {
+        let m = meta_mut(obj);
+        if !m.contains_key("deletionTimestamp") || m["deletionTimestamp"].is_null() {
+            m.insert("deletionTimestamp".into(), json!(at));
+        }
+        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    };
+    if res.kind == "Namespace" {
+        if deletion_ready(res, cur) {
+            return Ok(DeletePlan { terminating: None, propagation });
+        }
+        set_deletion(&mut marked, 0, now.clone());
+        marked["status"]["phase"] = json!("Terminating");
+        return Ok(DeletePlan { terminating: Some(marked), propagation });
+    }
+    // Pods on a node terminate gracefully: the agent stops them, then completes the delete.
+    if res.kind == "Pod" && cur.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+        let spec_grace = cur.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+        let grace = opts.grace_period_seconds.unwrap_or(spec_grace).max(0);
+        let phase = cur.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+        let current = object::meta(cur).and_then(|m| m.get("deletionGracePeriodSeconds")).and_then(Value::as_i64);
+        if grace > 0 && phase != "Succeeded" && phase != "Failed" && current.is_none_or(|c| grace < c) {
+            let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+            set_deletion(&mut marked, grace, at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            terminating = true;
+        } else if current.is_some() && grace > 0 && phase != "Succeeded" && phase != "Failed" {
+            return Ok(DeletePlan { terminating: Some(cur.clone()), propagation });
+        }
+    }
+    let extra = match propagation {
+        Propagation::Foreground => Some("foregroundDeletion"),
+        Propagation::Orphan => Some("orphan"),
+        Propagation::Background => None,
+    };
+    if let Some(f) = extra.filter(|_| has_dependents_kind(res)) {
+        let m = meta_mut(&mut marked);
+        let list = m.entry("finalizers").or_insert_with(|| json!([]));
+        if let Some(a) = list.as_array_mut() {
+            if !a.iter().any(|x| x == f) {
+                a.push(json!(f));
+            }
+        }
+    }
+    if !object::finalizers(&marked).is_empty() {
+        if !terminating {
+            set_deletion(&mut marked, 0, now);
+        }
+        terminating = true;
+    }
+    Ok(DeletePlan { terminating: terminating.then_some(marked), propagation })
+}
+
+/// One resource per namespaced storage location (HPA is served in two versions).
+fn namespaced_storage() -> impl Iterator<Item = &'static ResourceDef> {
+    RESOURCES
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| r.namespaced && !RESOURCES[..*i].iter().any(|o| o.plural == r.plural))
+        .map(|(_, r)| r)
+}
+
+/// Kinds that own other objects through ownerReferences.
+fn has_dependents_kind(res: &ResourceDef) -> bool {
+    matches!(res.kind, "Deployment" | "ReplicaSet" | "ReplicationController" | "Job" | "CronJob" | "Service" | "Node" | "Pod")
+}
+
+/// The kinds whose objects may carry ownerReferences to the owners above (one def per storage).
+fn dependent_kinds() -> impl Iterator<Item = &'static ResourceDef> {
+    ["replicasets", "pods", "jobs", "endpoints", "endpointslices", "controllerrevisions"]
+        .into_iter()
+        .filter_map(|plural| RESOURCES.iter().find(|r| r.plural == plural))
+}
+
+impl Api {
+    /// Runs the owner-reference side of a delete in the background: Background deletes the
+    /// dependents of a deleted owner; Foreground deletes them and then removes the owner's
+    /// `foregroundDeletion` finalizer; Orphan strips their references and removes `orphan`.
+    pub(super) fn spawn_dependents(&self, res: &'static ResourceDef, owner: Value, propagation: Propagation) {
+        if !has_dependents_kind(res) {
+            return;
+        }
+        let api = self.clone();
+        self.inner.tasks.spawn(async move {
+            if let Err(e) = api.handle_dependents(res, &owner, propagation).await {
+                tracing::warn!(owner = object::name(&owner), error = %e, "garbage collection of dependents failed");
+            }
+        });
+    }
+
+    async fn handle_dependents(&self, res: &'static ResourceDef, owner: &Value, propagation: Propagation) -> Result<()> {
+        let uid = object::uid(owner).to_string();
+        let ns = Some(object::namespace(owner)).filter(|n| !n.is_empty());
+        let finalizer = match propagation {
+            Propagation::Foreground => Some("foregroundDeletion"),
+            Propagation::Orphan => Some("orphan"),
+            Propagation::Background => None,
+        };
+        loop {
+            let mut remaining = 0;
+            for dres in dependent_kinds() {
+                for dep in self.list(dres, ns, &ListOptions::default())?.items {
+                    let refs = dep.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+                    if !refs.iter().any(|r| r["uid"] == uid.as_str()) {
+                        continue;
+                    }
+                    let dns = Some(object::namespace(&dep)).filter(|n| !n.is_empty());
+                    let dname = object::name(&dep).to_string();
+                    if propagation == Propagation::Orphan {
+                        let kept: Vec<Value> = refs.into_iter().filter(|r| r["uid"] != uid.as_str()).collect();
+                        let patch = json!({"metadata": {"ownerReferences": kept}});
+                        let _ = self.patch(dres, dns, &dname, super::PatchType::Merge, patch, Target::Main, &Default::default()).await;
+                        continue;
+                    }
+                    remaining += 1;
+                    if !object::is_terminating(&dep) {
+                        let opts = DeleteOptions { propagation_policy: Some(if propagation == Propagation::Foreground { "Foreground" } else { "Background" }.into()), ..Default::default() };
+                        match Box::pin(self.delete(dres, dns, &dname, &opts)).await {
+                            Ok(_) => {}
+                            Err(e) if e.code == 404 => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+            if remaining == 0 || propagation == Propagation::Background || self.inner.shutdown.is_cancelled() {
+                break;
+            }
+            // Wait for dependents that terminate gracefully (pods on nodes).
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = self.inner.shutdown.cancelled() => return Ok(()),
+            }
+        }
+        if let Some(f) = finalizer {
+            let name = object::name(owner).to_string();
+            let drop = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [f]}});
+            match self.patch(res, ns, &name, super::PatchType::Strategic, drop, Target::Main, &Default::default()).await {
+                Ok(_) => {}
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes everything in a terminating namespace, then the namespace itself.
+    pub(super) fn spawn_namespace_cleanup(&self, ns: String) {
+        let api = self.clone();
+        self.inner.tasks.spawn(async move {
+            loop {
+                match api.clean_namespace(&ns).await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(namespace = %ns, error = %e, "namespace cleanup failed; retrying"),
+                }
+                // Wait for a change in the namespace (finalizers, graceful pods) before another pass.
+                let mut changes = api.inner.store.watch(&format!("/registry/pods/{ns}/"), api.inner.store.revision()).ok();
+                tokio::select! {
+                    _ = async { if let Some(c) = changes.as_mut() { c.next().await; } else { std::future::pending::<()>().await } } => {}
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = api.inner.shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// One cleanup pass; true once the namespace is gone.
+    async fn clean_namespace(&self, ns: &str) -> Result<bool> {
+        let nsdef = resources::core("namespaces");
+        for res in namespaced_storage() {
+            for item in self.list(res, Some(ns), &ListOptions::default())?.items {
+                if !object::is_terminating(&item) {
+                    match self.delete(res, Some(ns), object::name(&item), &DeleteOptions::default()).await {
+                        Ok(_) => {}
+                        Err(e) if e.code == 404 => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        // What was deleted outright is gone now; what terminates gracefully is waited for.
+        for res in namespaced_storage() {
+            if !self.list(res, Some(ns), &ListOptions::default())?.items.is_empty() {
+                return Ok(false);
+            }
+        }
+        let drop = json!({"spec": {"finalizers": []}});
+        match self.update(nsdef, None, ns, drop, Target::Finalize, &Default::default()).await {
+            Ok(_) | Err(ApiError { code: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
+        match self.delete(nsdef, None, ns, &DeleteOptions::default()).await {
+            Ok(_) | Err(ApiError { code: 404, .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+}

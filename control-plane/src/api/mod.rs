@@ -1,0 +1,850 @@
+//! The internal API: the one path every write takes, whoever makes it.
+//!
+//! HTTP handlers, the scheduler and controllers all call [`Api`]: type checks, defaulting,
+//! validation and metadata rules run here, then the store. The HTTP layer only translates.
+
+pub mod admission;
+mod convert;
+pub mod error;
+mod lifecycle;
+pub mod object;
+pub mod patch;
+pub mod resources;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use rand::Rng;
+use serde_json::{Value, json};
+use skiff_api::fields::FieldSelector;
+use skiff_api::labels::Selector;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use admission::{FieldValidation, Tolerations};
+pub use error::{ApiError, Result};
+use object::{meta_mut, meta_str};
+pub use patch::PatchType;
+use resources::ResourceDef;
+
+use crate::store::{self, EventKind, Store};
+
+/// Settings of the API layer.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Default tolerations added to pods by admission.
+    pub tolerations: Tolerations,
+}
+
+/// The API service over a store.
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: Config,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Options of create, update and patch.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Run everything but persist nothing (`dryRun=All`).
+    pub dry_run: bool,
+    /// Unknown-field policy.
+    pub field_validation: FieldValidation,
+    /// `fieldManager`.
+    pub field_manager: Option<String>,
+}
+
+/// Options of list and watch.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// `labelSelector`.
+    pub labels: Selector,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// `limit` (0 = all).
+    pub limit: usize,
+    /// `continue`.
+    pub continue_token: Option<String>,
+}
+
+/// Options of delete.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// `gracePeriodSeconds`.
+    pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy`: Background (default), Foreground or Orphan.
+    pub propagation_policy: Option<String>,
+    /// `preconditions.uid`.
+    pub precondition_uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub precondition_rv: Option<String>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+}
+
+/// Which part of an object a write addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The object (status changes ignored where a status subresource exists).
+    Main,
+    /// `/status`: only status changes.
+    Status,
+    /// `/scale`: an autoscaling/v1 Scale view of `spec.replicas`.
+    Scale,
+    /// `/finalize` of a namespace: only `spec.finalizers` changes.
+    Finalize,
+}
+
+/// A successful write: the object and any warnings for the `Warning` header.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The stored (or would-be, in dry run) object.
+    pub object: Value,
+    /// Warnings (unknown fields dropped, ...).
+    pub warnings: Vec<String>,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone)]
+pub struct ObjectList {
+    /// The objects.
+    pub items: Vec<Value>,
+    /// The list's resourceVersion.
+    pub resource_version: u64,
+    /// Set when more items follow.
+    pub continue_token: Option<String>,
+}
+
+/// One watch event, as the watch protocol names them.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// ADDED.
+    Added(Value),
+    /// MODIFIED.
+    Modified(Value),
+    /// DELETED.
+    Deleted(Value),
+    /// BOOKMARK at a revision; `initial_end` marks the end of `sendInitialEvents`.
+    Bookmark {
+        /// The revision.
+        revision: u64,
+        /// True for the bookmark that ends the initial events.
+        initial_end: bool,
+    },
+    /// ERROR with a Status (410 Expired after compaction).
+    Error(ApiError),
+}
+
+impl WatchEvent {
+    /// The object's resourceVersion, or the bookmark's revision.
+    pub fn revision(&self) -> Option<u64> {
+        match self {
+            Self::Added(o) | Self::Modified(o) | Self::Deleted(o) => meta_str(o, "resourceVersion").parse().ok(),
+            Self::Bookmark { revision, .. } => Some(*revision),
+            Self::Error(_) => None,
+        }
+    }
+}
+
+/// Namespaces that exist from the first start.
+pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+impl Api {
+    /// Builds the API over `store`. Call [`Api::bootstrap`] before serving.
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                tasks: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The store underneath (for benchmarks and tests).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Creates the system namespaces if missing and resumes unfinished namespace deletions.
+    pub async fn bootstrap(&self) -> Result<()> {
+        let ns = resources::core("namespaces");
+        for name in SYSTEM_NAMESPACES {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            match self.create(ns, None, obj, &WriteOptions::default()).await {
+                Ok(_) => {}
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for item in self.list(ns, None, &ListOptions::default())?.items {
+            if object::is_terminating(&item) {
+                self.spawn_namespace_cleanup(object::name(&item).to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops background work (namespace cleanup) and waits for it.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    fn store_err<'a>(res: &'a ResourceDef, name: &'a str) -> impl FnOnce(store::Error) -> ApiError + 'a {
+        move |e| ApiError::from_store(res, name, e)
+    }
+
+    /// Decodes a stored value as `res`'s version with its resourceVersion.
+    fn decode(res: &ResourceDef, value: &[u8], rev: u64) -> Result<Value> {
+        let mut obj: Value = serde_json::from_slice(value).map_err(|e| ApiError::internal(format!("corrupt stored object: {e}")))?;
+        object::set_resource_version(&mut obj, rev);
+        Ok(convert::from_storage(res, obj))
+    }
+
+    fn encode(res: &ResourceDef, obj: &Value) -> Result<Bytes> {
+        let mut stored = convert::to_storage(res, obj.clone());
+        if let Some(m) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        serde_json::to_vec(&stored).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Reads one object.
+    pub fn get(&self, res: &'static ResourceDef, ns: Option<&str>, name: &str) -> Result<Value> {
+        let kv = self
+            .inner
+            .store
+            .get(&res.key(ns, name))
+            .map_err(Self::store_err(res, name))?
+            .ok_or_else(|| ApiError::not_found(res, name))?;
+        Self::decode(res, &kv.value, kv.mod_revision)
+    }
+
+    /// Lists objects matching the selectors, in key order, paged by `limit`/`continue`.
+    pub fn list(&self, res: &'static ResourceDef, ns: Option<&str>, opts: &ListOptions) -> Result<ObjectList> {
+        check_field_selector(res, &opts.fields)?;
+        let prefix = res.prefix(ns);
+        let (mut start, token_rev) = match &opts.continue_token {
+            Some(t) => {
+                let (key, rev) = decode_continue(t)?;
+                if !key.starts_with(&prefix) {
+                    return Err(ApiError::bad_request("continue key is not valid for this request"));
+                }
+                (Some(key), Some(rev))
+            }
+            None => (None, None),
+        };
+        // A metadata.name field selector names one key: read it directly.
+        if let (Some(name), None) = (opts.fields.required("metadata.name"), &start) {
+            if ns.is_some() || !res.namespaced {
+                let items = match self.inner.store.get(&format!("{prefix}{name}")).map_err(Self::store_err(res, name))? {
+                    Some(kv) => {
+                        let obj = Self::decode(res, &kv.value, kv.mod_revision)?;
+                        if self.matches(res, &obj, opts) { vec![obj] } else { vec![] }
+                    }
+                    None => vec![],
+                };
+                return Ok(ObjectList { items, resource_version: self.inner.store.revision(), continue_token: None });
+            }
+        }
+        let page = if opts.limit == 0 { 0 } else { opts.limit.max(256) };
+        let mut items = Vec::new();
+        let mut revision = None;
+        loop {
+            let range = self
+                .inner
+                .store
+                .range(&prefix, start.as_deref(), page)
+                .map_err(Self::store_err(res, ""))?;
+            revision.get_or_insert(range.revision);
+            let mut last_key = None;
+            for kv in &range.kvs {
+                let obj = Self::decode(res, &kv.value, kv.mod_revision)?;
+                if self.matches(res, &obj, opts) {
+                    items.push(obj);
+                }
+                last_key = Some(kv.key.clone());
+                if opts.limit > 0 && items.len() == opts.limit {
+                    let more_in_page = kv.key != range.kvs.last().map(|k| k.key.clone()).unwrap_or_default();
+                    let continue_token = (more_in_page || range.more).then(|| encode_continue(&kv.key, token_rev.unwrap_or(range.revision)));
+                    return Ok(ObjectList {
+                        items,
+                        resource_version: token_rev.unwrap_or(range.revision),
+                        continue_token,
+                    });
+                }
+            }
+            if !range.more {
+                break;
+            }
+            start = last_key;
+        }
+        Ok(ObjectList {
+            items,
+            resource_version: token_rev.or(revision).unwrap_or(0),
+            continue_token: None,
+        })
+    }
+
+    fn matches(&self, res: &ResourceDef, obj: &Value, opts: &ListOptions) -> bool {
+        opts.labels.matches_json(object::labels(obj)) && opts.fields.matches(|f| field_value(res, obj, f))
+    }
+
+    /// Creates an object in `ns` (ignored for cluster-scoped resources).
+    pub async fn create(&self, res: &'static ResourceDef, ns: Option<&str>, mut obj: Value, opts: &WriteOptions) -> Result<Written> {
+        check_type_meta(res, &mut obj)?;
+        let ns = scope_namespace(res, ns, &mut obj)?;
+        let m = meta_mut(&mut obj);
+        let mut name = m.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        if name.is_empty() {
+            if let Some(prefix) = m.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+                name = format!("{prefix}{}", random_suffix());
+                m.insert("name".into(), json!(name));
+            }
+        }
+        if let Some(ns) = ns {
+            self.check_namespace_active(ns)?;
+        }
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("creationTimestamp".into(), json!(object::now()));
+        for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+            m.remove(field);
+        }
+        if res.generation {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
+        lifecycle::prepare_create(res, &mut obj);
+        let ctx = admission::Ctx {
+            res,
+            old: None,
+            validation: opts.field_validation,
+            tolerations: self.inner.config.tolerations,
+        };
+        let warnings = admission::admit(&ctx, &mut obj)?;
+        let name = object::name(&obj).to_string();
+        let allocated = if res.kind == "Service" && !opts.dry_run {
+            self.allocate_cluster_ip(res, &mut obj).await?
+        } else {
+            None
+        };
+        if opts.dry_run {
+            return Ok(Written { object: obj, warnings });
+        }
+        let key = res.key(ns, &name);
+        let result = self.inner.store.create(&key, Self::encode(res, &obj)?).await;
+        match result {
+            Ok(rev) => {
+                object::set_resource_version(&mut obj, rev);
+                if res.kind == "Namespace" {
+                    self.create_default_service_account(&name).await;
+                }
+                Ok(Written { object: obj, warnings })
+            }
+            Err(e) => {
+                if let Some(ip) = allocated {
+                    let _ = self.inner.store.delete(&cluster_ip_key(&ip), 0).await;
+                }
+                Err(ApiError::from_store(res, &name, e))
+            }
+        }
+    }
+
+    async fn create_default_service_account(&self, ns: &str) {
+        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}});
+        if let Err(e) = Box::pin(self.create(resources::core("serviceaccounts"), Some(ns), sa, &WriteOptions::default())).await {
+            if e.reason != "AlreadyExists" {
+                tracing::warn!(namespace = ns, error = %e, "could not create the default service account");
+            }
+        }
+    }
+
+    fn check_namespace_active(&self, ns: &str) -> Result<()> {
+        let nsdef = resources::core("namespaces");
+        match self.get(nsdef, None, ns) {
+            Ok(obj) if object::is_terminating(&obj) => Err(ApiError {
+                code: 403,
+                reason: "Forbidden",
+                message: format!("unable to create new content in namespace {ns} because it is being terminated"),
+                details: Some(json!({"name": ns, "kind": "namespaces", "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})),
+            }),
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 404 => Err(ApiError::not_found(nsdef, ns)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces an object (PUT), or its status or scale.
+    pub async fn update(&self, res: &'static ResourceDef, ns: Option<&str>, name: &str, body: Value, target: Target, opts: &WriteOptions) -> Result<Written> {
+        let body_name = meta_str(&body, "name");
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        self.modify(res, ns, name, target, opts, |cur| {
+            let mut new = body.clone();
+            if !new.is_object() {
+                return Err(ApiError::bad_request("the request body must be a JSON object"));
+            }
+            // PUT without a resourceVersion is an unconditional update.
+            if meta_str(&new, "resourceVersion").is_empty() {
+                meta_mut(&mut new).insert("resourceVersion".into(), json!(meta_str(cur, "resourceVersion")));
+            }
+            Ok(new)
+        })
+        .await
+    }
+
+    /// Applies a patch to an object, or its status or scale. Server-side apply creates the
+    /// object when it is missing.
+    pub async fn patch(&self, res: &'static ResourceDef, ns: Option<&str>, name: &str, patch_type: PatchType, body: Value, target: Target, opts: &WriteOptions) -> Result<Written> {
+        if patch_type == PatchType::Apply && target == Target::Main {
+            match self.get(res, ns, name) {
+                Err(e) if e.code == 404 => {
+                    let mut obj = body.clone();
+                    if !obj.is_object() {
+                        return Err(ApiError::bad_request("apply patch must be an object"));
+                    }
+                    meta_mut(&mut obj).insert("name".into(), json!(name));
+                    return self.create(res, ns, obj, opts).await;
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+        }
+        let kind = if target == Target::Scale { "Scale" } else { res.kind };
+        self.modify(res, ns, name, target, opts, |cur| {
+            let mut doc = cur.clone();
+            patch::apply(&mut doc, patch_type, &body, kind)?;
+            Ok(doc)
+        })
+        .await
+    }
+
+    /// The read-modify-write loop shared by update and patch: `mutate` turns the current object
+    /// (or its Scale) into the desired one; conflicts with concurrent writers are retried unless
+    /// the caller pinned a resourceVersion.
+    async fn modify(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        target: Target,
+        opts: &WriteOptions,
+        mutate: impl Fn(&Value) -> Result<Value>,
+    ) -> Result<Written> {
+        if target == Target::Scale && !res.scale || target == Target::Status && !res.status {
+            return Err(ApiError::path_not_found());
+        }
+        let key = res.key(ns, name);
+        for _attempt in 0..16 {
+            let kv = self
+                .inner
+                .store
+                .get(&key)
+                .map_err(Self::store_err(res, name))?
+                .ok_or_else(|| ApiError::not_found(res, name))?;
+            let cur = Self::decode(res, &kv.value, kv.mod_revision)?;
+            let mut new = if target == Target::Scale {
+                let scale = mutate(&lifecycle::scale_of(res, &cur))?;
+                lifecycle::apply_scale(res, &cur, &scale)?
+            } else {
+                mutate(&cur)?
+            };
+            check_type_meta(res, &mut new)?;
+            if meta_str(&new, "resourceVersion") != meta_str(&cur, "resourceVersion") {
+                return Err(ApiError::conflict(res, name));
+            }
+            lifecycle::prepare_update(res, target, &cur, &mut new)?;
+            let ctx = admission::Ctx {
+                res,
+                old: Some(&cur),
+                validation: opts.field_validation,
+                tolerations: self.inner.config.tolerations,
+            };
+            let warnings = admission::admit(&ctx, &mut new)?;
+            object::set_resource_version(&mut new, kv.mod_revision);
+            let respond = |obj: Value| -> Written {
+                let object = if target == Target::Scale { lifecycle::scale_of(res, &obj) } else { obj };
+                Written { object, warnings: warnings.clone() }
+            };
+            if new == cur || opts.dry_run {
+                return Ok(respond(new));
+            }
+            // Removing the last finalizer of a terminating object completes its deletion.
+            if lifecycle::deletion_ready(res, &new) {
+                match self.inner.store.delete(&key, kv.mod_revision).await {
+                    Ok(deleted) => {
+                        self.after_delete(res, &cur).await;
+                        object::set_resource_version(&mut new, deleted.mod_revision);
+                        return Ok(respond(new));
+                    }
+                    Err(store::Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::from_store(res, name, e)),
+                }
+            }
+            match self.inner.store.update(&key, kv.mod_revision, Self::encode(res, &new)?).await {
+                Ok(rev) => {
+                    object::set_resource_version(&mut new, rev);
+                    return Ok(respond(new));
+                }
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(res, name, e)),
+            }
+        }
+        Err(ApiError::conflict(res, name))
+    }
+
+    /// The Scale of an object with a scale subresource.
+    pub fn get_scale(&self, res: &'static ResourceDef, ns: Option<&str>, name: &str) -> Result<Value> {
+        if !res.scale {
+            return Err(ApiError::path_not_found());
+        }
+        Ok(lifecycle::scale_of(res, &self.get(res, ns, name)?))
+    }
+
+    /// Binds a pod to a node (`pods/binding`).
+    pub async fn bind(&self, ns: &str, name: &str, binding: &Value) -> Result<Value> {
+        let pods = resources::core("pods");
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid(pods, name, &[skiff_api::validation::FieldError::required("target.name", "")])
+            })?
+            .to_string();
+        self.modify(pods, Some(ns), name, Target::Status, &WriteOptions::default(), |cur| {
+            if let Some(existing) = object::path(cur, "spec.nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                return Err(ApiError::conflict_because(pods, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+            }
+            if object::is_terminating(cur) {
+                return Err(ApiError::conflict_because(pods, name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            let mut new = cur.clone();
+            new["spec"]["nodeName"] = json!(node);
+            lifecycle::set_condition(&mut new, "PodScheduled", "True", None, None);
+            Ok(new)
+        })
+        .await?;
+        Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+    }
+
+    /// Deletes an object: at once, or by marking it terminating when finalizers, graceful pod
+    /// termination or namespace cleanup must run first. Returns the final or terminating object.
+    pub async fn delete(&self, res: &'static ResourceDef, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Value> {
+        let key = res.key(ns, name);
+        for _attempt in 0..16 {
+            let kv = self
+                .inner
+                .store
+                .get(&key)
+                .map_err(Self::store_err(res, name))?
+                .ok_or_else(|| ApiError::not_found(res, name))?;
+            let cur = Self::decode(res, &kv.value, kv.mod_revision)?;
+            if let Some(uid) = opts.precondition_uid.as_deref().filter(|u| *u != object::uid(&cur)) {
+                return Err(ApiError::conflict_because(res, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&cur))));
+            }
+            if let Some(rv) = opts.precondition_rv.as_deref().filter(|rv| *rv != kv.mod_revision.to_string()) {
+                return Err(ApiError::conflict_because(res, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", kv.mod_revision)));
+            }
+            let plan = lifecycle::plan_delete(res, &cur, opts)?;
+            if opts.dry_run {
+                return Ok(plan.terminating.unwrap_or(cur));
+            }
+            if let lifecycle::DeletePlan { terminating: Some(mut marked), .. } = plan {
+                if marked == cur {
+                    return Ok(cur);
+                }
+                match self.inner.store.update(&key, kv.mod_revision, Self::encode(res, &marked)?).await {
+                    Ok(rev) => {
+                        object::set_resource_version(&mut marked, rev);
+                        if res.kind == "Namespace" {
+                            self.spawn_namespace_cleanup(name.to_string());
+                        }
+                        if plan.propagation == lifecycle::Propagation::Foreground || plan.propagation == lifecycle::Propagation::Orphan {
+                            self.spawn_dependents(res, marked.clone(), plan.propagation);
+                        }
+                        return Ok(marked);
+                    }
+                    Err(store::Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::from_store(res, name, e)),
+                }
+            }
+            match self.inner.store.delete(&key, kv.mod_revision).await {
+                Ok(deleted) => {
+                    let mut obj = Self::decode(res, &deleted.value, deleted.mod_revision)?;
+                    object::set_resource_version(&mut obj, deleted.mod_revision);
+                    self.after_delete(res, &obj).await;
+                    if plan.propagation == lifecycle::Propagation::Background {
+                        self.spawn_dependents(res, obj.clone(), plan.propagation);
+                    }
+                    return Ok(obj);
+                }
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(res, name, e)),
+            }
+        }
+        Err(ApiError::conflict(res, name))
+    }
+
+    async fn after_delete(&self, res: &ResourceDef, obj: &Value) {
+        if res.kind == "Service" {
+            if let Some(ip) = object::path(obj, "spec.clusterIP").and_then(Value::as_str) {
+                let _ = self.inner.store.delete(&cluster_ip_key(ip), 0).await;
+            }
+        }
+    }
+
+    /// Watches `res` in `ns` (all namespaces when `None`).
+    ///
+    /// `resource_version`: `None` or "0" starts with synthetic ADDED events for every current
+    /// object; "N" streams every change after N (410 Expired, as an ERROR event, when N has
+    /// been compacted). `send_initial_events` adds the bookmark that ends the initial events.
+    pub fn watch(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        opts: &ListOptions,
+        resource_version: Option<&str>,
+        send_initial_events: bool,
+    ) -> Result<BoxStream<'static, WatchEvent>> {
+        check_field_selector(res, &opts.fields)?;
+        let prefix = res.prefix(ns);
+        let rv = match resource_version.filter(|rv| !rv.is_empty()) {
+            None => 0,
+            Some(rv) => rv
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
+        };
+        let mut initial = Vec::new();
+        let mut listed: HashMap<String, u64> = HashMap::new();
+        let start = if rv == 0 || send_initial_events {
+            let list_opts = ListOptions { labels: opts.labels.clone(), fields: opts.fields.clone(), ..Default::default() };
+            let list = self.list(res, ns, &list_opts)?;
+            for obj in list.items {
+                let key = res.key(Some(object::namespace(&obj)).filter(|n| !n.is_empty()), object::name(&obj));
+                listed.insert(key, meta_str(&obj, "resourceVersion").parse().unwrap_or(0));
+                initial.push(WatchEvent::Added(obj));
+            }
+            if send_initial_events {
+                initial.push(WatchEvent::Bookmark { revision: list.resource_version, initial_end: true });
+            }
+            list.resource_version
+        } else {
+            rv
+        };
+        let events = match self.inner.store.watch(&prefix, start) {
+            Ok(s) => s,
+            Err(e @ store::Error::Compacted { .. }) => {
+                let err = ApiError::from_store(res, "", e);
+                return Ok(futures::stream::iter([WatchEvent::Error(err)]).boxed());
+            }
+            Err(e) => return Err(ApiError::from_store(res, "", e)),
+        };
+        let opts = opts.clone();
+        let live = events.filter_map(move |ev| {
+            let out = match ev {
+                Err(e) => Some(WatchEvent::Error(ApiError::from_store(res, "", e))),
+                Ok(ev) => {
+                    // Skip what the initial list already showed.
+                    let seen = listed.get(&ev.kv.key).is_some_and(|r| ev.kv.mod_revision <= *r);
+                    match Self::decode(res, &ev.kv.value, ev.kv.mod_revision) {
+                        Ok(obj) if !seen && opts.labels.matches_json(object::labels(&obj)) && opts.fields.matches(|f| field_value(res, &obj, f)) => {
+                            Some(match ev.kind {
+                                EventKind::Create => WatchEvent::Added(obj),
+                                EventKind::Update => WatchEvent::Modified(obj),
+                                EventKind::Delete => WatchEvent::Deleted(obj),
+                            })
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(WatchEvent::Error(e)),
+                    }
+                }
+            };
+            std::future::ready(out)
+        });
+        Ok(futures::stream::iter(initial).chain(live).boxed())
+    }
+
+    async fn allocate_cluster_ip(&self, res: &'static ResourceDef, obj: &mut Value) -> Result<Option<String>> {
+        let spec = &obj["spec"];
+        if spec["type"] == "ExternalName" || spec["clusterIP"] == "None" {
+            return Ok(None);
+        }
+        let name = object::name(obj).to_string();
+        let owner = Bytes::from(format!("{}/{}", object::namespace(obj), name));
+        let requested = spec["clusterIP"].as_str().filter(|s| !s.is_empty()).map(String::from);
+        let ip = match requested {
+            Some(ip) => {
+                let parsed: std::net::Ipv4Addr = ip.parse().map_err(|_| {
+                    ApiError::invalid(res, &name, &[skiff_api::validation::FieldError::invalid("spec.clusterIPs[0]", format!("{ip:?}"), "must be a valid IP address")])
+                })?;
+                let key = cluster_ip_key(&parsed.to_string());
+                self.inner.store.create(&key, owner).await.map_err(|e| match e {
+                    store::Error::AlreadyExists(_) => ApiError::invalid(res, &name, &[skiff_api::validation::FieldError::invalid(
+                        "spec.clusterIPs",
+                        format!("[]string{{\"{ip}\"}}"),
+                        &format!("failed to allocate IP {ip}: provided IP is already allocated"),
+                    )]),
+                    e => ApiError::from_store(res, &name, e),
+                })?;
+                parsed.to_string()
+            }
+            None => {
+                let mut chosen = None;
+                for _ in 0..64 {
+                    let n: u32 = rand::rng().random_range(10..65_000);
+                    let ip = std::net::Ipv4Addr::from(u32::from(SERVICE_NET) + n).to_string();
+                    match self.inner.store.create(&cluster_ip_key(&ip), owner.clone()).await {
+                        Ok(_) => {
+                            chosen = Some(ip);
+                            break;
+                        }
+                        Err(store::Error::AlreadyExists(_)) => continue,
+                        Err(e) => return Err(ApiError::from_store(res, &name, e)),
+                    }
+                }
+                chosen.ok_or_else(|| ApiError::internal("failed to allocate a service IP: range is full"))?
+            }
+        };
+        obj["spec"]["clusterIP"] = json!(ip);
+        obj["spec"]["clusterIPs"] = json!([ip]);
+        Ok(Some(ip))
+    }
+}
+
+/// The service IP range: 10.96.0.0/16.
+const SERVICE_NET: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 0);
+
+fn cluster_ip_key(ip: &str) -> String {
+    format!("/registry/ranges/serviceips/{ip}")
+}
+
+/// Checks `kind`/`apiVersion` against the resource and fills them in when absent.
+fn check_type_meta(res: &ResourceDef, obj: &mut Value) -> Result<()> {
+    let Some(o) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    };
+    let api_version = res.api_version();
+    match o.get("apiVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        Some(v) if v != api_version => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
+        _ => {
+            o.insert("apiVersion".into(), json!(api_version));
+        }
+    }
+    match o.get("kind").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        Some(k) if k != res.kind => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                res.kind
+            )));
+        }
+        _ => {
+            o.insert("kind".into(), json!(res.kind));
+        }
+    }
+    Ok(())
+}
+
+/// Sets `metadata.namespace` from the request for namespaced resources.
+fn scope_namespace<'a>(res: &ResourceDef, ns: Option<&'a str>, obj: &mut Value) -> Result<Option<&'a str>> {
+    let m = meta_mut(obj);
+    if !res.namespaced {
+        m.remove("namespace");
+        return Ok(None);
+    }
+    let Some(ns) = ns else {
+        return Err(ApiError::bad_request("a namespace must be specified for namespaced resources"));
+    };
+    match m.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        Some(body_ns) if body_ns != ns => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        _ => {
+            m.insert("namespace".into(), json!(ns));
+            Ok(Some(ns))
+        }
+    }
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+fn encode_continue(key: &str, rev: u64) -> String {
+    let raw = json!({"v": "skiff.v1", "rv": rev, "start": key}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(token: &str) -> Result<(String, u64)> {
+    let bad = || ApiError::bad_request("continue key is not valid");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    Ok((v["start"].as_str().ok_or_else(bad)?.to_string(), v["rv"].as_u64().ok_or_else(bad)?))
+}
+
+/// The fields each kind supports in field selectors (besides name and namespace).
+fn selectable_fields(res: &ResourceDef) -> &'static [&'static str] {
+    match (res.group, res.kind) {
+        ("", "Pod") => &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"],
+        ("", "Event") => &["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"],
+        ("", "Secret") => &["type"],
+        ("", "Node") => &["spec.unschedulable"],
+        ("", "Namespace") => &["status.phase"],
+        ("", "ReplicationController") | ("apps", "ReplicaSet") => &["status.replicas"],
+        ("batch", "Job") => &["status.successful"],
+        _ => &[],
+    }
+}
+
+fn check_field_selector(res: &ResourceDef, sel: &FieldSelector) -> Result<()> {
+    for t in sel.terms() {
+        if !["metadata.name", "metadata.namespace"].contains(&t.field.as_str()) && !selectable_fields(res).contains(&t.field.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {}",
+                t.field
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The string value of a selectable field ("" when unset).
+fn field_value(res: &ResourceDef, obj: &Value, field: &str) -> String {
+    let path = match (res.kind, field) {
+        ("Event", "source") => "source.component",
+        ("Job", "status.successful") => "status.succeeded",
+        _ => field,
+    };
+    match object::path(obj, path) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        // Unset booleans and counts select as their zero values, as upstream does.
+        None if field == "spec.unschedulable" || field == "spec.hostNetwork" => "false".into(),
+        None if field == "status.replicas" || field == "status.successful" => "0".into(),
+        _ => String::new(),
+    }
+}
