@@ -1,1 +1,25 @@
-fn main(){}
+//! `skiff`: the Kubernetes-compatible orchestrator for WebAssembly at the edge.
+
+mod commands;
+
+use clap::Parser;
+
+/// Skiff: Kubernetes for WebAssembly at the edge.
+#[derive(Parser)]
+#[command(name = "skiff", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: commands::Command,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(cli.command.execute())
+}

@@ -1,1 +1,137 @@
-//! HTTP
+//! The HTTPS API server: authentication, routing and encoding over the internal [`Api`].
+//!
+//! Handlers stay thin: they parse the request into a resource, verb and options, call the API
+//! layer, and encode the answer (JSON, Table, or a watch stream).
+
+mod discovery;
+mod handlers;
+pub mod pki;
+mod protobuf;
+mod table;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::Api;
+
+/// Who is calling: the result of authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum User {
+    /// The cluster administrator (the kubeconfig written at start).
+    Admin,
+}
+
+/// Everything the handlers share.
+pub struct Server {
+    api: Api,
+    admin_token: String,
+    server_address: String,
+    shutdown: CancellationToken,
+    metrics: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl Server {
+    /// A server over `api` that accepts `admin_token` and reports `server_address` in discovery.
+    pub fn new(api: Api, admin_token: String, server_address: String, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            api,
+            admin_token,
+            server_address,
+            shutdown,
+            metrics: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn authenticate(&self, header: Option<&http::HeaderValue>) -> Option<User> {
+        let token = header?.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+        constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()).then_some(User::Admin)
+    }
+
+    fn count(&self, verb: &str, code: u16) {
+        let mut m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((verb.to_string(), code)).or_default() += 1;
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Builds the rustls configuration from the server identity.
+pub fn tls_config(identity: &pki::Identity) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(identity.cert_chain.clone(), identity.key.clone_key())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves HTTPS on `listener` until `server`'s shutdown token fires, then stops accepting,
+/// ends open watches and waits for in-flight requests.
+pub async fn run(server: Arc<Server>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let connections = TaskTracker::new();
+    let shutdown = server.shutdown.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let acceptor = acceptor.clone();
+        let server = server.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            serve_connection(server, TokioIo::new(tls), peer, shutdown).await;
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+async fn serve_connection<I>(server: Arc<Server>, io: I, peer: SocketAddr, shutdown: CancellationToken)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let server = server.clone();
+        async move { Ok::<_, std::convert::Infallible>(handlers::handle(server, req).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
+        }
+    }
+}

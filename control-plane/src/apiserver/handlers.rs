@@ -1,0 +1,556 @@
+//! Request parsing and dispatch: path → resource, method → verb, query → options.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use rand::Rng as _;
+use serde_json::{Value, json};
+use skiff_api::fields::FieldSelector;
+use skiff_api::labels::Selector;
+
+use super::table::{self, IncludeObject};
+use super::{Server, discovery, protobuf};
+use crate::api::resources::{self, ResourceDef};
+use crate::api::{self, ApiError, DeleteOptions, FieldValidation, ListOptions, PatchType, Target, WatchEvent, WriteOptions, object};
+
+/// Request bodies larger than this are refused, as kube-apiserver does (3 MiB).
+const MAX_BODY: usize = 3 << 20;
+
+type Query = HashMap<String, String>;
+
+/// Handles one request; never fails (errors become Status responses).
+pub(super) async fn handle(server: Arc<Server>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let verb = method.as_str().to_string();
+    let response = match route(&server, req).await {
+        Ok(r) => r,
+        Err(e) => status_response(&e),
+    };
+    server.count(&verb, response.status().as_u16());
+    tracing::debug!(%method, %path, code = response.status().as_u16(), "request");
+    response
+}
+
+async fn route(server: &Arc<Server>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
+        return Ok(text(StatusCode::OK, "ok"));
+    }
+    if server.authenticate(req.headers().get(header::AUTHORIZATION)).is_none() {
+        return Err(ApiError::unauthorized());
+    }
+    let query: Query = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded(q))
+        .unwrap_or_default();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let get = req.method() == Method::GET;
+    match segs.as_slice() {
+        ["version"] if get => return Ok(json_response(StatusCode::OK, &discovery::version())),
+        ["metrics"] if get => return Ok(text(StatusCode::OK, &metrics(server))),
+        ["api"] if get => return Ok(json_response(StatusCode::OK, &discovery::core_versions(&server.server_address))),
+        ["apis"] if get => return Ok(json_response(StatusCode::OK, &discovery::groups())),
+        ["api", v] if get => return discovery::resource_list("", v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::path_not_found),
+        ["apis", g] if get => return discovery::group(g).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::path_not_found),
+        ["apis", g, v] if get => return discovery::resource_list(g, v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::path_not_found),
+        ["openapi", "v3"] if get => return Ok(json_response(StatusCode::OK, &discovery::openapi_index())),
+        ["openapi", "v3", rest @ ..] if get => {
+            return discovery::openapi_group_version(&rest.join("/")).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::path_not_found);
+        }
+        _ => {}
+    }
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::path_not_found()),
+    };
+    let target = parse_resource_path(group, version, rest).ok_or_else(ApiError::path_not_found)?;
+    let (parts, body) = req.into_parts();
+    dispatch(server, &parts.method, &parts.headers, &query, target, body).await
+}
+
+/// A parsed resource path.
+struct ResourcePath {
+    res: &'static ResourceDef,
+    ns: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_resource_path(group: &str, version: &str, rest: &[&str]) -> Option<ResourcePath> {
+    let find = |plural: &str| resources::find(group, version, plural);
+    let simple = |res: &'static ResourceDef, rest: &[&str], ns: Option<String>| -> Option<ResourcePath> {
+        match rest {
+            [] => Some(ResourcePath { res, ns, name: None, sub: None }),
+            [name] => Some(ResourcePath { res, ns, name: Some(name.to_string()), sub: None }),
+            [name, sub] => Some(ResourcePath { res, ns, name: Some(name.to_string()), sub: Some(sub.to_string()) }),
+            _ => None,
+        }
+    };
+    match rest {
+        // /namespaces/<ns>/<namespaced resource>/...
+        ["namespaces", ns, plural, tail @ ..] if group != "" || !matches!(*plural, "status" | "finalize") => {
+            let res = find(plural).filter(|r| r.namespaced)?;
+            simple(res, tail, Some(ns.to_string()))
+        }
+        [plural, tail @ ..] => {
+            let res = find(plural)?;
+            if res.namespaced && !tail.is_empty() {
+                return None;
+            }
+            simple(res, tail, None)
+        }
+        [] => None,
+    }
+}
+
+async fn dispatch(
+    server: &Arc<Server>,
+    method: &Method,
+    headers: &HeaderMap,
+    query: &Query,
+    path: ResourcePath,
+    body: hyper::body::Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let api = &server.api;
+    let res = path.res;
+    let ns = path.ns.as_deref();
+    let table_format = wants_table(headers);
+    let write_opts = || -> Result<WriteOptions, ApiError> {
+        Ok(WriteOptions {
+            dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
+            field_validation: FieldValidation::parse(query.get("fieldValidation").map(String::as_str).unwrap_or(""))?,
+            field_manager: query.get("fieldManager").cloned(),
+        })
+    };
+    match (method, path.name.as_deref(), path.sub.as_deref()) {
+        (&Method::GET, None, None) => {
+            let opts = list_options(query)?;
+            if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                return watch(server, res, ns, query, &opts, table_format);
+            }
+            let list = api.list(res, ns, &opts)?;
+            if table_format {
+                let t = table::table(res, &list.items, list.resource_version, list.continue_token.as_deref(), include_object(query), true);
+                return Ok(json_response(StatusCode::OK, &t));
+            }
+            let mut meta = json!({"resourceVersion": list.resource_version.to_string()});
+            if let Some(c) = &list.continue_token {
+                meta["continue"] = json!(c);
+            }
+            let body = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": meta, "items": list.items});
+            Ok(json_response(StatusCode::OK, &body))
+        }
+        (&Method::GET, Some(name), sub) => {
+            let obj = match sub {
+                None | Some("status") => api.get(res, ns, name)?,
+                Some("scale") => api.get_scale(res, ns, name)?,
+                Some("log") if res.kind == "Pod" => return pod_log(api, ns.unwrap_or_default(), name, query),
+                _ => return Err(ApiError::path_not_found()),
+            };
+            if table_format && sub.is_none() {
+                let rv = object::meta_str(&obj, "resourceVersion").parse().unwrap_or(0);
+                return Ok(json_response(StatusCode::OK, &table::table(res, std::slice::from_ref(&obj), rv, None, include_object(query), true)));
+            }
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        (&Method::POST, None, None) => {
+            let obj = read_object(headers, body, res).await?;
+            let written = api.create(res, ns, obj, &write_opts()?).await?;
+            Ok(with_warnings(json_response(StatusCode::CREATED, &written.object), &written.warnings))
+        }
+        (&Method::POST, Some(name), Some("binding")) if res.kind == "Pod" => {
+            let binding = read_object(headers, body, resources::core("pods")).await?;
+            let status = api.bind(ns.unwrap_or_default(), name, &binding).await?;
+            Ok(json_response(StatusCode::CREATED, &status))
+        }
+        (&Method::PUT, Some(name), sub) => {
+            let target = target_of(res, sub)?;
+            let obj = read_object(headers, body, res).await?;
+            let written = api.update(res, ns, name, obj, target, &write_opts()?).await?;
+            Ok(with_warnings(json_response(StatusCode::OK, &written.object), &written.warnings))
+        }
+        (&Method::PATCH, Some(name), sub) => {
+            let target = target_of(res, sub)?;
+            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let patch_type = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            let raw = read_body(body).await?;
+            let patch: Value = if patch_type == PatchType::Apply {
+                serde_yaml::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+            } else {
+                serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+            };
+            let written = api.patch(res, ns, name, patch_type, patch, target, &write_opts()?).await?;
+            Ok(with_warnings(json_response(StatusCode::OK, &written.object), &written.warnings))
+        }
+        (&Method::DELETE, Some(name), None) => {
+            let opts = delete_options(query, read_body(body).await?)?;
+            let obj = api.delete(res, ns, name, &opts).await?;
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        (&Method::DELETE, None, None) => {
+            let opts = delete_options(query, read_body(body).await?)?;
+            let list = api.list(res, ns, &list_options(query)?)?;
+            let mut deleted = Vec::new();
+            for item in list.items {
+                let item_ns = Some(object::namespace(&item)).filter(|n| !n.is_empty());
+                match api.delete(res, item_ns, object::name(&item), &opts).await {
+                    Ok(obj) => deleted.push(obj),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let body = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": {"resourceVersion": api.store().revision().to_string()}, "items": deleted});
+            Ok(json_response(StatusCode::OK, &body))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+fn target_of(res: &ResourceDef, sub: Option<&str>) -> Result<Target, ApiError> {
+    match sub {
+        None => Ok(Target::Main),
+        Some("status") if res.status => Ok(Target::Status),
+        Some("scale") if res.scale => Ok(Target::Scale),
+        Some("finalize") if res.kind == "Namespace" => Ok(Target::Finalize),
+        _ => Err(ApiError::path_not_found()),
+    }
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| part.contains("as=Table") && part.contains("g=meta.k8s.io"))
+}
+
+fn include_object(query: &Query) -> IncludeObject {
+    match query.get("includeObject").map(String::as_str) {
+        Some("Object") => IncludeObject::Object,
+        Some("None") => IncludeObject::None,
+        _ => IncludeObject::Metadata,
+    }
+}
+
+fn list_options(query: &Query) -> Result<ListOptions, ApiError> {
+    let labels = match query.get("labelSelector") {
+        Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => Selector::everything(),
+    };
+    let fields = match query.get("fieldSelector") {
+        Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => FieldSelector::default(),
+    };
+    let limit = match query.get("limit") {
+        Some(l) => l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
+        None => 0,
+    };
+    Ok(ListOptions {
+        labels,
+        fields,
+        limit,
+        continue_token: query.get("continue").filter(|c| !c.is_empty()).cloned(),
+    })
+}
+
+fn delete_options(query: &Query, body: Bytes) -> Result<DeleteOptions, ApiError> {
+    let body: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let grace = match query.get("gracePeriodSeconds") {
+        Some(g) => Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?),
+        None => body["gracePeriodSeconds"].as_i64(),
+    };
+    let mut propagation = query.get("propagationPolicy").cloned().or_else(|| body["propagationPolicy"].as_str().map(String::from));
+    // The legacy flag: orphanDependents=true means Orphan.
+    if propagation.is_none() && (body["orphanDependents"] == json!(true) || query.get("orphanDependents").is_some_and(|o| o == "true")) {
+        propagation = Some("Orphan".into());
+    }
+    let dry_run = query.get("dryRun").is_some_and(|d| d == "All") || body["dryRun"].as_array().is_some_and(|a| a.iter().any(|d| d == "All"));
+    Ok(DeleteOptions {
+        grace_period_seconds: grace,
+        propagation_policy: propagation,
+        precondition_uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
+        precondition_rv: body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),
+        dry_run,
+    })
+}
+
+async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError {
+            code: 413,
+            reason: "RequestEntityTooLarge",
+            message: "the server has received a request that is too large".into(),
+            details: None,
+        }),
+        Err(e) => Err(ApiError::bad_request(format!("failed to read the request body: {e}"))),
+    }
+}
+
+/// Decodes a request body by Content-Type: JSON (also when absent), YAML or protobuf.
+async fn read_object(headers: &HeaderMap, body: hyper::body::Incoming, res: &ResourceDef) -> Result<Value, ApiError> {
+    let raw = read_body(body).await?;
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    let value: Value = match media {
+        "" | "application/json" | "*/*" => serde_json::from_slice(&raw).map_err(|e| decode_error(res, e))?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(&raw).map_err(|e| decode_error(res, e))?,
+        "application/vnd.kubernetes.protobuf" => protobuf::decode(&raw).map_err(|e| decode_error(res, e))?,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request(format!("the body of the request must be a {} object", res.kind)));
+    }
+    Ok(value)
+}
+
+fn decode_error(res: &ResourceDef, e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("{kind} in version \"{v}\" cannot be handled as a {kind}: {e}", kind = res.kind, v = res.version))
+}
+
+fn watch(server: &Arc<Server>, res: &'static ResourceDef, ns: Option<&str>, query: &Query, opts: &ListOptions, table_format: bool) -> Result<Response<Body>, ApiError> {
+    let send_initial = query.get("sendInitialEvents").is_some_and(|s| s == "true");
+    if send_initial && query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
+        return Err(ApiError::invalid(res, "", &[skiff_api::validation::FieldError::forbidden(
+            "sendInitialEvents",
+            "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan",
+        )]));
+    }
+    let rv = query.get("resourceVersion").map(String::as_str);
+    let events = server.api.watch(res, ns, opts, rv, send_initial)?;
+    let timeout = match query.get("timeoutSeconds") {
+        Some(t) => Duration::from_secs(t.parse().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?),
+        // kube-apiserver's default: between 30 and 60 minutes.
+        None => Duration::from_secs(rand::rng().random_range(1800..3600)),
+    };
+    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let include = include_object(query);
+    let state = WatchState {
+        events,
+        deadline: Box::pin(tokio::time::sleep(timeout)),
+        bookmark: tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), Duration::from_secs(60)),
+        bookmarks,
+        shutdown: server.shutdown.clone(),
+        res,
+        table: table_format,
+        include,
+        first: true,
+        last_rv: rv.and_then(|r| r.parse().ok()).unwrap_or(0),
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, WatchState::next).map(Ok::<_, std::convert::Infallible>);
+    let content_type = if table_format { "application/json;as=Table;v=v1;g=meta.k8s.io" } else { "application/json" };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(Body::from_stream(stream))
+        .expect("valid response"))
+}
+
+struct WatchState {
+    events: BoxStream<'static, WatchEvent>,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    bookmark: tokio::time::Interval,
+    bookmarks: bool,
+    shutdown: tokio_util::sync::CancellationToken,
+    res: &'static ResourceDef,
+    table: bool,
+    include: IncludeObject,
+    first: bool,
+    last_rv: u64,
+    done: bool,
+}
+
+impl WatchState {
+    async fn next(mut self) -> Option<(Bytes, Self)> {
+        if self.done {
+            return None;
+        }
+        let event = tokio::select! {
+            ev = self.events.next() => ev?,
+            _ = self.deadline.as_mut() => return None,
+            _ = self.shutdown.cancelled() => return None,
+            _ = self.bookmark.tick(), if self.bookmarks => WatchEvent::Bookmark { revision: self.last_rv, initial_end: false },
+        };
+        if let Some(rv) = event.revision() {
+            self.last_rv = self.last_rv.max(rv);
+        }
+        let (kind, object) = match event {
+            WatchEvent::Added(o) => ("ADDED", o),
+            WatchEvent::Modified(o) => ("MODIFIED", o),
+            WatchEvent::Deleted(o) => ("DELETED", o),
+            WatchEvent::Bookmark { revision, initial_end } => {
+                let mut meta = json!({"resourceVersion": revision.to_string()});
+                if initial_end {
+                    meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+                }
+                ("BOOKMARK", json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": meta}))
+            }
+            WatchEvent::Error(e) => {
+                self.done = true;
+                ("ERROR", e.status())
+            }
+        };
+        let object = if self.table && matches!(kind, "ADDED" | "MODIFIED" | "DELETED") {
+            let rv = object::meta_str(&object, "resourceVersion").parse().unwrap_or(0);
+            let t = table::table(self.res, std::slice::from_ref(&object), rv, None, self.include, self.first);
+            self.first = false;
+            t
+        } else {
+            object
+        };
+        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serializable");
+        line.push(b'\n');
+        Some((Bytes::from(line), self))
+    }
+}
+
+/// `pods/<name>/log`. Containers run on agents; until a pod is running there is no log, and the
+/// answer says why, as the kubelet would.
+fn pod_log(api: &api::Api, ns: &str, name: &str, query: &Query) -> Result<Response<Body>, ApiError> {
+    let pods = resources::core("pods");
+    let pod = api.get(pods, Some(ns), name)?;
+    let containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect();
+    let container = match query.get("container") {
+        Some(c) if containers.contains(c) => c.clone(),
+        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )));
+        }
+    };
+    Err(ApiError::bad_request(format!(
+        "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
+    )))
+}
+
+fn metrics(server: &Server) -> String {
+    let mut out = String::from("# HELP skiff_apiserver_requests_total Requests served, by HTTP method and code.\n# TYPE skiff_apiserver_requests_total counter\n");
+    for ((verb, code), n) in server.metrics.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        out.push_str(&format!("skiff_apiserver_requests_total{{verb=\"{verb}\",code=\"{code}\"}} {n}\n"));
+    }
+    let store = server.api.store();
+    out.push_str(&format!(
+        "# HELP skiff_store_revision The store's current revision.\n# TYPE skiff_store_revision gauge\nskiff_store_revision {}\n# HELP skiff_store_compacted_revision The oldest revision a watch can resume from.\n# TYPE skiff_store_compacted_revision gauge\nskiff_store_compacted_revision {}\n",
+        store.revision(),
+        store.compacted_revision()
+    ));
+    out
+}
+
+fn form_urlencoded(q: &str) -> Query {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(serde_json::to_vec(body).expect("serializable")))
+        .expect("valid response")
+}
+
+fn text(code: StatusCode, body: &str) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(body.to_string()))
+        .expect("valid response")
+}
+
+fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let value = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            r.headers_mut().append("Warning", v);
+        }
+    }
+    r
+}
+
+/// The one place an [`ApiError`] becomes an HTTP response.
+pub(super) fn status_response(e: &ApiError) -> Response<Body> {
+    let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &e.status())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_query_strings() {
+        let q = form_urlencoded("labelSelector=app%3Dweb%2Ctier+notin+%28db%29&limit=500&x=%zz");
+        assert_eq!(q["labelSelector"], "app=web,tier notin (db)");
+        assert_eq!(q["limit"], "500");
+        assert_eq!(q["x"], "%zz");
+    }
+
+    #[test]
+    fn parses_resource_paths() {
+        let p = parse_resource_path("", "v1", &["namespaces", "default", "pods", "web", "status"]).unwrap();
+        assert_eq!((p.res.plural, p.ns.as_deref(), p.name.as_deref(), p.sub.as_deref()), ("pods", Some("default"), Some("web"), Some("status")));
+        let p = parse_resource_path("", "v1", &["namespaces", "kube-system", "status"]).unwrap();
+        assert_eq!((p.res.plural, p.name.as_deref(), p.sub.as_deref()), ("namespaces", Some("kube-system"), Some("status")));
+        let p = parse_resource_path("", "v1", &["namespaces", "x"]).unwrap();
+        assert_eq!((p.res.plural, p.name.as_deref()), ("namespaces", Some("x")));
+        let p = parse_resource_path("apps", "v1", &["deployments"]).unwrap();
+        assert_eq!((p.res.plural, p.ns), ("deployments", None));
+        assert!(parse_resource_path("", "v1", &["pods", "x"]).is_none());
+        assert!(parse_resource_path("", "v1", &["nope"]).is_none());
+    }
+}

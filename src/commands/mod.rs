@@ -1,0 +1,35 @@
+//! One file per subcommand.
+
+mod server;
+
+use clap::Subcommand;
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the control plane: store, API server (and, as they land, scheduler and controllers).
+    Server(server::Server),
+}
+
+impl Command {
+    pub async fn execute(self) -> anyhow::Result<()> {
+        match self {
+            Self::Server(c) => c.execute().await,
+        }
+    }
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM; a second one exits the process at once.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down; press Ctrl-C again to force");
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("forced exit");
+        std::process::exit(130);
+    });
+}

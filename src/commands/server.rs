@@ -1,0 +1,83 @@
+//! `skiff server`: the control plane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use skiff_control_plane::api::{self, Api, Tolerations};
+use skiff_control_plane::apiserver::{self, pki::Identity};
+use skiff_control_plane::store::{SledConfig, SledStore};
+use tokio_util::sync::CancellationToken;
+
+/// Run the control plane.
+#[derive(Args)]
+pub struct Server {
+    /// Directory for the store, the CA, tokens, `kubeconfig` and `node-token`.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address to serve HTTPS on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// How long a node may miss heartbeats before it is marked NotReady/Unknown.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// Seconds pods tolerate an unreachable node (added to pods without such a toleration).
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
+    /// Seconds pods tolerate a not-ready node (added to pods without such a toleration).
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+}
+
+/// Parses `40s`, `2m`, `1h`, `500ms` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 40s, 2m, 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Server {
+    pub async fn execute(self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir).with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
+        let store = SledStore::open(SledConfig::new(self.data_dir.join("store")))
+            .with_context(|| format!("cannot open the store in {} (is another server using it?)", self.data_dir.display()))?;
+        let config = api::Config {
+            tolerations: Tolerations {
+                not_ready_seconds: self.default_not_ready_toleration_seconds,
+                unreachable_seconds: self.default_unreachable_toleration_seconds,
+            },
+        };
+        let _ = self.node_monitor_grace_period; // consumed by the node lifecycle controller
+        let api = Api::new(Arc::new(store), config);
+        api.bootstrap().await.context("cannot create the system namespaces")?;
+
+        let listener = tokio::net::TcpListener::bind(self.listen).await.with_context(|| format!("cannot listen on {}", self.listen))?;
+        let addr = listener.local_addr()?;
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+        let url = if host.contains(':') { format!("https://[{host}]:{}", addr.port()) } else { format!("https://{host}:{}", addr.port()) };
+        let identity = Identity::load_or_create(&self.data_dir, &[host.clone()]).context("cannot set up TLS")?;
+        identity.write_client_files(&self.data_dir, &url).context("cannot write kubeconfig and node-token")?;
+        let tls = apiserver::tls_config(&identity).context("cannot configure TLS")?;
+
+        let shutdown = CancellationToken::new();
+        let server = apiserver::Server::new(api.clone(), identity.admin_token.clone(), format!("{host}:{}", addr.port()), shutdown.clone());
+        tracing::info!(%url, kubeconfig = %self.data_dir.join("kubeconfig").display(), "serving");
+        let serving = tokio::spawn(apiserver::run(server, listener, tls));
+        super::shutdown_signal().await;
+        shutdown.cancel();
+        serving.await?;
+        api.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
