@@ -21,6 +21,9 @@ pub struct Server {
     /// Address to serve HTTPS on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Revisions of history kept for resuming watches; older resourceVersions get 410 Expired.
+    #[arg(long, default_value_t = 20_000)]
+    watch_history: u64,
     /// How long a node may miss heartbeats before it is marked NotReady/Unknown.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: Duration,
@@ -49,7 +52,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl Server {
     pub async fn execute(self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.data_dir).with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
-        let store = SledStore::open(SledConfig::new(self.data_dir.join("store")))
+        let mut store_config = SledConfig::new(self.data_dir.join("store"));
+        store_config.history = self.watch_history.max(1);
+        let store = SledStore::open(store_config)
             .with_context(|| format!("cannot open the store in {} (is another server using it?)", self.data_dir.display()))?;
         let config = api::Config {
             tolerations: Tolerations {

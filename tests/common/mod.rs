@@ -16,9 +16,14 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts with extra `skiff server` flags.
+    pub fn start_with(flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = Self { dir, child: None, url: String::new() };
-        s.launch(Vec::new());
+        s.launch(flags.iter().map(|f| f.to_string()).collect());
         s
     }
 

@@ -76,6 +76,8 @@ pub struct Ctx<'a> {
     pub validation: FieldValidation,
     /// Default toleration seconds.
     pub tolerations: Tolerations,
+    /// A status write: the spec is the stored one (bindings set `spec.nodeName` this way).
+    pub status_only: bool,
 }
 
 /// Decodes `obj` as its kind, applies defaults and validation, and writes the normalised object
@@ -88,7 +90,7 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
             if let Some(spec) = &p.spec {
                 validate_pod_spec(spec, "spec", e);
             }
-            if let (Some(old), Some(new)) = (old.and_then(|o| o.spec.as_ref()), p.spec.as_ref()) {
+            if let (Some(old), Some(new), false) = (old.and_then(|o| o.spec.as_ref()), p.spec.as_ref(), ctx.status_only) {
                 validate_pod_spec_update(old, new, e);
             }
         }),

@@ -334,6 +334,7 @@ impl Api {
             old: None,
             validation: opts.field_validation,
             tolerations: self.inner.config.tolerations,
+            status_only: false,
         };
         let warnings = admission::admit(&ctx, &mut obj)?;
         let name = object::name(&obj).to_string();
@@ -476,6 +477,7 @@ impl Api {
                 old: Some(&cur),
                 validation: opts.field_validation,
                 tolerations: self.inner.config.tolerations,
+                status_only: matches!(target, Target::Status | Target::Finalize),
             };
             let warnings = admission::admit(&ctx, &mut new)?;
             object::set_resource_version(&mut new, kv.mod_revision);
@@ -518,7 +520,7 @@ impl Api {
         Ok(lifecycle::scale_of(res, &self.get(res, ns, name)?))
     }
 
-    /// Binds a pod to a node (`pods/binding`).
+    /// Binds a pod to a node (`pods/binding`); returns the Binding.
     pub async fn bind(&self, ns: &str, name: &str, binding: &Value) -> Result<Value> {
         let pods = resources::core("pods");
         let node = binding
@@ -542,7 +544,15 @@ impl Api {
             Ok(new)
         })
         .await?;
-        Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+        // Upstream answers with a Status; the created Binding itself is what typed clients (the
+        // Python client validates responses strictly) can decode, and client-go ignores the body.
+        let mut created = binding.clone();
+        created["apiVersion"] = json!("v1");
+        created["kind"] = json!("Binding");
+        let m = meta_mut(&mut created);
+        m.insert("name".into(), json!(name));
+        m.insert("namespace".into(), json!(ns));
+        Ok(created)
     }
 
     /// Deletes an object: at once, or by marking it terminating when finalizers, graceful pod
