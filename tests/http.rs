@@ -1,0 +1,122 @@
+//! The HTTPS surface below kubectl: health, authentication, files written at start, protobuf
+//! bodies, paging and watch details.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+
+use common::Server;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn health_needs_no_credentials_and_everything_else_does() {
+    let server = Server::start();
+    let client = server.client();
+    for path in ["/healthz", "/livez", "/readyz"] {
+        let r = client.get(format!("{}{path}", server.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    for token in [None, Some("wrong")] {
+        let mut req = client.get(format!("{}/api/v1/pods", server.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let status: Value = r.json().await.unwrap();
+        assert_eq!((status["kind"].as_str(), status["reason"].as_str()), (Some("Status"), Some("Unauthorized")));
+    }
+    let dir = server.dir.path();
+    for file in ["kubeconfig", "node-token"] {
+        let mode = std::fs::metadata(dir.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} must be private");
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(!text.trim().is_empty());
+    }
+    let node_token = std::fs::read_to_string(dir.join("node-token")).unwrap();
+    assert!(node_token.starts_with("skiff1:"), "the join token names the CA hash: {node_token}");
+    assert!(std::fs::read_to_string(dir.join("kubeconfig")).unwrap().contains(&server.url), "kubeconfig names the real address");
+    let metrics = client.get(format!("{}/metrics", server.url)).bearer_auth(server.token()).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("skiff_store_revision"), "{metrics}");
+}
+
+#[tokio::test]
+async fn protobuf_bodies_from_kubectl_create() {
+    let server = Server::start();
+    let client = server.client();
+    let wire = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("control-plane/testdata/kubectl-wire/pb133");
+    let mut created = 0;
+    for entry in std::fs::read_dir(&wire).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        // The file name is the request path with '/' as '_', e.g. apis_apps_v1_namespaces_default_deployments.
+        let url_path = stem.replace('_', "/");
+        let r = client
+            .post(format!("{}/{url_path}", server.url))
+            .bearer_auth(server.token())
+            .header("Content-Type", "application/vnd.kubernetes.protobuf")
+            .header("Accept", "application/vnd.kubernetes.protobuf,application/json")
+            .body(std::fs::read(&path).unwrap())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 201, "{url_path}: {body}");
+        assert!(body["metadata"]["uid"].is_string(), "{body}");
+        created += 1;
+        // HPA bodies of both versions share a name and storage: remove each after checking it.
+        let name = body["metadata"]["name"].as_str().unwrap();
+        let r = client.delete(format!("{}/{url_path}/{name}", server.url)).bearer_auth(server.token()).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url_path}/{name}");
+    }
+    assert!(created >= 10);
+    let r = client
+        .post(format!("{}/api/v1/namespaces/default/configmaps", server.url))
+        .bearer_auth(server.token())
+        .header("Content-Type", "application/vnd.kubernetes.protobuf")
+        .body(&b"k8s\0garbage"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn paging_and_watch_bookmarks() {
+    let server = Server::start();
+    let client = server.client();
+    let token = server.token();
+    for i in 0..7 {
+        let body = json!({"metadata": {"name": format!("c{i}")}, "data": {"i": "x"}});
+        let r = client.post(format!("{}/api/v1/namespaces/default/configmaps", server.url)).bearer_auth(&token).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let mut names = Vec::new();
+    let mut cont = String::new();
+    loop {
+        let url = format!("{}/api/v1/namespaces/default/configmaps?limit=3&continue={cont}", server.url);
+        let page: Value = client.get(url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 3);
+        names.extend(items.iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()));
+        match page["metadata"]["continue"].as_str() {
+            Some(c) => cont = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
+
+    // Watch-list: initial ADDED events, then the bookmark that marks their end.
+    let url = format!("{}/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1", server.url);
+    let text = client.get(url).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
+    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.iter().filter(|e| e["type"] == "ADDED").count(), 7);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "BOOKMARK");
+    assert_eq!(last["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    // Without resourceVersionMatch, sendInitialEvents is refused rather than ignored.
+    let url = format!("{}/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true", server.url);
+    assert_eq!(client.get(url).bearer_auth(&token).send().await.unwrap().status(), 422);
+}
