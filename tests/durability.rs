@@ -26,12 +26,16 @@ async fn acknowledged_writes_survive_kill_9() {
         .json()
         .await
         .unwrap();
-    let start_rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let start_rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let mut writers = tokio::task::JoinSet::new();
     for w in 0..16 {
-        let (client, base, token, acked) = (client.clone(), base.clone(), token.clone(), acked.clone());
+        let (client, base, token, acked) =
+            (client.clone(), base.clone(), token.clone(), acked.clone());
         writers.spawn(async move {
             for i in 0.. {
                 let name = format!("cm-{w}-{i}");
@@ -48,14 +52,20 @@ async fn acknowledged_writes_survive_kill_9() {
         });
     }
     // Crash while writes are in flight, once a good number have been acknowledged.
-    common::eventually("300 acknowledged writes", || acked.lock().unwrap().len() >= 300);
+    common::eventually("300 acknowledged writes", || {
+        acked.lock().unwrap().len() >= 300
+    });
     server.kill9();
     while writers.join_next().await.is_some() {}
     let acked = acked.lock().unwrap().clone();
 
     server.launch(Vec::new());
     assert_eq!(server.token(), token, "the admin token survives a restart");
-    assert_eq!(std::fs::read(server.dir.path().join("pki/ca.crt")).unwrap(), ca_before, "the CA survives a restart");
+    assert_eq!(
+        std::fs::read(server.dir.path().join("pki/ca.crt")).unwrap(),
+        ca_before,
+        "the CA survives a restart"
+    );
     let client = server.client();
     let base = server.url.clone();
     let list: Value = client
@@ -67,9 +77,19 @@ async fn acknowledged_writes_survive_kill_9() {
         .json()
         .await
         .unwrap();
-    let stored: BTreeSet<String> = list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    let stored: BTreeSet<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
     let lost: Vec<&String> = acked.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost after kill -9: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost after kill -9: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
 
     // A watch from before the crash replays every acknowledged create.
     let text = client
@@ -86,8 +106,17 @@ async fn acknowledged_writes_survive_kill_9() {
     for line in text.lines() {
         let ev: Value = serde_json::from_str(line).unwrap();
         assert_eq!(ev["type"], "ADDED", "{line}");
-        watched.insert(ev["object"]["metadata"]["name"].as_str().unwrap().to_string());
+        watched.insert(
+            ev["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let missed: Vec<&String> = acked.difference(&watched).collect();
-    assert!(missed.is_empty(), "watch resumed from {start_rv} missed {} acknowledged writes", missed.len());
+    assert!(
+        missed.is_empty(),
+        "watch resumed from {start_rv} missed {} acknowledged writes",
+        missed.len()
+    );
 }

@@ -13,7 +13,11 @@ async fn health_needs_no_credentials_and_everything_else_does() {
     let server = Server::start();
     let client = server.client();
     for path in ["/healthz", "/livez", "/readyz"] {
-        let r = client.get(format!("{}{path}", server.url)).send().await.unwrap();
+        let r = client
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.text().await.unwrap(), "ok");
     }
@@ -25,19 +29,42 @@ async fn health_needs_no_credentials_and_everything_else_does() {
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 401);
         let status: Value = r.json().await.unwrap();
-        assert_eq!((status["kind"].as_str(), status["reason"].as_str()), (Some("Status"), Some("Unauthorized")));
+        assert_eq!(
+            (status["kind"].as_str(), status["reason"].as_str()),
+            (Some("Status"), Some("Unauthorized"))
+        );
     }
     let dir = server.dir.path();
     for file in ["kubeconfig", "node-token"] {
-        let mode = std::fs::metadata(dir.join(file)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{file} must be private");
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         assert!(!text.trim().is_empty());
     }
     let node_token = std::fs::read_to_string(dir.join("node-token")).unwrap();
-    assert!(node_token.starts_with("skiff1:"), "the join token names the CA hash: {node_token}");
-    assert!(std::fs::read_to_string(dir.join("kubeconfig")).unwrap().contains(&server.url), "kubeconfig names the real address");
-    let metrics = client.get(format!("{}/metrics", server.url)).bearer_auth(server.token()).send().await.unwrap().text().await.unwrap();
+    assert!(
+        node_token.starts_with("skiff1:"),
+        "the join token names the CA hash: {node_token}"
+    );
+    assert!(
+        std::fs::read_to_string(dir.join("kubeconfig"))
+            .unwrap()
+            .contains(&server.url),
+        "kubeconfig names the real address"
+    );
+    let metrics = client
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(server.token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("skiff_store_revision"), "{metrics}");
 }
 
@@ -45,7 +72,8 @@ async fn health_needs_no_credentials_and_everything_else_does() {
 async fn protobuf_bodies_from_kubectl_create() {
     let server = Server::start();
     let client = server.client();
-    let wire = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("control-plane/testdata/kubectl-wire/pb133");
+    let wire = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("control-plane/testdata/kubectl-wire/pb133");
     let mut created = 0;
     for entry in std::fs::read_dir(&wire).unwrap() {
         let path = entry.unwrap().path();
@@ -56,7 +84,10 @@ async fn protobuf_bodies_from_kubectl_create() {
             .post(format!("{}/{url_path}", server.url))
             .bearer_auth(server.token())
             .header("Content-Type", "application/vnd.kubernetes.protobuf")
-            .header("Accept", "application/vnd.kubernetes.protobuf,application/json")
+            .header(
+                "Accept",
+                "application/vnd.kubernetes.protobuf,application/json",
+            )
             .body(std::fs::read(&path).unwrap())
             .send()
             .await
@@ -68,12 +99,20 @@ async fn protobuf_bodies_from_kubectl_create() {
         created += 1;
         // HPA bodies of both versions share a name and storage: remove each after checking it.
         let name = body["metadata"]["name"].as_str().unwrap();
-        let r = client.delete(format!("{}/{url_path}/{name}", server.url)).bearer_auth(server.token()).send().await.unwrap();
+        let r = client
+            .delete(format!("{}/{url_path}/{name}", server.url))
+            .bearer_auth(server.token())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{url_path}/{name}");
     }
     assert!(created >= 10);
     let r = client
-        .post(format!("{}/api/v1/namespaces/default/configmaps", server.url))
+        .post(format!(
+            "{}/api/v1/namespaces/default/configmaps",
+            server.url
+        ))
         .bearer_auth(server.token())
         .header("Content-Type", "application/vnd.kubernetes.protobuf")
         .body(&b"k8s\0garbage"[..])
@@ -90,17 +129,41 @@ async fn paging_and_watch_bookmarks() {
     let token = server.token();
     for i in 0..7 {
         let body = json!({"metadata": {"name": format!("c{i}")}, "data": {"i": "x"}});
-        let r = client.post(format!("{}/api/v1/namespaces/default/configmaps", server.url)).bearer_auth(&token).json(&body).send().await.unwrap();
+        let r = client
+            .post(format!(
+                "{}/api/v1/namespaces/default/configmaps",
+                server.url
+            ))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201);
     }
     let mut names = Vec::new();
     let mut cont = String::new();
     loop {
-        let url = format!("{}/api/v1/namespaces/default/configmaps?limit=3&continue={cont}", server.url);
-        let page: Value = client.get(url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        let url = format!(
+            "{}/api/v1/namespaces/default/configmaps?limit=3&continue={cont}",
+            server.url
+        );
+        let page: Value = client
+            .get(url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 3);
-        names.extend(items.iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()));
+        names.extend(
+            items
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
         match page["metadata"]["continue"].as_str() {
             Some(c) => cont = c.to_string(),
             None => break,
@@ -109,14 +172,139 @@ async fn paging_and_watch_bookmarks() {
     assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
 
     // Watch-list: initial ADDED events, then the bookmark that marks their end.
-    let url = format!("{}/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1", server.url);
-    let text = client.get(url).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
-    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let url = format!(
+        "{}/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1",
+        server.url
+    );
+    let text = client
+        .get(url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(events.iter().filter(|e| e["type"] == "ADDED").count(), 7);
     let last = events.last().unwrap();
     assert_eq!(last["type"], "BOOKMARK");
-    assert_eq!(last["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    assert_eq!(
+        last["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
     // Without resourceVersionMatch, sendInitialEvents is refused rather than ignored.
-    let url = format!("{}/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true", server.url);
-    assert_eq!(client.get(url).bearer_auth(&token).send().await.unwrap().status(), 422);
+    let url = format!(
+        "{}/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true",
+        server.url
+    );
+    assert_eq!(
+        client
+            .get(url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+}
+
+/// Owner references drive cascading deletion: Background removes dependents after the owner,
+/// Foreground before it, Orphan keeps them and strips the reference.
+#[tokio::test]
+async fn deletion_propagates_to_dependents() {
+    let server = Server::start();
+    let client = server.client();
+    let token = server.token();
+    let base = format!("{}/apis/apps/v1/namespaces/default", server.url);
+    let post = |url: String, body: Value| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let exists = |url: String| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        }
+    };
+    let template = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "hello:1.0"}]}});
+    for (policy, owner_name) in [("Background", "bg"), ("Foreground", "fg"), ("Orphan", "or")] {
+        let deploy = post(format!("{base}/deployments"), json!({"metadata": {"name": owner_name}, "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": template}})).await;
+        let owner_ref = json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": owner_name, "uid": deploy["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]);
+        let rs_name = format!("{owner_name}-rs");
+        post(format!("{base}/replicasets"), json!({"metadata": {"name": rs_name, "ownerReferences": owner_ref}, "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": template}})).await;
+        let r = client
+            .delete(format!("{base}/deployments/{owner_name}"))
+            .bearer_auth(&token)
+            .json(&json!({"propagationPolicy": policy}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let rs_url = format!("{base}/replicasets/{rs_name}");
+        let owner_url = format!("{base}/deployments/{owner_name}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (owner, rs) = (
+                exists(owner_url.clone()).await,
+                exists(rs_url.clone()).await,
+            );
+            let done = match policy {
+                "Orphan" => !owner && rs,
+                _ => !owner && !rs,
+            };
+            if done {
+                break;
+            }
+            if policy == "Foreground" {
+                assert!(
+                    owner || !rs,
+                    "foreground deletion removed the owner before its dependent"
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{policy} deletion did not finish (owner {owner}, dependent {rs})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if policy == "Orphan" {
+            let rs: Value = client
+                .get(&rs_url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(
+                rs["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_none_or(|a| a.is_empty()),
+                "orphaned dependent keeps no reference: {rs}"
+            );
+        }
+    }
 }

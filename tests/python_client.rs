@@ -11,11 +11,27 @@ fn python_client_scenarios() {
     // A short history so the compacted-watch check has something compacted to refer to.
     let server = Server::start_with(&["--watch-history", "10"]);
     let python = common::venv().join("bin/python");
-    assert!(python.exists(), "{} is missing: run scripts/test, which installs the Python client", python.display());
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_scenarios.py");
-    let out = Command::new(python).arg(script).arg(server.kubeconfig()).output().expect("python runs");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test, which installs the Python client",
+        python.display()
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_scenarios.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(server.kubeconfig())
+        .output()
+        .expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python client scenarios failed:\n{stdout}\n{stderr}\nserver log:\n{}", server.log());
-    assert!(stdout.contains("all python client scenarios passed"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "python client scenarios failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        server.log()
+    );
+    assert!(
+        stdout.contains("all python client scenarios passed"),
+        "{stdout}"
+    );
 }

@@ -17,7 +17,9 @@ pub struct Schedule {
     pub day_or: bool,
 }
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 impl Schedule {
@@ -33,12 +35,17 @@ impl Schedule {
             "@weekly" => "0 0 * * 0",
             "@daily" | "@midnight" => "0 0 * * *",
             "@hourly" => "0 * * * *",
-            other if other.starts_with('@') => return Err(format!("unrecognized descriptor: {other}")),
+            other if other.starts_with('@') => {
+                return Err(format!("unrecognized descriptor: {other}"));
+            }
             other => other,
         };
         let fields: Vec<&str> = expanded.split_whitespace().collect();
         if fields.len() != 5 {
-            return Err(format!("expected exactly 5 fields, found {}: {s}", fields.len()));
+            return Err(format!(
+                "expected exactly 5 fields, found {}: {s}",
+                fields.len()
+            ));
         }
         let minutes = field(fields[0], 0, 59, &[])?;
         let hours = field(fields[1], 0, 23, &[])?;
@@ -64,7 +71,10 @@ impl Schedule {
         let dom = self.days_of_month & (1 << day) != 0;
         let dow = self.days_of_week & (1 << weekday) != 0;
         let day_ok = if self.day_or { dom || dow } else { dom && dow };
-        self.minutes & (1 << minute) != 0 && self.hours & (1 << hour) != 0 && self.months & (1 << month) != 0 && day_ok
+        self.minutes & (1 << minute) != 0
+            && self.hours & (1 << hour) != 0
+            && self.months & (1 << month) != 0
+            && day_ok
     }
 }
 
@@ -73,7 +83,9 @@ fn field(s: &str, min: u32, max: u32, names: &[&str]) -> Result<u64, String> {
     for part in s.split(',') {
         let (range, step) = match part.split_once('/') {
             Some((r, st)) => {
-                let step: u32 = st.parse().map_err(|_| format!("failed to parse int from {st}"))?;
+                let step: u32 = st
+                    .parse()
+                    .map_err(|_| format!("failed to parse int from {st}"))?;
                 if step == 0 {
                     return Err(format!("step of range should be a positive number: {part}"));
                 }
@@ -90,7 +102,9 @@ fn field(s: &str, min: u32, max: u32, names: &[&str]) -> Result<u64, String> {
             (v, if part.contains('/') { max } else { v })
         };
         if lo < min || hi > max || lo > hi {
-            return Err(format!("end of range ({hi}) above maximum ({max}) or beginning of range ({lo}) below minimum ({min}): {part}"));
+            return Err(format!(
+                "end of range ({hi}) above maximum ({max}) or beginning of range ({lo}) below minimum ({min}): {part}"
+            ));
         }
         let mut v = lo;
         while v <= hi {
@@ -105,7 +119,8 @@ fn value(s: &str, names: &[&str], offset: u32) -> Result<u32, String> {
     if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
         return Ok(i as u32 + offset);
     }
-    s.parse().map_err(|_| format!("failed to parse int from {s}"))
+    s.parse()
+        .map_err(|_| format!("failed to parse int from {s}"))
 }
 
 #[cfg(test)]

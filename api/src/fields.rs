@@ -37,7 +37,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, v, false)
             } else {
-                return Err(ParseError(format!("invalid selector: '{part}'; can't understand '{part}'")));
+                return Err(ParseError(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                )));
             };
             terms.push(Term {
                 field: field.trim().to_string(),
@@ -55,7 +57,9 @@ impl FieldSelector {
 
     /// True when every term holds; `lookup` returns a field's value ("" when unset).
     pub fn matches(&self, lookup: impl Fn(&str) -> String) -> bool {
-        self.terms.iter().all(|t| (lookup(&t.field) == t.value) != t.negated)
+        self.terms
+            .iter()
+            .all(|t| (lookup(&t.field) == t.value) != t.negated)
     }
 
     /// The value an equality term requires for `field`, if any (used to narrow a scan).

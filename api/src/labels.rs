@@ -90,7 +90,11 @@ impl Selector {
                 }
                 "Exists" => Op::Exists,
                 "DoesNotExist" => Op::DoesNotExist,
-                other => return Err(ParseError(format!("{other:?} is not a valid label selector operator"))),
+                other => {
+                    return Err(ParseError(format!(
+                        "{other:?} is not a valid label selector operator"
+                    )));
+                }
             };
             requirements.push(Requirement {
                 key: expr.key.clone(),
@@ -102,7 +106,9 @@ impl Selector {
 
     /// True when every requirement holds for `labels`.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.requirements.iter().all(|r| r.matches(|k| labels.get(k).map(String::as_str)))
+        self.requirements
+            .iter()
+            .all(|r| r.matches(|k| labels.get(k).map(String::as_str)))
     }
 
     /// Like [`Selector::matches`], for labels held as a JSON object (stored objects).
@@ -183,7 +189,10 @@ impl Requirement {
                 "notin" => Op::NotIn(values),
                 other => return Err(ParseError(format!("found '{other}', expected: in, notin"))),
             };
-            return Ok(Self { key: key.to_string(), op });
+            return Ok(Self {
+                key: key.to_string(),
+                op,
+            });
         }
         for (token, build) in [
             ("!=", (|v: String| Op::NotIn(vec![v])) as fn(String) -> Op),
@@ -204,16 +213,23 @@ impl Requirement {
             if let Some((k, v)) = s.split_once(token) {
                 let (k, v) = (k.trim(), v.trim());
                 validate_key(k)?;
-                let n: i64 = v
-                    .parse()
-                    .map_err(|_| ParseError(format!("for 'Gt', 'Lt' operators, the value must be an integer: {v}")))?;
+                let n: i64 = v.parse().map_err(|_| {
+                    ParseError(format!(
+                        "for 'Gt', 'Lt' operators, the value must be an integer: {v}"
+                    ))
+                })?;
                 let op = if gt { Op::Gt(n) } else { Op::Lt(n) };
-                return Ok(Self { key: k.to_string(), op });
+                return Ok(Self {
+                    key: k.to_string(),
+                    op,
+                });
             }
         }
         let key = s.trim();
         if key.contains(char::is_whitespace) {
-            return Err(ParseError(format!("found '{key}', expected: in, notin, =, ==, !=, gt, lt")));
+            return Err(ParseError(format!(
+                "found '{key}', expected: in, notin, =, ==, !=, gt, lt"
+            )));
         }
         validate_key(key)?;
         Ok(Self {
@@ -229,8 +245,12 @@ impl Requirement {
             Op::NotIn(vals) => value.is_none_or(|v| !vals.iter().any(|x| x == v)),
             Op::Exists => value.is_some(),
             Op::DoesNotExist => value.is_none(),
-            Op::Gt(n) => value.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
-            Op::Lt(n) => value.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
+            Op::Gt(n) => value
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v > *n),
+            Op::Lt(n) => value
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v < *n),
         }
     }
 }
@@ -278,14 +298,20 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn equality_set_and_existence() {
         let sel = Selector::parse("app=web,tier notin (db, cache),!canary").unwrap();
         assert!(sel.matches(&labels(&[("app", "web"), ("tier", "front")])));
-        assert!(sel.matches(&labels(&[("app", "web")])), "notin matches an absent key");
+        assert!(
+            sel.matches(&labels(&[("app", "web")])),
+            "notin matches an absent key"
+        );
         assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "db")])));
         assert!(!sel.matches(&labels(&[("app", "web"), ("canary", "1")])));
         assert!(!sel.matches(&labels(&[("app", "api")])));

@@ -4,7 +4,11 @@
 /// Milli-units keep cpu exact; memory in bytes fits easily (i128 guards the arithmetic).
 pub fn parse_milli(s: &str) -> Result<i128, String> {
     let s = s.trim();
-    let invalid = || format!("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' (got {s:?})");
+    let invalid = || {
+        format!(
+            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' (got {s:?})"
+        )
+    };
     if s.is_empty() {
         return Err(invalid());
     }
@@ -25,7 +29,9 @@ pub fn parse_milli(s: &str) -> Result<i128, String> {
     }
     let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
     // value = mantissa * 10^exp10 * 2^exp2, kept as an exact rational over powers of ten.
-    let mantissa: i128 = format!("{int_part}{frac_part}").parse().map_err(|_| invalid())?;
+    let mantissa: i128 = format!("{int_part}{frac_part}")
+        .parse()
+        .map_err(|_| invalid())?;
     let mut exp10: i32 = -(frac_part.len() as i32);
     let mut exp2: u32 = 0;
     match suffix {
@@ -53,7 +59,9 @@ pub fn parse_milli(s: &str) -> Result<i128, String> {
     exp10 += 3; // to milli-units
     let mut value = mantissa.checked_mul(1i128 << exp2).ok_or_else(invalid)?;
     if exp10 >= 0 {
-        value = value.checked_mul(10i128.checked_pow(exp10 as u32).ok_or_else(invalid)?).ok_or_else(invalid)?;
+        value = value
+            .checked_mul(10i128.checked_pow(exp10 as u32).ok_or_else(invalid)?)
+            .ok_or_else(invalid)?;
     } else {
         let div = 10i128.checked_pow((-exp10) as u32).unwrap_or(i128::MAX);
         // Round up, as Kubernetes does when a quantity is scaled to a coarser unit.

@@ -23,36 +23,63 @@ impl FieldError {
         } else {
             format!("{field}: Required value: {detail}")
         };
-        Self { reason: "FieldValueRequired", field, message }
+        Self {
+            reason: "FieldValueRequired",
+            field,
+            message,
+        }
     }
 
     /// A field has a value that is not allowed.
     pub fn invalid(field: impl Into<String>, value: impl fmt::Display, detail: &str) -> Self {
         let field = field.into();
         let message = format!("{field}: Invalid value: {value}: {detail}");
-        Self { reason: "FieldValueInvalid", field, message }
+        Self {
+            reason: "FieldValueInvalid",
+            field,
+            message,
+        }
     }
 
     /// A value listed twice where values must be unique.
     pub fn duplicate(field: impl Into<String>, value: impl fmt::Display) -> Self {
         let field = field.into();
         let message = format!("{field}: Duplicate value: {value}");
-        Self { reason: "FieldValueDuplicate", field, message }
+        Self {
+            reason: "FieldValueDuplicate",
+            field,
+            message,
+        }
     }
 
     /// A value outside a fixed set.
-    pub fn not_supported(field: impl Into<String>, value: impl fmt::Display, allowed: &[&str]) -> Self {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        allowed: &[&str],
+    ) -> Self {
         let field = field.into();
         let allowed: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
-        let message = format!("{field}: Unsupported value: {value}: supported values: {}", allowed.join(", "));
-        Self { reason: "FieldValueNotSupported", field, message }
+        let message = format!(
+            "{field}: Unsupported value: {value}: supported values: {}",
+            allowed.join(", ")
+        );
+        Self {
+            reason: "FieldValueNotSupported",
+            field,
+            message,
+        }
     }
 
     /// A field that may not be set or changed.
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         let field = field.into();
         let message = format!("{field}: Forbidden: {detail}");
-        Self { reason: "FieldValueForbidden", field, message }
+        Self {
+            reason: "FieldValueForbidden",
+            field,
+            message,
+        }
     }
 }
 
@@ -67,7 +94,8 @@ const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alp
 
 fn is_label_chars(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -111,7 +139,8 @@ fn is_name_part(s: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// A qualified name (label and annotation keys): `[prefix/]name`.
@@ -151,12 +180,16 @@ pub fn port_name(s: &str) -> Result<(), String> {
     if s.len() > 15 {
         return Err("must be no more than 15 characters".into());
     }
-    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         || s.starts_with('-')
         || s.ends_with('-')
         || s.contains("--")
     {
-        return Err("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into());
+        return Err(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into(),
+        );
     }
     if !s.bytes().any(|b| b.is_ascii_lowercase()) {
         return Err("must contain at least one letter (a-z)".into());

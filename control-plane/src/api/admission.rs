@@ -90,7 +90,11 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
             if let Some(spec) = &p.spec {
                 validate_pod_spec(spec, "spec", e);
             }
-            if let (Some(old), Some(new), false) = (old.and_then(|o| o.spec.as_ref()), p.spec.as_ref(), ctx.status_only) {
+            if let (Some(old), Some(new), false) = (
+                old.and_then(|o| o.spec.as_ref()),
+                p.spec.as_ref(),
+                ctx.status_only,
+            ) {
                 validate_pod_spec_update(old, new, e);
             }
         }),
@@ -100,7 +104,10 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
                 .labels
                 .get_or_insert_with(Default::default)
                 .insert("kubernetes.io/metadata.name".into(), name);
-            ns.spec.get_or_insert_with(Default::default).finalizers.get_or_insert_with(|| vec!["kubernetes".into()]);
+            ns.spec
+                .get_or_insert_with(Default::default)
+                .finalizers
+                .get_or_insert_with(|| vec!["kubernetes".into()]);
             let status = ns.status.get_or_insert_with(Default::default);
             status.phase.get_or_insert_with(|| "Active".into());
         }),
@@ -111,7 +118,12 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
         }),
         ("", "Endpoints") => run::<core::Endpoints>(ctx, obj, |_, _, _| {}),
         ("", "ConfigMap") => run::<core::ConfigMap>(ctx, obj, |c, _, e| {
-            let keys = c.data.iter().flatten().map(|(k, _)| k).chain(c.binary_data.iter().flatten().map(|(k, _)| k));
+            let keys = c
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, _)| k)
+                .chain(c.binary_data.iter().flatten().map(|(k, _)| k));
             validate_data_keys(keys, "data", e);
         }),
         ("", "Secret") => run::<core::Secret>(ctx, obj, |s, _, e| {
@@ -126,7 +138,9 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
         }),
         ("", "ServiceAccount") => run::<core::ServiceAccount>(ctx, obj, |_, _, _| {}),
         ("", "Event") => run::<core::Event>(ctx, obj, |ev, _, e| {
-            if ev.involved_object.name.as_deref().unwrap_or("").is_empty() && ev.involved_object.kind.is_none() {
+            if ev.involved_object.name.as_deref().unwrap_or("").is_empty()
+                && ev.involved_object.kind.is_none()
+            {
                 e.push(FieldError::required("involvedObject", ""));
             }
         }),
@@ -137,56 +151,86 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
                 }
             }
         }),
-        ("", "ReplicationController") => run::<core::ReplicationController>(ctx, obj, |rc, _, e| {
-            let spec = rc.spec.get_or_insert_with(Default::default);
-            spec.replicas.get_or_insert(1);
-            spec.min_ready_seconds.get_or_insert(0);
-            let template_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone());
-            if spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
-                spec.selector = template_labels.clone();
-            }
-            if rc.metadata.labels.as_ref().is_none_or(|l| l.is_empty()) {
-                rc.metadata.labels = template_labels;
-            }
-            if let Some(t) = spec.template.as_mut().and_then(|t| t.spec.as_mut()) {
-                default_pod_spec(t);
-            }
-            validate_replicas(spec.replicas, "spec.replicas", e);
-            match (&spec.selector, &spec.template) {
-                (None, _) => e.push(FieldError::required("spec.selector", "")),
-                (Some(sel), Some(t)) => {
-                    let labels = t.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
-                    if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-                        e.push(FieldError::invalid("spec.template.metadata.labels", format!("{labels:?}"), "`selector` does not match template `labels`"));
-                    }
-                    validate_template(t, "spec.template", e);
+        ("", "ReplicationController") => {
+            run::<core::ReplicationController>(ctx, obj, |rc, _, e| {
+                let spec = rc.spec.get_or_insert_with(Default::default);
+                spec.replicas.get_or_insert(1);
+                spec.min_ready_seconds.get_or_insert(0);
+                let template_labels = spec
+                    .template
+                    .as_ref()
+                    .and_then(|t| t.metadata.as_ref())
+                    .and_then(|m| m.labels.clone());
+                if spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
+                    spec.selector = template_labels.clone();
                 }
-                (Some(_), None) => e.push(FieldError::required("spec.template", "")),
-            }
-        }),
+                if rc.metadata.labels.as_ref().is_none_or(|l| l.is_empty()) {
+                    rc.metadata.labels = template_labels;
+                }
+                if let Some(t) = spec.template.as_mut().and_then(|t| t.spec.as_mut()) {
+                    default_pod_spec(t);
+                }
+                validate_replicas(spec.replicas, "spec.replicas", e);
+                match (&spec.selector, &spec.template) {
+                    (None, _) => e.push(FieldError::required("spec.selector", "")),
+                    (Some(sel), Some(t)) => {
+                        let labels = t
+                            .metadata
+                            .as_ref()
+                            .and_then(|m| m.labels.clone())
+                            .unwrap_or_default();
+                        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                            e.push(FieldError::invalid(
+                                "spec.template.metadata.labels",
+                                format!("{labels:?}"),
+                                "`selector` does not match template `labels`",
+                            ));
+                        }
+                        validate_template(t, "spec.template", e);
+                    }
+                    (Some(_), None) => e.push(FieldError::required("spec.template", "")),
+                }
+            })
+        }
         ("apps", "Deployment") => run::<apps::Deployment>(ctx, obj, |d, old, e| {
             let spec = d.spec.get_or_insert_with(Default::default);
             spec.replicas.get_or_insert(1);
             spec.revision_history_limit.get_or_insert(10);
             spec.progress_deadline_seconds.get_or_insert(600);
             let strategy = spec.strategy.get_or_insert_with(Default::default);
-            let kind = strategy.type_.get_or_insert_with(|| "RollingUpdate".into()).clone();
+            let kind = strategy
+                .type_
+                .get_or_insert_with(|| "RollingUpdate".into())
+                .clone();
             if kind == "RollingUpdate" {
                 let ru = strategy.rolling_update.get_or_insert_with(Default::default);
-                ru.max_surge.get_or_insert(IntOrString::String("25%".into()));
-                ru.max_unavailable.get_or_insert(IntOrString::String("25%".into()));
+                ru.max_surge
+                    .get_or_insert(IntOrString::String("25%".into()));
+                ru.max_unavailable
+                    .get_or_insert(IntOrString::String("25%".into()));
             } else if kind != "Recreate" {
-                e.push(FieldError::not_supported("spec.strategy.type", quoted(&kind), &["Recreate", "RollingUpdate"]));
+                e.push(FieldError::not_supported(
+                    "spec.strategy.type",
+                    quoted(&kind),
+                    &["Recreate", "RollingUpdate"],
+                ));
             } else if strategy.rolling_update.is_some() {
-                e.push(FieldError::forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'"));
+                e.push(FieldError::forbidden(
+                    "spec.strategy.rollingUpdate",
+                    "may not be specified when strategy `type` is 'Recreate'",
+                ));
             }
             default_pod_spec(spec.template.spec.get_or_insert_with(Default::default));
             validate_replicas(spec.replicas, "spec.replicas", e);
             validate_selector_template(&spec.selector, &spec.template, e);
-            if let Some(old) = old.and_then(|o| o.spec.as_ref()) {
-                if old.selector != spec.selector {
-                    e.push(FieldError::invalid("spec.selector", format!("{:?}", spec.selector), "field is immutable"));
-                }
+            if let Some(old) = old.and_then(|o| o.spec.as_ref())
+                && old.selector != spec.selector
+            {
+                e.push(FieldError::invalid(
+                    "spec.selector",
+                    format!("{:?}", spec.selector),
+                    "field is immutable",
+                ));
             }
         }),
         ("apps", "ReplicaSet") => run::<apps::ReplicaSet>(ctx, obj, |rs, old, e| {
@@ -201,55 +245,91 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
                 }
                 None => e.push(FieldError::required("spec.template", "")),
             }
-            if let Some(old) = old.and_then(|o| o.spec.as_ref()) {
-                if old.selector != spec.selector {
-                    e.push(FieldError::invalid("spec.selector", format!("{:?}", spec.selector), "field is immutable"));
-                }
+            if let Some(old) = old.and_then(|o| o.spec.as_ref())
+                && old.selector != spec.selector
+            {
+                e.push(FieldError::invalid(
+                    "spec.selector",
+                    format!("{:?}", spec.selector),
+                    "field is immutable",
+                ));
             }
         }),
         ("batch", "Job") => run::<batch::Job>(ctx, obj, |j, old, e| {
             let uid = j.metadata.uid.clone().unwrap_or_default();
-            default_job(j.spec.get_or_insert_with(Default::default), &uid, j.metadata.name.as_deref().unwrap_or(""));
+            default_job(
+                j.spec.get_or_insert_with(Default::default),
+                &uid,
+                j.metadata.name.as_deref().unwrap_or(""),
+            );
             let spec = j.spec.as_ref().expect("defaulted");
             validate_job_spec(spec, "spec", e);
             if let Some(old) = old.and_then(|o| o.spec.as_ref()) {
                 if old.selector != spec.selector {
-                    e.push(FieldError::invalid("spec.selector", format!("{:?}", spec.selector), "field is immutable"));
+                    e.push(FieldError::invalid(
+                        "spec.selector",
+                        format!("{:?}", spec.selector),
+                        "field is immutable",
+                    ));
                 }
-                if old.completions != spec.completions && old.completion_mode.as_deref() != Some("Indexed") {
-                    e.push(FieldError::invalid("spec.completions", format!("{:?}", spec.completions), "field is immutable"));
+                if old.completions != spec.completions
+                    && old.completion_mode.as_deref() != Some("Indexed")
+                {
+                    e.push(FieldError::invalid(
+                        "spec.completions",
+                        format!("{:?}", spec.completions),
+                        "field is immutable",
+                    ));
                 }
                 if strip_job_template(&old.template) != strip_job_template(&spec.template) {
-                    e.push(FieldError::invalid("spec.template", "core.PodTemplateSpec{...}", "field is immutable"));
+                    e.push(FieldError::invalid(
+                        "spec.template",
+                        "core.PodTemplateSpec{...}",
+                        "field is immutable",
+                    ));
                 }
             }
         }),
         ("batch", "CronJob") => run::<batch::CronJob>(ctx, obj, |c, _, e| {
             let spec = c.spec.get_or_insert_with(Default::default);
-            spec.concurrency_policy.get_or_insert_with(|| "Allow".into());
+            spec.concurrency_policy
+                .get_or_insert_with(|| "Allow".into());
             spec.suspend.get_or_insert(false);
             spec.successful_jobs_history_limit.get_or_insert(3);
             spec.failed_jobs_history_limit.get_or_insert(1);
             if spec.schedule.is_empty() {
                 e.push(FieldError::required("spec.schedule", ""));
             } else if let Err(msg) = skiff_api::cron::Schedule::parse(&spec.schedule) {
-                e.push(FieldError::invalid("spec.schedule", quoted(&spec.schedule), &msg));
+                e.push(FieldError::invalid(
+                    "spec.schedule",
+                    quoted(&spec.schedule),
+                    &msg,
+                ));
             }
-            if let Some(tz) = &spec.time_zone {
-                if tz.is_empty() || jiff::tz::TimeZone::get(tz).is_err() {
-                    e.push(FieldError::invalid("spec.timeZone", quoted(tz), "unknown time zone"));
-                }
+            if let Some(tz) = &spec.time_zone
+                && (tz.is_empty() || jiff::tz::TimeZone::get(tz).is_err())
+            {
+                e.push(FieldError::invalid(
+                    "spec.timeZone",
+                    quoted(tz),
+                    "unknown time zone",
+                ));
             }
             let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
             if !["Allow", "Forbid", "Replace"].contains(&policy) {
-                e.push(FieldError::not_supported("spec.concurrencyPolicy", quoted(policy), &["Allow", "Forbid", "Replace"]));
+                e.push(FieldError::not_supported(
+                    "spec.concurrencyPolicy",
+                    quoted(policy),
+                    &["Allow", "Forbid", "Replace"],
+                ));
             }
             if let Some(js) = spec.job_template.spec.as_mut() {
                 if let Some(t) = js.template.spec.as_mut() {
                     default_pod_spec(t);
                 }
                 js.backoff_limit.get_or_insert(6);
-                js.completion_mode.get_or_insert_with(|| "NonIndexed".into());
+                js.completion_mode
+                    .get_or_insert_with(|| "NonIndexed".into());
                 validate_template(&js.template, "spec.jobTemplate.spec.template", e);
                 validate_job_restart_policy(&js.template, "spec.jobTemplate.spec.template", e);
             } else {
@@ -257,11 +337,17 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
             }
         }),
         ("coordination.k8s.io", "Lease") => run::<coordination::Lease>(ctx, obj, |_, _, _| {}),
-        ("discovery.k8s.io", "EndpointSlice") => run::<discovery::EndpointSlice>(ctx, obj, |s, _, e| {
-            if !["IPv4", "IPv6", "FQDN"].contains(&s.address_type.as_str()) {
-                e.push(FieldError::not_supported("addressType", quoted(&s.address_type), &["FQDN", "IPv4", "IPv6"]));
-            }
-        }),
+        ("discovery.k8s.io", "EndpointSlice") => {
+            run::<discovery::EndpointSlice>(ctx, obj, |s, _, e| {
+                if !["IPv4", "IPv6", "FQDN"].contains(&s.address_type.as_str()) {
+                    e.push(FieldError::not_supported(
+                        "addressType",
+                        quoted(&s.address_type),
+                        &["FQDN", "IPv4", "IPv6"],
+                    ));
+                }
+            })
+        }
         ("autoscaling", "HorizontalPodAutoscaler") if r.version == "v2" => {
             run::<autoscaling_v2::HorizontalPodAutoscaler>(ctx, obj, |h, _, e| {
                 let spec = h.spec.get_or_insert_with(Default::default);
@@ -293,47 +379,48 @@ fn run<T: DeserializeOwned + Serialize + HasMeta>(
     f: impl FnOnce(&mut T, Option<&T>, &mut Vec<FieldError>),
 ) -> Result<Vec<String>> {
     let r = ctx.res;
-    let decode = |v: &Value| -> Result<T> {
-        serde_json::from_value(v.clone()).map_err(|e| {
-            ApiError::bad_request(format!(
-                "{kind} in version \"{ver}\" cannot be handled as a {kind}: {e}",
-                kind = r.kind,
-                ver = r.version
-            ))
-        })
+    let cannot = |e: &dyn std::fmt::Display| {
+        ApiError::bad_request(format!(
+            "{kind} in version \"{ver}\" cannot be handled as a {kind}: {e}",
+            kind = r.kind,
+            ver = r.version
+        ))
     };
-    let mut typed = decode(obj)?;
-    let mut unknown = Vec::new();
-    let round = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
-    unknown_fields(obj, &round, "", &mut unknown);
-    let mut warnings = Vec::new();
-    if !unknown.is_empty() {
-        match ctx.validation {
-            FieldValidation::Strict => {
-                let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-                return Err(ApiError::bad_request(format!(
-                    "{kind} in version \"{ver}\" cannot be handled as a {kind}: strict decoding error: {}",
-                    list.join(", "),
-                    kind = r.kind,
-                    ver = r.version
-                )));
-            }
-            FieldValidation::Warn => warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\""))),
-            FieldValidation::Ignore => {}
-        }
-    }
-    let old = match ctx.old {
-        Some(o) => decode(o).ok(),
-        None => None,
-    };
+    let mut typed = <T as serde::Deserialize>::deserialize(&*obj).map_err(|e| cannot(&e))?;
+    let old = ctx
+        .old
+        .and_then(|o| <T as serde::Deserialize>::deserialize(o).ok());
     let mut errors = Vec::new();
     validate_meta(r, typed.meta(), &mut errors);
     f(&mut typed, old.as_ref(), &mut errors);
+    let out = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
+    // Defaulting only adds fields, so whatever the request had that the typed form lacks was
+    // not understood (except what admission itself consumes, like a Secret's stringData).
+    let mut unknown = Vec::new();
+    unknown_fields(obj, &out, "", &mut unknown);
+    unknown.retain(|f| f != "stringData");
+    let mut warnings = Vec::new();
+    if !unknown.is_empty() {
+        let described: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        match ctx.validation {
+            FieldValidation::Strict => {
+                return Err(cannot(&format!(
+                    "strict decoding error: {}",
+                    described.join(", ")
+                )));
+            }
+            FieldValidation::Warn => warnings.extend(described),
+            FieldValidation::Ignore => {}
+        }
+    }
     if !errors.is_empty() {
         let name = typed.meta().name.clone().unwrap_or_default();
         return Err(ApiError::invalid(r, &name, &errors));
     }
-    *obj = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
+    *obj = out;
     Ok(warnings)
 }
 
@@ -346,10 +433,24 @@ macro_rules! has_meta {
     ($($t:ty),*) => { $(impl HasMeta for $t { fn meta(&self) -> &ObjectMeta { &self.metadata } })* };
 }
 has_meta!(
-    core::Pod, core::Namespace, core::Node, core::Service, core::Endpoints, core::ConfigMap,
-    core::Secret, core::ServiceAccount, core::Event, core::ResourceQuota,
-    core::ReplicationController, apps::Deployment, apps::ReplicaSet, batch::Job, batch::CronJob,
-    coordination::Lease, discovery::EndpointSlice, autoscaling_v2::HorizontalPodAutoscaler,
+    core::Pod,
+    core::Namespace,
+    core::Node,
+    core::Service,
+    core::Endpoints,
+    core::ConfigMap,
+    core::Secret,
+    core::ServiceAccount,
+    core::Event,
+    core::ResourceQuota,
+    core::ReplicationController,
+    apps::Deployment,
+    apps::ReplicaSet,
+    batch::Job,
+    batch::CronJob,
+    coordination::Lease,
+    discovery::EndpointSlice,
+    autoscaling_v2::HorizontalPodAutoscaler,
     autoscaling_v1::HorizontalPodAutoscaler
 );
 
@@ -358,7 +459,11 @@ fn unknown_fields(orig: &Value, round: &Value, path: &str, out: &mut Vec<String>
     match (orig, round) {
         (Value::Object(o), Value::Object(r)) => {
             for (k, ov) in o {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match r.get(k) {
                     Some(rv) => unknown_fields(ov, rv, &p, out),
                     None if ov.is_null() => {}
@@ -381,7 +486,10 @@ fn unknown_fields(orig: &Value, round: &Value, path: &str, out: &mut Vec<String>
 fn validate_meta(res: &ResourceDef, meta: &ObjectMeta, e: &mut Vec<FieldError>) {
     let name = meta.name.as_deref().unwrap_or("");
     if name.is_empty() {
-        e.push(FieldError::required("metadata.name", "name or generateName is required"));
+        e.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
     } else {
         let check = match res.kind {
             "Namespace" => v::dns1123_label(name),
@@ -398,7 +506,11 @@ fn validate_meta(res: &ResourceDef, meta: &ObjectMeta, e: &mut Vec<FieldError>) 
             e.push(FieldError::invalid("metadata.labels", quoted(k), &msg));
         }
         if let Err(msg) = v::label_value(val) {
-            e.push(FieldError::invalid(format!("metadata.labels[{k}]"), quoted(val), &msg));
+            e.push(FieldError::invalid(
+                format!("metadata.labels[{k}]"),
+                quoted(val),
+                &msg,
+            ));
         }
     }
     let mut total = 0;
@@ -412,28 +524,38 @@ fn validate_meta(res: &ResourceDef, meta: &ObjectMeta, e: &mut Vec<FieldError>) 
         e.push(FieldError {
             reason: "FieldValueTooLong",
             field: "metadata.annotations".into(),
-            message: format!("metadata.annotations: Too long: may not be more than 262144 bytes (got {total})"),
+            message: format!(
+                "metadata.annotations: Too long: may not be more than 262144 bytes (got {total})"
+            ),
         });
     }
-    if let Some(ns) = meta.namespace.as_deref().filter(|ns| !ns.is_empty()) {
-        if let Err(msg) = v::dns1123_label(ns) {
-            e.push(FieldError::invalid("metadata.namespace", quoted(ns), &msg));
-        }
+    if let Some(ns) = meta.namespace.as_deref().filter(|ns| !ns.is_empty())
+        && let Err(msg) = v::dns1123_label(ns)
+    {
+        e.push(FieldError::invalid("metadata.namespace", quoted(ns), &msg));
     }
 }
 
 fn default_pod(p: &mut core::Pod, tolerations: Tolerations) {
     let spec = p.spec.get_or_insert_with(Default::default);
     default_pod_spec(spec);
-    spec.service_account_name.get_or_insert_with(|| "default".into());
+    spec.service_account_name
+        .get_or_insert_with(|| "default".into());
     spec.priority.get_or_insert(0);
     let tols = spec.tolerations.get_or_insert_with(Vec::new);
     for (key, seconds) in [
-        ("node.kubernetes.io/not-ready", tolerations.not_ready_seconds),
-        ("node.kubernetes.io/unreachable", tolerations.unreachable_seconds),
+        (
+            "node.kubernetes.io/not-ready",
+            tolerations.not_ready_seconds,
+        ),
+        (
+            "node.kubernetes.io/unreachable",
+            tolerations.unreachable_seconds,
+        ),
     ] {
         let covered = tols.iter().any(|t| {
-            (t.key.as_deref() == Some(key) || (t.key.is_none() && t.operator.as_deref() == Some("Exists")))
+            (t.key.as_deref() == Some(key)
+                || (t.key.is_none() && t.operator.as_deref() == Some("Exists")))
                 && t.effect.as_deref().is_none_or(|e| e == "NoExecute")
         });
         if !covered {
@@ -452,18 +574,29 @@ fn default_pod(p: &mut core::Pod, tolerations: Tolerations) {
 pub(crate) fn default_pod_spec(spec: &mut core::PodSpec) {
     spec.restart_policy.get_or_insert_with(|| "Always".into());
     spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
-    spec.scheduler_name.get_or_insert_with(|| "default-scheduler".into());
+    spec.scheduler_name
+        .get_or_insert_with(|| "default-scheduler".into());
     spec.termination_grace_period_seconds.get_or_insert(30);
     spec.security_context.get_or_insert_with(Default::default);
     spec.enable_service_links.get_or_insert(true);
-    let containers = spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut());
+    let containers = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut());
     for c in containers {
-        c.termination_message_path.get_or_insert_with(|| "/dev/termination-log".into());
-        c.termination_message_policy.get_or_insert_with(|| "File".into());
+        c.termination_message_path
+            .get_or_insert_with(|| "/dev/termination-log".into());
+        c.termination_message_policy
+            .get_or_insert_with(|| "File".into());
         c.resources.get_or_insert_with(Default::default);
         if c.image_pull_policy.is_none() {
             let image = c.image.as_deref().unwrap_or("");
-            let tag = image.rsplit('/').next().and_then(|last| last.split_once(':')).map(|(_, t)| t);
+            let tag = image
+                .rsplit('/')
+                .next()
+                .and_then(|last| last.split_once(':'))
+                .map(|(_, t)| t);
             let latest = !image.contains('@') && tag.is_none_or(|t| t == "latest");
             c.image_pull_policy = Some(if latest { "Always" } else { "IfNotPresent" }.into());
         }
@@ -486,7 +619,12 @@ fn validate_pod_spec(spec: &core::PodSpec, path: &str, e: &mut Vec<FieldError>) 
         e.push(FieldError::required(format!("{path}.containers"), ""));
     }
     let mut names = HashSet::new();
-    let volumes: HashSet<&str> = spec.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+    let volumes: HashSet<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
     let mut seen_volumes = HashSet::new();
     for (i, vol) in spec.volumes.iter().flatten().enumerate() {
         let p = format!("{path}.volumes[{i}].name");
@@ -497,14 +635,24 @@ fn validate_pod_spec(spec: &core::PodSpec, path: &str, e: &mut Vec<FieldError>) 
             e.push(FieldError::duplicate(&p, quoted(&vol.name)));
         }
     }
-    let groups = [("initContainers", spec.init_containers.as_deref().unwrap_or(&[])), ("containers", &spec.containers[..])];
+    let groups = [
+        (
+            "initContainers",
+            spec.init_containers.as_deref().unwrap_or(&[]),
+        ),
+        ("containers", &spec.containers[..]),
+    ];
     for (field, list) in groups {
         for (i, c) in list.iter().enumerate() {
             let cp = format!("{path}.{field}[{i}]");
             if c.name.is_empty() {
                 e.push(FieldError::required(format!("{cp}.name"), ""));
             } else if let Err(msg) = v::dns1123_label(&c.name) {
-                e.push(FieldError::invalid(format!("{cp}.name"), quoted(&c.name), &msg));
+                e.push(FieldError::invalid(
+                    format!("{cp}.name"),
+                    quoted(&c.name),
+                    &msg,
+                ));
             } else if !names.insert(c.name.as_str()) {
                 e.push(FieldError::duplicate(format!("{cp}.name"), quoted(&c.name)));
             }
@@ -516,46 +664,83 @@ fn validate_pod_spec(spec: &core::PodSpec, path: &str, e: &mut Vec<FieldError>) 
     }
     let rp = spec.restart_policy.as_deref().unwrap_or("Always");
     if !["Always", "OnFailure", "Never"].contains(&rp) {
-        e.push(FieldError::not_supported(format!("{path}.restartPolicy"), quoted(rp), &["Always", "OnFailure", "Never"]));
+        e.push(FieldError::not_supported(
+            format!("{path}.restartPolicy"),
+            quoted(rp),
+            &["Always", "OnFailure", "Never"],
+        ));
     }
-    if let Some(g) = spec.termination_grace_period_seconds {
-        if g < 0 {
-            e.push(FieldError::invalid(format!("{path}.terminationGracePeriodSeconds"), g, "must be greater than or equal to 0"));
-        }
+    if let Some(g) = spec.termination_grace_period_seconds
+        && g < 0
+    {
+        e.push(FieldError::invalid(
+            format!("{path}.terminationGracePeriodSeconds"),
+            g,
+            "must be greater than or equal to 0",
+        ));
     }
-    if let Some(a) = spec.active_deadline_seconds {
-        if a <= 0 {
-            e.push(FieldError::invalid(format!("{path}.activeDeadlineSeconds"), a, "must be between 1 and 2147483647, inclusive"));
-        }
+    if let Some(a) = spec.active_deadline_seconds
+        && a <= 0
+    {
+        e.push(FieldError::invalid(
+            format!("{path}.activeDeadlineSeconds"),
+            a,
+            "must be between 1 and 2147483647, inclusive",
+        ));
     }
     for (i, t) in spec.tolerations.iter().flatten().enumerate() {
         let op = t.operator.as_deref().unwrap_or("Equal");
         if !["Equal", "Exists"].contains(&op) {
-            e.push(FieldError::not_supported(format!("{path}.tolerations[{i}].operator"), quoted(op), &["Equal", "Exists"]));
+            e.push(FieldError::not_supported(
+                format!("{path}.tolerations[{i}].operator"),
+                quoted(op),
+                &["Equal", "Exists"],
+            ));
         }
-        if let Some(eff) = t.effect.as_deref().filter(|e| !e.is_empty()) {
-            if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&eff) {
-                e.push(FieldError::not_supported(format!("{path}.tolerations[{i}].effect"), quoted(eff), &["NoExecute", "NoSchedule", "PreferNoSchedule"]));
-            }
+        if let Some(eff) = t.effect.as_deref().filter(|e| !e.is_empty())
+            && !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&eff)
+        {
+            e.push(FieldError::not_supported(
+                format!("{path}.tolerations[{i}].effect"),
+                quoted(eff),
+                &["NoExecute", "NoSchedule", "PreferNoSchedule"],
+            ));
         }
     }
 }
 
-fn validate_container(c: &core::Container, cp: &str, volumes: &HashSet<&str>, e: &mut Vec<FieldError>) {
+fn validate_container(
+    c: &core::Container,
+    cp: &str,
+    volumes: &HashSet<&str>,
+    e: &mut Vec<FieldError>,
+) {
     let mut port_names = HashSet::new();
     for (j, p) in c.ports.iter().flatten().enumerate() {
         let pp = format!("{cp}.ports[{j}]");
         if !(1..=65535).contains(&p.container_port) {
-            e.push(FieldError::invalid(format!("{pp}.containerPort"), p.container_port, "must be between 1 and 65535, inclusive"));
+            e.push(FieldError::invalid(
+                format!("{pp}.containerPort"),
+                p.container_port,
+                "must be between 1 and 65535, inclusive",
+            ));
         }
-        if let Some(hp) = p.host_port {
-            if !(0..=65535).contains(&hp) {
-                e.push(FieldError::invalid(format!("{pp}.hostPort"), hp, "must be between 1 and 65535, inclusive"));
-            }
+        if let Some(hp) = p.host_port
+            && !(0..=65535).contains(&hp)
+        {
+            e.push(FieldError::invalid(
+                format!("{pp}.hostPort"),
+                hp,
+                "must be between 1 and 65535, inclusive",
+            ));
         }
         let proto = p.protocol.as_deref().unwrap_or("TCP");
         if !["TCP", "UDP", "SCTP"].contains(&proto) {
-            e.push(FieldError::not_supported(format!("{pp}.protocol"), quoted(proto), &["SCTP", "TCP", "UDP"]));
+            e.push(FieldError::not_supported(
+                format!("{pp}.protocol"),
+                quoted(proto),
+                &["SCTP", "TCP", "UDP"],
+            ));
         }
         if let Some(n) = p.name.as_deref() {
             if let Err(msg) = v::port_name(n) {
@@ -567,7 +752,11 @@ fn validate_container(c: &core::Container, cp: &str, volumes: &HashSet<&str>, e:
     }
     for (j, env) in c.env.iter().flatten().enumerate() {
         if let Err(msg) = v::env_var_name(&env.name) {
-            e.push(FieldError::invalid(format!("{cp}.env[{j}].name"), quoted(&env.name), &msg));
+            e.push(FieldError::invalid(
+                format!("{cp}.env[{j}].name"),
+                quoted(&env.name),
+                &msg,
+            ));
         }
     }
     for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
@@ -575,11 +764,17 @@ fn validate_container(c: &core::Container, cp: &str, volumes: &HashSet<&str>, e:
             e.push(FieldError {
                 reason: "FieldValueNotFound",
                 field: format!("{cp}.volumeMounts[{j}].name"),
-                message: format!("{cp}.volumeMounts[{j}].name: Not found: {}", quoted(&m.name)),
+                message: format!(
+                    "{cp}.volumeMounts[{j}].name: Not found: {}",
+                    quoted(&m.name)
+                ),
             });
         }
         if m.mount_path.is_empty() {
-            e.push(FieldError::required(format!("{cp}.volumeMounts[{j}].mountPath"), ""));
+            e.push(FieldError::required(
+                format!("{cp}.volumeMounts[{j}].mountPath"),
+                "",
+            ));
         }
     }
     if let Some(res) = &c.resources {
@@ -591,15 +786,23 @@ fn validate_container(c: &core::Container, cp: &str, volumes: &HashSet<&str>, e:
             }
         }
         for (k, q) in res.requests.iter().flatten() {
-            if let Some(n) = validate_quantity(q, &format!("{rp}.requests[{k}]"), e) {
-                if limits.get(k).is_some_and(|l| n > *l) {
-                    let limit = &res.limits.as_ref().expect("limit present")[k].0;
-                    e.push(FieldError::invalid(format!("{rp}.requests"), quoted(&q.0), &format!("must be less than or equal to {k} limit of {limit}")));
-                }
+            if let Some(n) = validate_quantity(q, &format!("{rp}.requests[{k}]"), e)
+                && limits.get(k).is_some_and(|l| n > *l)
+            {
+                let limit = &res.limits.as_ref().expect("limit present")[k].0;
+                e.push(FieldError::invalid(
+                    format!("{rp}.requests"),
+                    quoted(&q.0),
+                    &format!("must be less than or equal to {k} limit of {limit}"),
+                ));
             }
         }
     }
-    for (probe_name, probe) in [("livenessProbe", &c.liveness_probe), ("readinessProbe", &c.readiness_probe), ("startupProbe", &c.startup_probe)] {
+    for (probe_name, probe) in [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ] {
         if probe.as_ref().is_some_and(|p| p.exec.is_some()) {
             e.push(FieldError::forbidden(
                 format!("{cp}.{probe_name}.exec"),
@@ -612,7 +815,11 @@ fn validate_container(c: &core::Container, cp: &str, volumes: &HashSet<&str>, e:
 fn validate_quantity(q: &Quantity, path: &str, e: &mut Vec<FieldError>) -> Option<i128> {
     match quantity::parse_milli(&q.0) {
         Ok(n) if n < 0 => {
-            e.push(FieldError::invalid(path, quoted(&q.0), "must be greater than or equal to 0"));
+            e.push(FieldError::invalid(
+                path,
+                quoted(&q.0),
+                "must be greater than or equal to 0",
+            ));
             None
         }
         Ok(n) => Some(n),
@@ -628,7 +835,11 @@ fn validate_quantity(q: &Quantity, path: &str, e: &mut Vec<FieldError>) -> Optio
 fn validate_pod_spec_update(old: &core::PodSpec, new: &core::PodSpec, e: &mut Vec<FieldError>) {
     let normalize = |s: &core::PodSpec| {
         let mut s = s.clone();
-        for c in s.containers.iter_mut().chain(s.init_containers.iter_mut().flatten()) {
+        for c in s
+            .containers
+            .iter_mut()
+            .chain(s.init_containers.iter_mut().flatten())
+        {
             c.image = None;
         }
         s.active_deadline_seconds = None;
@@ -643,7 +854,10 @@ fn validate_pod_spec_update(old: &core::PodSpec, new: &core::PodSpec, e: &mut Ve
         ));
     }
     if old.node_name.is_some() && old.node_name != new.node_name {
-        e.push(FieldError::forbidden("spec.nodeName", "may not be changed once set"));
+        e.push(FieldError::forbidden(
+            "spec.nodeName",
+            "may not be changed once set",
+        ));
     }
 }
 
@@ -654,15 +868,27 @@ fn validate_template(t: &core::PodTemplateSpec, path: &str, e: &mut Vec<FieldErr
     }
 }
 
-fn validate_selector_template(sel: &LabelSelector, t: &core::PodTemplateSpec, e: &mut Vec<FieldError>) {
+fn validate_selector_template(
+    sel: &LabelSelector,
+    t: &core::PodTemplateSpec,
+    e: &mut Vec<FieldError>,
+) {
     let empty = sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
         && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty());
     if empty {
-        e.push(FieldError::invalid("spec.selector", "{}", "empty selector is invalid for deployment"));
+        e.push(FieldError::invalid(
+            "spec.selector",
+            "{}",
+            "empty selector is invalid for deployment",
+        ));
     } else {
         match Selector::from_label_selector(sel) {
             Ok(s) => {
-                let labels = t.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+                let labels = t
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.clone())
+                    .unwrap_or_default();
                 if !s.matches(&labels) {
                     e.push(FieldError::invalid(
                         "spec.template.metadata.labels",
@@ -679,7 +905,11 @@ fn validate_selector_template(sel: &LabelSelector, t: &core::PodTemplateSpec, e:
 
 fn validate_replicas(r: Option<i32>, path: &str, e: &mut Vec<FieldError>) {
     if let Some(r) = r.filter(|r| *r < 0) {
-        e.push(FieldError::invalid(path, r, "must be greater than or equal to 0"));
+        e.push(FieldError::invalid(
+            path,
+            r,
+            "must be greater than or equal to 0",
+        ));
     }
 }
 
@@ -689,10 +919,12 @@ fn default_job(spec: &mut batch::JobSpec, uid: &str, name: &str) {
         spec.completions = Some(1);
     }
     spec.backoff_limit.get_or_insert(6);
-    spec.completion_mode.get_or_insert_with(|| "NonIndexed".into());
+    spec.completion_mode
+        .get_or_insert_with(|| "NonIndexed".into());
     spec.suspend.get_or_insert(false);
     spec.manual_selector.get_or_insert(false);
-    spec.pod_replacement_policy.get_or_insert_with(|| "TerminatingOrFailed".into());
+    spec.pod_replacement_policy
+        .get_or_insert_with(|| "TerminatingOrFailed".into());
     if let Some(t) = spec.template.spec.as_mut() {
         default_pod_spec(t);
     }
@@ -704,41 +936,79 @@ fn default_job(spec: &mut batch::JobSpec, uid: &str, name: &str) {
             ("controller-uid", uid),
             ("job-name", name),
         ];
-        let tl = spec.template.metadata.get_or_insert_with(Default::default).labels.get_or_insert_with(Default::default);
+        let tl = spec
+            .template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels
+            .get_or_insert_with(Default::default);
         for (k, v) in labels {
             tl.insert(k.into(), v.into());
         }
         spec.selector = Some(LabelSelector {
-            match_labels: Some([("batch.kubernetes.io/controller-uid".to_string(), uid.to_string())].into()),
+            match_labels: Some(
+                [(
+                    "batch.kubernetes.io/controller-uid".to_string(),
+                    uid.to_string(),
+                )]
+                .into(),
+            ),
             match_expressions: None,
         });
     }
 }
 
 fn validate_job_spec(spec: &batch::JobSpec, path: &str, e: &mut Vec<FieldError>) {
-    for (field, value) in [("parallelism", spec.parallelism), ("completions", spec.completions), ("backoffLimit", spec.backoff_limit)] {
+    for (field, value) in [
+        ("parallelism", spec.parallelism),
+        ("completions", spec.completions),
+        ("backoffLimit", spec.backoff_limit),
+    ] {
         if let Some(n) = value.filter(|n| *n < 0) {
-            e.push(FieldError::invalid(format!("{path}.{field}"), n, "must be greater than or equal to 0"));
+            e.push(FieldError::invalid(
+                format!("{path}.{field}"),
+                n,
+                "must be greater than or equal to 0",
+            ));
         }
     }
     if let Some(a) = spec.active_deadline_seconds.filter(|a| *a <= 0) {
-        e.push(FieldError::invalid(format!("{path}.activeDeadlineSeconds"), a, "must be greater than or equal to 1"));
+        e.push(FieldError::invalid(
+            format!("{path}.activeDeadlineSeconds"),
+            a,
+            "must be greater than or equal to 1",
+        ));
     }
     let mode = spec.completion_mode.as_deref().unwrap_or("NonIndexed");
     if !["NonIndexed", "Indexed"].contains(&mode) {
-        e.push(FieldError::not_supported(format!("{path}.completionMode"), quoted(mode), &["Indexed", "NonIndexed"]));
+        e.push(FieldError::not_supported(
+            format!("{path}.completionMode"),
+            quoted(mode),
+            &["Indexed", "NonIndexed"],
+        ));
     }
     if mode == "Indexed" && spec.completions.is_none() {
-        e.push(FieldError::required(format!("{path}.completions"), "when completion mode is Indexed"));
+        e.push(FieldError::required(
+            format!("{path}.completions"),
+            "when completion mode is Indexed",
+        ));
     }
     validate_template(&spec.template, &format!("{path}.template"), e);
     validate_job_restart_policy(&spec.template, &format!("{path}.template"), e);
 }
 
 fn validate_job_restart_policy(t: &core::PodTemplateSpec, path: &str, e: &mut Vec<FieldError>) {
-    let rp = t.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
+    let rp = t
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
     if !["OnFailure", "Never"].contains(&rp) {
-        e.push(FieldError::not_supported(format!("{path}.spec.restartPolicy"), quoted(rp), &["OnFailure", "Never"]));
+        e.push(FieldError::not_supported(
+            format!("{path}.spec.restartPolicy"),
+            quoted(rp),
+            &["OnFailure", "Never"],
+        ));
     }
 }
 
@@ -759,12 +1029,15 @@ fn default_service(s: &mut core::Service) {
     let kind = spec.type_.get_or_insert_with(|| "ClusterIP".into()).clone();
     spec.session_affinity.get_or_insert_with(|| "None".into());
     if kind != "ExternalName" {
-        spec.internal_traffic_policy.get_or_insert_with(|| "Cluster".into());
+        spec.internal_traffic_policy
+            .get_or_insert_with(|| "Cluster".into());
         spec.ip_families.get_or_insert_with(|| vec!["IPv4".into()]);
-        spec.ip_family_policy.get_or_insert_with(|| "SingleStack".into());
+        spec.ip_family_policy
+            .get_or_insert_with(|| "SingleStack".into());
     }
     if kind == "NodePort" || kind == "LoadBalancer" {
-        spec.external_traffic_policy.get_or_insert_with(|| "Cluster".into());
+        spec.external_traffic_policy
+            .get_or_insert_with(|| "Cluster".into());
     }
     for p in spec.ports.iter_mut().flatten() {
         p.protocol.get_or_insert_with(|| "TCP".into());
@@ -797,54 +1070,89 @@ fn validate_service(s: &core::Service, old: Option<&core::Service>, e: &mut Vec<
     for (i, p) in ports.iter().enumerate() {
         let pp = format!("spec.ports[{i}]");
         if !(1..=65535).contains(&p.port) {
-            e.push(FieldError::invalid(format!("{pp}.port"), p.port, "must be between 1 and 65535, inclusive"));
+            e.push(FieldError::invalid(
+                format!("{pp}.port"),
+                p.port,
+                "must be between 1 and 65535, inclusive",
+            ));
         }
         let name = p.name.as_deref().unwrap_or("");
         if ports.len() > 1 && name.is_empty() {
             e.push(FieldError::required(format!("{pp}.name"), ""));
-        } else if !name.is_empty() {
-            if let Err(msg) = v::dns1123_label(name) {
-                e.push(FieldError::invalid(format!("{pp}.name"), quoted(name), &msg));
-            }
+        } else if !name.is_empty()
+            && let Err(msg) = v::dns1123_label(name)
+        {
+            e.push(FieldError::invalid(
+                format!("{pp}.name"),
+                quoted(name),
+                &msg,
+            ));
         }
         if !names.insert(name) {
             e.push(FieldError::duplicate(format!("{pp}.name"), quoted(name)));
         }
         let proto = p.protocol.as_deref().unwrap_or("TCP");
         if !["TCP", "UDP", "SCTP"].contains(&proto) {
-            e.push(FieldError::not_supported(format!("{pp}.protocol"), quoted(proto), &["SCTP", "TCP", "UDP"]));
+            e.push(FieldError::not_supported(
+                format!("{pp}.protocol"),
+                quoted(proto),
+                &["SCTP", "TCP", "UDP"],
+            ));
         }
         match &p.target_port {
             Some(IntOrString::Int(t)) if !(1..=65535).contains(t) => {
-                e.push(FieldError::invalid(format!("{pp}.targetPort"), t, "must be between 1 and 65535, inclusive"));
+                e.push(FieldError::invalid(
+                    format!("{pp}.targetPort"),
+                    t,
+                    "must be between 1 and 65535, inclusive",
+                ));
             }
             Some(IntOrString::String(t)) => {
                 if let Err(msg) = v::port_name(t) {
-                    e.push(FieldError::invalid(format!("{pp}.targetPort"), quoted(t), &msg));
+                    e.push(FieldError::invalid(
+                        format!("{pp}.targetPort"),
+                        quoted(t),
+                        &msg,
+                    ));
                 }
             }
             _ => {}
         }
         if let Some(np) = p.node_port {
             if kind != "NodePort" && kind != "LoadBalancer" {
-                e.push(FieldError::forbidden(format!("{pp}.nodePort"), "may not be used when `type` is 'ClusterIP'"));
+                e.push(FieldError::forbidden(
+                    format!("{pp}.nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
             } else if !(30000..=32767).contains(&np) {
                 e.push(FieldError::invalid(format!("{pp}.nodePort"), np, "provided port is not in the valid range. The range of valid ports is 30000-32767"));
             }
         }
     }
-    if let Some(old_ip) = old.and_then(|o| o.spec.as_ref()).and_then(|s| s.cluster_ip.as_deref()) {
-        if spec.cluster_ip.as_deref().is_some_and(|ip| ip != old_ip) && kind != "ExternalName" {
-            e.push(FieldError::invalid("spec.clusterIPs[0]", quoted(spec.cluster_ip.as_deref().unwrap_or("")), "may not change once set"));
-        }
+    if let Some(old_ip) = old
+        .and_then(|o| o.spec.as_ref())
+        .and_then(|s| s.cluster_ip.as_deref())
+        && spec.cluster_ip.as_deref().is_some_and(|ip| ip != old_ip)
+        && kind != "ExternalName"
+    {
+        e.push(FieldError::invalid(
+            "spec.clusterIPs[0]",
+            quoted(spec.cluster_ip.as_deref().unwrap_or("")),
+            "may not change once set",
+        ));
     }
 }
 
-fn validate_data_keys<'a>(keys: impl Iterator<Item = &'a String>, path: &str, e: &mut Vec<FieldError>) {
+fn validate_data_keys<'a>(
+    keys: impl Iterator<Item = &'a String>,
+    path: &str,
+    e: &mut Vec<FieldError>,
+) {
     for k in keys {
         let ok = !k.is_empty()
             && k.len() <= 253
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             && k != "."
             && k != "..";
         if !ok {
@@ -860,9 +1168,17 @@ fn validate_data_keys<'a>(keys: impl Iterator<Item = &'a String>, path: &str, e:
 fn validate_hpa_bounds(min: Option<i32>, max: i32, e: &mut Vec<FieldError>) {
     let min = min.unwrap_or(1);
     if min < 1 {
-        e.push(FieldError::invalid("spec.minReplicas", min, "must be greater than or equal to 1"));
+        e.push(FieldError::invalid(
+            "spec.minReplicas",
+            min,
+            "must be greater than or equal to 1",
+        ));
     }
     if max < min {
-        e.push(FieldError::invalid("spec.maxReplicas", max, "must be greater than or equal to `minReplicas`"));
+        e.push(FieldError::invalid(
+            "spec.maxReplicas",
+            max,
+            "must be greater than or equal to `minReplicas`",
+        ));
     }
 }

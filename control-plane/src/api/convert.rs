@@ -9,21 +9,21 @@ use super::resources::ResourceDef;
 pub fn to_storage(res: &ResourceDef, mut obj: Value) -> Value {
     if res.kind == "HorizontalPodAutoscaler" && res.version == "v1" {
         obj["apiVersion"] = json!("autoscaling/v2");
-        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-            if let Some(target) = spec.remove("targetCPUUtilizationPercentage") {
-                spec.insert(
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+            && let Some(target) = spec.remove("targetCPUUtilizationPercentage")
+        {
+            spec.insert(
                     "metrics".into(),
                     json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": target}}}]),
                 );
-            }
         }
-        if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
-            if let Some(current) = status.remove("currentCPUUtilizationPercentage") {
-                status.insert(
+        if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut)
+            && let Some(current) = status.remove("currentCPUUtilizationPercentage")
+        {
+            status.insert(
                     "currentMetrics".into(),
                     json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": current}}}]),
                 );
-            }
         }
     }
     obj

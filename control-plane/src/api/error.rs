@@ -50,27 +50,43 @@ impl ApiError {
         Self::new(
             403,
             "Forbidden",
-            format!("{} \"{name}\" is forbidden: {}", res.qualified(), message.into()),
+            format!(
+                "{} \"{name}\" is forbidden: {}",
+                res.qualified(),
+                message.into()
+            ),
         )
         .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
     }
 
     /// 404 for a path that names no resource.
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     /// 404 for a missing object.
     pub fn not_found(res: &ResourceDef, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", res.qualified()))
-            .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", res.qualified()),
+        )
+        .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
     }
 
     /// 409 for a create that found the object.
     pub fn already_exists(res: &ResourceDef, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", res.qualified()))
-            .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", res.qualified()),
+        )
+        .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
     }
 
     /// 409 for a stale resourceVersion.
@@ -87,7 +103,10 @@ impl ApiError {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", res.qualified()),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                res.qualified()
+            ),
         )
         .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
     }
@@ -103,20 +122,31 @@ impl ApiError {
             [one] => one.message.clone(),
             many => format!(
                 "[{}]",
-                many.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|e| e.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
         let causes: Vec<Value> = errors
             .iter()
             .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field}))
             .collect();
-        Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {summary}"))
-            .with_details(json!({"name": name, "group": res.group, "kind": res.kind, "causes": causes}))
+        Self::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {summary}"),
+        )
+        .with_details(json!({"name": name, "group": res.group, "kind": res.kind, "causes": causes}))
     }
 
     /// 405.
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     /// 415.
@@ -137,7 +167,11 @@ impl ApiError {
 
     /// 500 for failures that are the server's, not the caller's.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     /// 503 while shutting down.
@@ -151,9 +185,12 @@ impl ApiError {
             store::Error::AlreadyExists(_) => Self::already_exists(res, name),
             store::Error::NotFound(_) => Self::not_found(res, name),
             store::Error::Conflict { .. } => Self::conflict(res, name),
-            store::Error::Compacted { requested, compacted } => {
-                Self::expired(format!("too old resource version: {requested} ({compacted})"))
-            }
+            store::Error::Compacted {
+                requested,
+                compacted,
+            } => Self::expired(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
             store::Error::Closed => Self::unavailable("the server is shutting down"),
             e @ store::Error::Backend(_) => {
                 tracing::error!(error = ?e, "store failure");

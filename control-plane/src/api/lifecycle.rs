@@ -62,14 +62,22 @@ fn qos_class(spec: Option<&Value>) -> &'static str {
 }
 
 /// Carries over what an update may not change and splits spec from status writes.
-pub(super) fn prepare_update(res: &ResourceDef, target: Target, cur: &Value, new: &mut Value) -> Result<()> {
+pub(super) fn prepare_update(
+    res: &ResourceDef,
+    target: Target,
+    cur: &Value,
+    new: &mut Value,
+) -> Result<()> {
     let cur_meta = object::meta(cur).cloned().unwrap_or_default();
     let new_uid = object::uid(new).to_string();
     if !new_uid.is_empty() && new_uid != object::uid(cur) {
         return Err(ApiError::conflict_because(
             res,
             object::name(cur),
-            &format!("Precondition failed: UID in precondition: {new_uid}, UID in object meta: {}", object::uid(cur)),
+            &format!(
+                "Precondition failed: UID in precondition: {new_uid}, UID in object meta: {}",
+                object::uid(cur)
+            ),
         ));
     }
     match target {
@@ -83,13 +91,18 @@ pub(super) fn prepare_update(res: &ResourceDef, target: Target, cur: &Value, new
                     }
                 }
             } else {
-                merged["spec"]["finalizers"] = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+                merged["spec"]["finalizers"] = new
+                    .pointer("/spec/finalizers")
+                    .cloned()
+                    .unwrap_or(json!([]));
             }
             // Bindings set spec.nodeName through the status path.
-            if res.kind == "Pod" {
-                if let Some(node) = new.pointer("/spec/nodeName").filter(|n| cur.pointer("/spec/nodeName").is_none() && n.is_string()) {
-                    merged["spec"]["nodeName"] = node.clone();
-                }
+            if res.kind == "Pod"
+                && let Some(node) = new
+                    .pointer("/spec/nodeName")
+                    .filter(|n| cur.pointer("/spec/nodeName").is_none() && n.is_string())
+            {
+                merged["spec"]["nodeName"] = node.clone();
             }
             *new = merged;
             return Ok(());
@@ -97,7 +110,15 @@ pub(super) fn prepare_update(res: &ResourceDef, target: Target, cur: &Value, new
         Target::Main | Target::Scale => {}
     }
     let m = meta_mut(new);
-    for field in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
         match cur_meta.get(field) {
             Some(v) => m.insert(field.into(), v.clone()),
             None => m.remove(field),
@@ -107,12 +128,21 @@ pub(super) fn prepare_update(res: &ResourceDef, target: Target, cur: &Value, new
     m.remove("selfLink");
     if object::is_terminating(cur) {
         let old: Vec<String> = object::finalizers(cur);
-        let added: Vec<String> = object::finalizers(new).into_iter().filter(|f| !old.contains(f)).collect();
+        let added: Vec<String> = object::finalizers(new)
+            .into_iter()
+            .filter(|f| !old.contains(f))
+            .collect();
         if !added.is_empty() {
-            return Err(ApiError::invalid(res, object::name(cur), &[FieldError::forbidden(
-                "metadata.finalizers",
-                &format!("no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"),
-            )]));
+            return Err(ApiError::invalid(
+                res,
+                object::name(cur),
+                &[FieldError::forbidden(
+                    "metadata.finalizers",
+                    &format!(
+                        "no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                    ),
+                )],
+            ));
         }
     }
     if res.status {
@@ -123,7 +153,10 @@ pub(super) fn prepare_update(res: &ResourceDef, target: Target, cur: &Value, new
         };
     }
     if res.generation && cur.get("spec") != new.get("spec") {
-        let g = object::meta(cur).and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
+        let g = object::meta(cur)
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         meta_mut(new).insert("generation".into(), json!(g + 1));
     }
     Ok(())
@@ -137,7 +170,12 @@ pub(super) fn scale_of(res: &ResourceDef, obj: &Value) -> Value {
         "ReplicationController" => obj
             .pointer("/spec/selector")
             .and_then(Value::as_object)
-            .map(|s| s.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+            .map(|s| {
+                s.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default(),
         _ => obj
             .pointer("/spec/selector")
@@ -168,7 +206,15 @@ pub(super) fn apply_scale(res: &ResourceDef, cur: &Value, scale: &Value) -> Resu
         })?,
     };
     if replicas < 0 {
-        return Err(ApiError::invalid(res, name, &[FieldError::invalid("spec.replicas", replicas, "must be greater than or equal to 0")]));
+        return Err(ApiError::invalid(
+            res,
+            name,
+            &[FieldError::invalid(
+                "spec.replicas",
+                replicas,
+                "must be greater than or equal to 0",
+            )],
+        ));
     }
     let mut new = cur.clone();
     new["spec"]["replicas"] = json!(replicas);
@@ -180,7 +226,13 @@ pub(super) fn apply_scale(res: &ResourceDef, cur: &Value, scale: &Value) -> Resu
 }
 
 /// Sets a status condition, updating the transition time only when the status changes.
-pub(super) fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: Option<&str>, message: Option<&str>) {
+pub(super) fn set_condition(
+    obj: &mut Value,
+    kind: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) {
     let now = object::now();
     let conditions = obj["status"]
         .as_object_mut()
@@ -212,9 +264,18 @@ pub(super) fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: O
 /// True when a terminating object has nothing left to wait for: no finalizers (for namespaces,
 /// none in `spec.finalizers` either) and no grace period running.
 pub(super) fn deletion_ready(res: &ResourceDef, obj: &Value) -> bool {
-    let grace = object::meta(obj).and_then(|m| m.get("deletionGracePeriodSeconds")).and_then(Value::as_i64).unwrap_or(0);
-    let spec_finalizers = obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
-    object::is_terminating(obj) && object::finalizers(obj).is_empty() && grace == 0 && !(res.kind == "Namespace" && spec_finalizers)
+    let grace = object::meta(obj)
+        .and_then(|m| m.get("deletionGracePeriodSeconds"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let spec_finalizers = obj
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    object::is_terminating(obj)
+        && object::finalizers(obj).is_empty()
+        && grace == 0
+        && !(res.kind == "Namespace" && spec_finalizers)
 }
 
 /// How dependents of a deleted owner are treated.
@@ -235,10 +296,18 @@ pub(super) struct DeletePlan {
     pub propagation: Propagation,
 }
 
-pub(super) fn plan_delete(res: &ResourceDef, cur: &Value, opts: &DeleteOptions) -> Result<DeletePlan> {
+pub(super) fn plan_delete(
+    res: &ResourceDef,
+    cur: &Value,
+    opts: &DeleteOptions,
+) -> Result<DeletePlan> {
     let name = object::name(cur);
     if res.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
-        return Err(ApiError::forbidden(res, name, "this namespace may not be deleted"));
+        return Err(ApiError::forbidden(
+            res,
+            name,
+            "this namespace may not be deleted",
+        ));
     }
     let propagation = match opts.propagation_policy.as_deref() {
         None | Some("") | Some("Background") => Propagation::Background,
@@ -262,24 +331,54 @@ pub(super) fn plan_delete(res: &ResourceDef, cur: &Value, opts: &DeleteOptions) 
     };
     if res.kind == "Namespace" {
         if deletion_ready(res, cur) {
-            return Ok(DeletePlan { terminating: None, propagation });
+            return Ok(DeletePlan {
+                terminating: None,
+                propagation,
+            });
         }
         set_deletion(&mut marked, 0, now.clone());
         marked["status"]["phase"] = json!("Terminating");
-        return Ok(DeletePlan { terminating: Some(marked), propagation });
+        return Ok(DeletePlan {
+            terminating: Some(marked),
+            propagation,
+        });
     }
     // Pods on a node terminate gracefully: the agent stops them, then completes the delete.
-    if res.kind == "Pod" && cur.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
-        let spec_grace = cur.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+    if res.kind == "Pod"
+        && cur
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
+    {
+        let spec_grace = cur
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30);
         let grace = opts.grace_period_seconds.unwrap_or(spec_grace).max(0);
-        let phase = cur.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-        let current = object::meta(cur).and_then(|m| m.get("deletionGracePeriodSeconds")).and_then(Value::as_i64);
-        if grace > 0 && phase != "Succeeded" && phase != "Failed" && current.is_none_or(|c| grace < c) {
+        let phase = cur
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let current = object::meta(cur)
+            .and_then(|m| m.get("deletionGracePeriodSeconds"))
+            .and_then(Value::as_i64);
+        if grace > 0
+            && phase != "Succeeded"
+            && phase != "Failed"
+            && current.is_none_or(|c| grace < c)
+        {
             let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-            set_deletion(&mut marked, grace, at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            set_deletion(
+                &mut marked,
+                grace,
+                at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            );
             terminating = true;
         } else if current.is_some() && grace > 0 && phase != "Succeeded" && phase != "Failed" {
-            return Ok(DeletePlan { terminating: Some(cur.clone()), propagation });
+            return Ok(DeletePlan {
+                terminating: Some(cur.clone()),
+                propagation,
+            });
         }
     }
     let extra = match propagation {
@@ -290,10 +389,10 @@ pub(super) fn plan_delete(res: &ResourceDef, cur: &Value, opts: &DeleteOptions) 
     if let Some(f) = extra.filter(|_| has_dependents_kind(res)) {
         let m = meta_mut(&mut marked);
         let list = m.entry("finalizers").or_insert_with(|| json!([]));
-        if let Some(a) = list.as_array_mut() {
-            if !a.iter().any(|x| x == f) {
-                a.push(json!(f));
-            }
+        if let Some(a) = list.as_array_mut()
+            && !a.iter().any(|x| x == f)
+        {
+            a.push(json!(f));
         }
     }
     if !object::finalizers(&marked).is_empty() {
@@ -302,7 +401,10 @@ pub(super) fn plan_delete(res: &ResourceDef, cur: &Value, opts: &DeleteOptions) 
         }
         terminating = true;
     }
-    Ok(DeletePlan { terminating: terminating.then_some(marked), propagation })
+    Ok(DeletePlan {
+        terminating: terminating.then_some(marked),
+        propagation,
+    })
 }
 
 /// One resource per namespaced storage location (HPA is served in two versions).
@@ -316,21 +418,43 @@ fn namespaced_storage() -> impl Iterator<Item = &'static ResourceDef> {
 
 /// Kinds that own other objects through ownerReferences.
 fn has_dependents_kind(res: &ResourceDef) -> bool {
-    matches!(res.kind, "Deployment" | "ReplicaSet" | "ReplicationController" | "Job" | "CronJob" | "Service" | "Node" | "Pod")
+    matches!(
+        res.kind,
+        "Deployment"
+            | "ReplicaSet"
+            | "ReplicationController"
+            | "Job"
+            | "CronJob"
+            | "Service"
+            | "Node"
+            | "Pod"
+    )
 }
 
 /// The kinds whose objects may carry ownerReferences to the owners above (one def per storage).
 fn dependent_kinds() -> impl Iterator<Item = &'static ResourceDef> {
-    ["replicasets", "pods", "jobs", "endpoints", "endpointslices", "controllerrevisions"]
-        .into_iter()
-        .filter_map(|plural| RESOURCES.iter().find(|r| r.plural == plural))
+    [
+        "replicasets",
+        "pods",
+        "jobs",
+        "endpoints",
+        "endpointslices",
+        "controllerrevisions",
+    ]
+    .into_iter()
+    .filter_map(|plural| RESOURCES.iter().find(|r| r.plural == plural))
 }
 
 impl Api {
     /// Runs the owner-reference side of a delete in the background: Background deletes the
     /// dependents of a deleted owner; Foreground deletes them and then removes the owner's
     /// `foregroundDeletion` finalizer; Orphan strips their references and removes `orphan`.
-    pub(super) fn spawn_dependents(&self, res: &'static ResourceDef, owner: Value, propagation: Propagation) {
+    pub(super) fn spawn_dependents(
+        &self,
+        res: &'static ResourceDef,
+        owner: Value,
+        propagation: Propagation,
+    ) {
         if !has_dependents_kind(res) {
             return;
         }
@@ -342,7 +466,12 @@ impl Api {
         });
     }
 
-    async fn handle_dependents(&self, res: &'static ResourceDef, owner: &Value, propagation: Propagation) -> Result<()> {
+    async fn handle_dependents(
+        &self,
+        res: &'static ResourceDef,
+        owner: &Value,
+        propagation: Propagation,
+    ) -> Result<()> {
         let uid = object::uid(owner).to_string();
         let ns = Some(object::namespace(owner)).filter(|n| !n.is_empty());
         let finalizer = match propagation {
@@ -354,21 +483,48 @@ impl Api {
             let mut remaining = 0;
             for dres in dependent_kinds() {
                 for dep in self.list(dres, ns, &ListOptions::default())?.items {
-                    let refs = dep.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+                    let refs = dep
+                        .pointer("/metadata/ownerReferences")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
                     if !refs.iter().any(|r| r["uid"] == uid.as_str()) {
                         continue;
                     }
                     let dns = Some(object::namespace(&dep)).filter(|n| !n.is_empty());
                     let dname = object::name(&dep).to_string();
                     if propagation == Propagation::Orphan {
-                        let kept: Vec<Value> = refs.into_iter().filter(|r| r["uid"] != uid.as_str()).collect();
+                        let kept: Vec<Value> = refs
+                            .into_iter()
+                            .filter(|r| r["uid"] != uid.as_str())
+                            .collect();
                         let patch = json!({"metadata": {"ownerReferences": kept}});
-                        let _ = self.patch(dres, dns, &dname, super::PatchType::Merge, patch, Target::Main, &Default::default()).await;
+                        let _ = self
+                            .patch(
+                                dres,
+                                dns,
+                                &dname,
+                                super::PatchType::Merge,
+                                patch,
+                                Target::Main,
+                                &Default::default(),
+                            )
+                            .await;
                         continue;
                     }
                     remaining += 1;
                     if !object::is_terminating(&dep) {
-                        let opts = DeleteOptions { propagation_policy: Some(if propagation == Propagation::Foreground { "Foreground" } else { "Background" }.into()), ..Default::default() };
+                        let opts = DeleteOptions {
+                            propagation_policy: Some(
+                                if propagation == Propagation::Foreground {
+                                    "Foreground"
+                                } else {
+                                    "Background"
+                                }
+                                .into(),
+                            ),
+                            ..Default::default()
+                        };
                         match Box::pin(self.delete(dres, dns, &dname, &opts)).await {
                             Ok(_) => {}
                             Err(e) if e.code == 404 => {}
@@ -377,7 +533,10 @@ impl Api {
                     }
                 }
             }
-            if remaining == 0 || propagation == Propagation::Background || self.inner.shutdown.is_cancelled() {
+            if remaining == 0
+                || propagation == Propagation::Background
+                || self.inner.shutdown.is_cancelled()
+            {
                 break;
             }
             // Wait for dependents that terminate gracefully (pods on nodes).
@@ -389,7 +548,18 @@ impl Api {
         if let Some(f) = finalizer {
             let name = object::name(owner).to_string();
             let drop = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [f]}});
-            match self.patch(res, ns, &name, super::PatchType::Strategic, drop, Target::Main, &Default::default()).await {
+            match self
+                .patch(
+                    res,
+                    ns,
+                    &name,
+                    super::PatchType::Strategic,
+                    drop,
+                    Target::Main,
+                    &Default::default(),
+                )
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -425,7 +595,15 @@ impl Api {
         for res in namespaced_storage() {
             for item in self.list(res, Some(ns), &ListOptions::default())?.items {
                 if !object::is_terminating(&item) {
-                    match self.delete(res, Some(ns), object::name(&item), &DeleteOptions::default()).await {
+                    match self
+                        .delete(
+                            res,
+                            Some(ns),
+                            object::name(&item),
+                            &DeleteOptions::default(),
+                        )
+                        .await
+                    {
                         Ok(_) => {}
                         Err(e) if e.code == 404 => {}
                         Err(e) => return Err(e),
@@ -435,16 +613,26 @@ impl Api {
         }
         // What was deleted outright is gone now; what terminates gracefully is waited for.
         for res in namespaced_storage() {
-            if !self.list(res, Some(ns), &ListOptions::default())?.items.is_empty() {
+            if !self
+                .list(res, Some(ns), &ListOptions::default())?
+                .items
+                .is_empty()
+            {
                 return Ok(false);
             }
         }
         let drop = json!({"spec": {"finalizers": []}});
-        match self.update(nsdef, None, ns, drop, Target::Finalize, &Default::default()).await {
+        match self
+            .update(nsdef, None, ns, drop, Target::Finalize, &Default::default())
+            .await
+        {
             Ok(_) | Err(ApiError { code: 404, .. }) => {}
             Err(e) => return Err(e),
         }
-        match self.delete(nsdef, None, ns, &DeleteOptions::default()).await {
+        match self
+            .delete(nsdef, None, ns, &DeleteOptions::default())
+            .await
+        {
             Ok(_) | Err(ApiError { code: 404, .. }) => Ok(true),
             Err(e) => Err(e),
         }

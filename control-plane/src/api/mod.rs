@@ -11,7 +11,7 @@ pub mod object;
 pub mod patch;
 pub mod resources;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -149,7 +149,9 @@ impl WatchEvent {
     /// The object's resourceVersion, or the bookmark's revision.
     pub fn revision(&self) -> Option<u64> {
         match self {
-            Self::Added(o) | Self::Modified(o) | Self::Deleted(o) => meta_str(o, "resourceVersion").parse().ok(),
+            Self::Added(o) | Self::Modified(o) | Self::Deleted(o) => {
+                meta_str(o, "resourceVersion").parse().ok()
+            }
             Self::Bookmark { revision, .. } => Some(*revision),
             Self::Error(_) => None,
         }
@@ -157,7 +159,8 @@ impl WatchEvent {
 }
 
 /// Namespaces that exist from the first start.
-pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 impl Api {
     /// Builds the API over `store`. Call [`Api::bootstrap`] before serving.
@@ -203,13 +206,17 @@ impl Api {
         self.inner.tasks.wait().await;
     }
 
-    fn store_err<'a>(res: &'a ResourceDef, name: &'a str) -> impl FnOnce(store::Error) -> ApiError + 'a {
+    fn store_err<'a>(
+        res: &'a ResourceDef,
+        name: &'a str,
+    ) -> impl FnOnce(store::Error) -> ApiError + 'a {
         move |e| ApiError::from_store(res, name, e)
     }
 
     /// Decodes a stored value as `res`'s version with its resourceVersion.
     fn decode(res: &ResourceDef, value: &[u8], rev: u64) -> Result<Value> {
-        let mut obj: Value = serde_json::from_slice(value).map_err(|e| ApiError::internal(format!("corrupt stored object: {e}")))?;
+        let mut obj: Value = serde_json::from_slice(value)
+            .map_err(|e| ApiError::internal(format!("corrupt stored object: {e}")))?;
         object::set_resource_version(&mut obj, rev);
         Ok(convert::from_storage(res, obj))
     }
@@ -219,7 +226,9 @@ impl Api {
         if let Some(m) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
-        serde_json::to_vec(&stored).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
+        serde_json::to_vec(&stored)
+            .map(Bytes::from)
+            .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     /// Reads one object.
@@ -234,33 +243,57 @@ impl Api {
     }
 
     /// Lists objects matching the selectors, in key order, paged by `limit`/`continue`.
-    pub fn list(&self, res: &'static ResourceDef, ns: Option<&str>, opts: &ListOptions) -> Result<ObjectList> {
+    pub fn list(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ObjectList> {
         check_field_selector(res, &opts.fields)?;
         let prefix = res.prefix(ns);
         let (mut start, token_rev) = match &opts.continue_token {
             Some(t) => {
                 let (key, rev) = decode_continue(t)?;
                 if !key.starts_with(&prefix) {
-                    return Err(ApiError::bad_request("continue key is not valid for this request"));
+                    return Err(ApiError::bad_request(
+                        "continue key is not valid for this request",
+                    ));
                 }
                 (Some(key), Some(rev))
             }
             None => (None, None),
         };
         // A metadata.name field selector names one key: read it directly.
-        if let (Some(name), None) = (opts.fields.required("metadata.name"), &start) {
-            if ns.is_some() || !res.namespaced {
-                let items = match self.inner.store.get(&format!("{prefix}{name}")).map_err(Self::store_err(res, name))? {
-                    Some(kv) => {
-                        let obj = Self::decode(res, &kv.value, kv.mod_revision)?;
-                        if self.matches(res, &obj, opts) { vec![obj] } else { vec![] }
+        if let (Some(name), None) = (opts.fields.required("metadata.name"), &start)
+            && (ns.is_some() || !res.namespaced)
+        {
+            let items = match self
+                .inner
+                .store
+                .get(&format!("{prefix}{name}"))
+                .map_err(Self::store_err(res, name))?
+            {
+                Some(kv) => {
+                    let obj = Self::decode(res, &kv.value, kv.mod_revision)?;
+                    if self.matches(res, &obj, opts) {
+                        vec![obj]
+                    } else {
+                        vec![]
                     }
-                    None => vec![],
-                };
-                return Ok(ObjectList { items, resource_version: self.inner.store.revision(), continue_token: None });
-            }
+                }
+                None => vec![],
+            };
+            return Ok(ObjectList {
+                items,
+                resource_version: self.inner.store.revision(),
+                continue_token: None,
+            });
         }
-        let page = if opts.limit == 0 { 0 } else { opts.limit.max(256) };
+        let page = if opts.limit == 0 {
+            0
+        } else {
+            opts.limit.max(256)
+        };
         let mut items = Vec::new();
         let mut revision = None;
         loop {
@@ -278,8 +311,10 @@ impl Api {
                 }
                 last_key = Some(kv.key.clone());
                 if opts.limit > 0 && items.len() == opts.limit {
-                    let more_in_page = kv.key != range.kvs.last().map(|k| k.key.clone()).unwrap_or_default();
-                    let continue_token = (more_in_page || range.more).then(|| encode_continue(&kv.key, token_rev.unwrap_or(range.revision)));
+                    let more_in_page =
+                        kv.key != range.kvs.last().map(|k| k.key.clone()).unwrap_or_default();
+                    let continue_token = (more_in_page || range.more)
+                        .then(|| encode_continue(&kv.key, token_rev.unwrap_or(range.revision)));
                     return Ok(ObjectList {
                         items,
                         resource_version: token_rev.unwrap_or(range.revision),
@@ -300,27 +335,47 @@ impl Api {
     }
 
     fn matches(&self, res: &ResourceDef, obj: &Value, opts: &ListOptions) -> bool {
-        opts.labels.matches_json(object::labels(obj)) && opts.fields.matches(|f| field_value(res, obj, f))
+        opts.labels.matches_json(object::labels(obj))
+            && opts.fields.matches(|f| field_value(res, obj, f))
     }
 
     /// Creates an object in `ns` (ignored for cluster-scoped resources).
-    pub async fn create(&self, res: &'static ResourceDef, ns: Option<&str>, mut obj: Value, opts: &WriteOptions) -> Result<Written> {
+    pub async fn create(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written> {
         check_type_meta(res, &mut obj)?;
         let ns = scope_namespace(res, ns, &mut obj)?;
         let m = meta_mut(&mut obj);
-        let mut name = m.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-        if name.is_empty() {
-            if let Some(prefix) = m.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
-                name = format!("{prefix}{}", random_suffix());
-                m.insert("name".into(), json!(name));
-            }
+        let mut name = m
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if name.is_empty()
+            && let Some(prefix) = m
+                .get("generateName")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())
+        {
+            name = format!("{prefix}{}", random_suffix());
+            m.insert("name".into(), json!(name));
         }
         if let Some(ns) = ns {
             self.check_namespace_active(ns)?;
         }
         m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         m.insert("creationTimestamp".into(), json!(object::now()));
-        for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+        for field in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "managedFields",
+        ] {
             m.remove(field);
         }
         if res.generation {
@@ -344,17 +399,27 @@ impl Api {
             None
         };
         if opts.dry_run {
-            return Ok(Written { object: obj, warnings });
+            return Ok(Written {
+                object: obj,
+                warnings,
+            });
         }
         let key = res.key(ns, &name);
-        let result = self.inner.store.create(&key, Self::encode(res, &obj)?).await;
+        let result = self
+            .inner
+            .store
+            .create(&key, Self::encode(res, &obj)?)
+            .await;
         match result {
             Ok(rev) => {
                 object::set_resource_version(&mut obj, rev);
                 if res.kind == "Namespace" {
                     self.create_default_service_account(&name).await;
                 }
-                Ok(Written { object: obj, warnings })
+                Ok(Written {
+                    object: obj,
+                    warnings,
+                })
             }
             Err(e) => {
                 if let Some(ip) = allocated {
@@ -367,10 +432,16 @@ impl Api {
 
     async fn create_default_service_account(&self, ns: &str) {
         let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}});
-        if let Err(e) = Box::pin(self.create(resources::core("serviceaccounts"), Some(ns), sa, &WriteOptions::default())).await {
-            if e.reason != "AlreadyExists" {
-                tracing::warn!(namespace = ns, error = %e, "could not create the default service account");
-            }
+        if let Err(e) = Box::pin(self.create(
+            resources::core("serviceaccounts"),
+            Some(ns),
+            sa,
+            &WriteOptions::default(),
+        ))
+        .await
+            && e.reason != "AlreadyExists"
+        {
+            tracing::warn!(namespace = ns, error = %e, "could not create the default service account");
         }
     }
 
@@ -380,8 +451,12 @@ impl Api {
             Ok(obj) if object::is_terminating(&obj) => Err(ApiError {
                 code: 403,
                 reason: "Forbidden",
-                message: format!("unable to create new content in namespace {ns} because it is being terminated"),
-                details: Some(json!({"name": ns, "kind": "namespaces", "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})),
+                message: format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+                details: Some(
+                    json!({"name": ns, "kind": "namespaces", "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}),
+                ),
             }),
             Ok(_) => Ok(()),
             Err(e) if e.code == 404 => Err(ApiError::not_found(nsdef, ns)),
@@ -390,7 +465,15 @@ impl Api {
     }
 
     /// Replaces an object (PUT), or its status or scale.
-    pub async fn update(&self, res: &'static ResourceDef, ns: Option<&str>, name: &str, body: Value, target: Target, opts: &WriteOptions) -> Result<Written> {
+    pub async fn update(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        target: Target,
+        opts: &WriteOptions,
+    ) -> Result<Written> {
         let body_name = meta_str(&body, "name");
         if !body_name.is_empty() && body_name != name {
             return Err(ApiError::bad_request(format!(
@@ -400,11 +483,16 @@ impl Api {
         self.modify(res, ns, name, target, opts, |cur| {
             let mut new = body.clone();
             if !new.is_object() {
-                return Err(ApiError::bad_request("the request body must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "the request body must be a JSON object",
+                ));
             }
             // PUT without a resourceVersion is an unconditional update.
             if meta_str(&new, "resourceVersion").is_empty() {
-                meta_mut(&mut new).insert("resourceVersion".into(), json!(meta_str(cur, "resourceVersion")));
+                meta_mut(&mut new).insert(
+                    "resourceVersion".into(),
+                    json!(meta_str(cur, "resourceVersion")),
+                );
             }
             Ok(new)
         })
@@ -413,7 +501,20 @@ impl Api {
 
     /// Applies a patch to an object, or its status or scale. Server-side apply creates the
     /// object when it is missing.
-    pub async fn patch(&self, res: &'static ResourceDef, ns: Option<&str>, name: &str, patch_type: PatchType, body: Value, target: Target, opts: &WriteOptions) -> Result<Written> {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "mirrors the REST call: resource, namespace, name, patch type and body, subresource, options"
+    )]
+    pub async fn patch(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        patch_type: PatchType,
+        body: Value,
+        target: Target,
+        opts: &WriteOptions,
+    ) -> Result<Written> {
         if patch_type == PatchType::Apply && target == Target::Main {
             match self.get(res, ns, name) {
                 Err(e) if e.code == 404 => {
@@ -428,7 +529,11 @@ impl Api {
                 Ok(_) => {}
             }
         }
-        let kind = if target == Target::Scale { "Scale" } else { res.kind };
+        let kind = if target == Target::Scale {
+            "Scale"
+        } else {
+            res.kind
+        };
         self.modify(res, ns, name, target, opts, |cur| {
             let mut doc = cur.clone();
             patch::apply(&mut doc, patch_type, &body, kind)?;
@@ -482,8 +587,15 @@ impl Api {
             let warnings = admission::admit(&ctx, &mut new)?;
             object::set_resource_version(&mut new, kv.mod_revision);
             let respond = |obj: Value| -> Written {
-                let object = if target == Target::Scale { lifecycle::scale_of(res, &obj) } else { obj };
-                Written { object, warnings: warnings.clone() }
+                let object = if target == Target::Scale {
+                    lifecycle::scale_of(res, &obj)
+                } else {
+                    obj
+                };
+                Written {
+                    object,
+                    warnings: warnings.clone(),
+                }
             };
             if new == cur || opts.dry_run {
                 return Ok(respond(new));
@@ -500,7 +612,12 @@ impl Api {
                     Err(e) => return Err(ApiError::from_store(res, name, e)),
                 }
             }
-            match self.inner.store.update(&key, kv.mod_revision, Self::encode(res, &new)?).await {
+            match self
+                .inner
+                .store
+                .update(&key, kv.mod_revision, Self::encode(res, &new)?)
+                .await
+            {
                 Ok(rev) => {
                     object::set_resource_version(&mut new, rev);
                     return Ok(respond(new));
@@ -513,7 +630,12 @@ impl Api {
     }
 
     /// The Scale of an object with a scale subresource.
-    pub fn get_scale(&self, res: &'static ResourceDef, ns: Option<&str>, name: &str) -> Result<Value> {
+    pub fn get_scale(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value> {
         if !res.scale {
             return Err(ApiError::path_not_found());
         }
@@ -528,21 +650,46 @@ impl Api {
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
             .ok_or_else(|| {
-                ApiError::invalid(pods, name, &[skiff_api::validation::FieldError::required("target.name", "")])
+                ApiError::invalid(
+                    pods,
+                    name,
+                    &[skiff_api::validation::FieldError::required(
+                        "target.name",
+                        "",
+                    )],
+                )
             })?
             .to_string();
-        self.modify(pods, Some(ns), name, Target::Status, &WriteOptions::default(), |cur| {
-            if let Some(existing) = object::path(cur, "spec.nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-                return Err(ApiError::conflict_because(pods, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
-            }
-            if object::is_terminating(cur) {
-                return Err(ApiError::conflict_because(pods, name, "pod is being deleted, cannot be assigned to a host"));
-            }
-            let mut new = cur.clone();
-            new["spec"]["nodeName"] = json!(node);
-            lifecycle::set_condition(&mut new, "PodScheduled", "True", None, None);
-            Ok(new)
-        })
+        self.modify(
+            pods,
+            Some(ns),
+            name,
+            Target::Status,
+            &WriteOptions::default(),
+            |cur| {
+                if let Some(existing) = object::path(cur, "spec.nodeName")
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty())
+                {
+                    return Err(ApiError::conflict_because(
+                        pods,
+                        name,
+                        &format!("pod {name} is already assigned to node \"{existing}\""),
+                    ));
+                }
+                if object::is_terminating(cur) {
+                    return Err(ApiError::conflict_because(
+                        pods,
+                        name,
+                        "pod is being deleted, cannot be assigned to a host",
+                    ));
+                }
+                let mut new = cur.clone();
+                new["spec"]["nodeName"] = json!(node);
+                lifecycle::set_condition(&mut new, "PodScheduled", "True", None, None);
+                Ok(new)
+            },
+        )
         .await?;
         // Upstream answers with a Status; the created Binding itself is what typed clients (the
         // Python client validates responses strictly) can decode, and client-go ignores the body.
@@ -557,7 +704,13 @@ impl Api {
 
     /// Deletes an object: at once, or by marking it terminating when finalizers, graceful pod
     /// termination or namespace cleanup must run first. Returns the final or terminating object.
-    pub async fn delete(&self, res: &'static ResourceDef, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Value> {
+    pub async fn delete(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value> {
         let key = res.key(ns, name);
         for _attempt in 0..16 {
             let kv = self
@@ -567,27 +720,60 @@ impl Api {
                 .map_err(Self::store_err(res, name))?
                 .ok_or_else(|| ApiError::not_found(res, name))?;
             let cur = Self::decode(res, &kv.value, kv.mod_revision)?;
-            if let Some(uid) = opts.precondition_uid.as_deref().filter(|u| *u != object::uid(&cur)) {
-                return Err(ApiError::conflict_because(res, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&cur))));
+            if let Some(uid) = opts
+                .precondition_uid
+                .as_deref()
+                .filter(|u| *u != object::uid(&cur))
+            {
+                return Err(ApiError::conflict_because(
+                    res,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        object::uid(&cur)
+                    ),
+                ));
             }
-            if let Some(rv) = opts.precondition_rv.as_deref().filter(|rv| *rv != kv.mod_revision.to_string()) {
-                return Err(ApiError::conflict_because(res, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", kv.mod_revision)));
+            if let Some(rv) = opts
+                .precondition_rv
+                .as_deref()
+                .filter(|rv| *rv != kv.mod_revision.to_string())
+            {
+                return Err(ApiError::conflict_because(
+                    res,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        kv.mod_revision
+                    ),
+                ));
             }
             let plan = lifecycle::plan_delete(res, &cur, opts)?;
             if opts.dry_run {
                 return Ok(plan.terminating.unwrap_or(cur));
             }
-            if let lifecycle::DeletePlan { terminating: Some(mut marked), .. } = plan {
+            if let lifecycle::DeletePlan {
+                terminating: Some(mut marked),
+                ..
+            } = plan
+            {
                 if marked == cur {
                     return Ok(cur);
                 }
-                match self.inner.store.update(&key, kv.mod_revision, Self::encode(res, &marked)?).await {
+                match self
+                    .inner
+                    .store
+                    .update(&key, kv.mod_revision, Self::encode(res, &marked)?)
+                    .await
+                {
                     Ok(rev) => {
                         object::set_resource_version(&mut marked, rev);
                         if res.kind == "Namespace" {
                             self.spawn_namespace_cleanup(name.to_string());
                         }
-                        if plan.propagation == lifecycle::Propagation::Foreground || plan.propagation == lifecycle::Propagation::Orphan {
+                        if plan.propagation == lifecycle::Propagation::Foreground
+                            || plan.propagation == lifecycle::Propagation::Orphan
+                        {
                             self.spawn_dependents(res, marked.clone(), plan.propagation);
                         }
                         return Ok(marked);
@@ -614,10 +800,10 @@ impl Api {
     }
 
     async fn after_delete(&self, res: &ResourceDef, obj: &Value) {
-        if res.kind == "Service" {
-            if let Some(ip) = object::path(obj, "spec.clusterIP").and_then(Value::as_str) {
-                let _ = self.inner.store.delete(&cluster_ip_key(ip), 0).await;
-            }
+        if res.kind == "Service"
+            && let Some(ip) = object::path(obj, "spec.clusterIP").and_then(Value::as_str)
+        {
+            let _ = self.inner.store.delete(&cluster_ip_key(ip), 0).await;
         }
     }
 
@@ -645,15 +831,25 @@ impl Api {
         let mut initial = Vec::new();
         let mut listed: HashMap<String, u64> = HashMap::new();
         let start = if rv == 0 || send_initial_events {
-            let list_opts = ListOptions { labels: opts.labels.clone(), fields: opts.fields.clone(), ..Default::default() };
+            let list_opts = ListOptions {
+                labels: opts.labels.clone(),
+                fields: opts.fields.clone(),
+                ..Default::default()
+            };
             let list = self.list(res, ns, &list_opts)?;
             for obj in list.items {
-                let key = res.key(Some(object::namespace(&obj)).filter(|n| !n.is_empty()), object::name(&obj));
+                let key = res.key(
+                    Some(object::namespace(&obj)).filter(|n| !n.is_empty()),
+                    object::name(&obj),
+                );
                 listed.insert(key, meta_str(&obj, "resourceVersion").parse().unwrap_or(0));
                 initial.push(WatchEvent::Added(obj));
             }
             if send_initial_events {
-                initial.push(WatchEvent::Bookmark { revision: list.resource_version, initial_end: true });
+                initial.push(WatchEvent::Bookmark {
+                    revision: list.resource_version,
+                    initial_end: true,
+                });
             }
             list.resource_version
         } else {
@@ -667,53 +863,124 @@ impl Api {
             }
             Err(e) => return Err(ApiError::from_store(res, "", e)),
         };
+        // With a selector, an object that starts matching is ADDED and one that stops matching
+        // is DELETED, as upstream does; `matching` tracks which keys the client holds.
+        let selective = !opts.labels.is_empty() || !opts.fields.terms().is_empty();
+        let mut matching: HashSet<String> = if !selective {
+            HashSet::new()
+        } else if listed.is_empty() && rv != 0 {
+            let list_opts = ListOptions {
+                labels: opts.labels.clone(),
+                fields: opts.fields.clone(),
+                ..Default::default()
+            };
+            self.list(res, ns, &list_opts)?
+                .items
+                .iter()
+                .map(|o| {
+                    res.key(
+                        Some(object::namespace(o)).filter(|n| !n.is_empty()),
+                        object::name(o),
+                    )
+                })
+                .collect()
+        } else {
+            listed.keys().cloned().collect()
+        };
         let opts = opts.clone();
         let live = events.filter_map(move |ev| {
             let out = match ev {
                 Err(e) => Some(WatchEvent::Error(ApiError::from_store(res, "", e))),
-                Ok(ev) => {
-                    // Skip what the initial list already showed.
-                    let seen = listed.get(&ev.kv.key).is_some_and(|r| ev.kv.mod_revision <= *r);
-                    match Self::decode(res, &ev.kv.value, ev.kv.mod_revision) {
-                        Ok(obj) if !seen && opts.labels.matches_json(object::labels(&obj)) && opts.fields.matches(|f| field_value(res, &obj, f)) => {
-                            Some(match ev.kind {
-                                EventKind::Create => WatchEvent::Added(obj),
-                                EventKind::Update => WatchEvent::Modified(obj),
-                                EventKind::Delete => WatchEvent::Deleted(obj),
-                            })
-                        }
-                        Ok(_) => None,
-                        Err(e) => Some(WatchEvent::Error(e)),
-                    }
+                // Skip what the initial list already showed.
+                Ok(ev)
+                    if listed
+                        .get(&ev.kv.key)
+                        .is_some_and(|r| ev.kv.mod_revision <= *r) =>
+                {
+                    None
                 }
+                Ok(ev) => match Self::decode(res, &ev.kv.value, ev.kv.mod_revision) {
+                    Err(e) => Some(WatchEvent::Error(e)),
+                    Ok(obj) => {
+                        let now = opts.labels.matches_json(object::labels(&obj))
+                            && opts.fields.matches(|f| field_value(res, &obj, f));
+                        let before = if selective {
+                            matching.contains(&ev.kv.key)
+                        } else {
+                            ev.kind != EventKind::Create
+                        };
+                        if selective {
+                            if now && ev.kind != EventKind::Delete {
+                                matching.insert(ev.kv.key.clone());
+                            } else {
+                                matching.remove(&ev.kv.key);
+                            }
+                        }
+                        match (ev.kind, before, now) {
+                            (EventKind::Delete, true, _) | (EventKind::Delete, false, true) => {
+                                Some(WatchEvent::Deleted(obj))
+                            }
+                            (EventKind::Delete, false, false) => None,
+                            (_, false, true) => Some(WatchEvent::Added(obj)),
+                            (_, true, true) => Some(WatchEvent::Modified(obj)),
+                            (_, true, false) => Some(WatchEvent::Deleted(obj)),
+                            (_, false, false) => None,
+                        }
+                    }
+                },
             };
             std::future::ready(out)
         });
         Ok(futures::stream::iter(initial).chain(live).boxed())
     }
 
-    async fn allocate_cluster_ip(&self, res: &'static ResourceDef, obj: &mut Value) -> Result<Option<String>> {
+    async fn allocate_cluster_ip(
+        &self,
+        res: &'static ResourceDef,
+        obj: &mut Value,
+    ) -> Result<Option<String>> {
         let spec = &obj["spec"];
         if spec["type"] == "ExternalName" || spec["clusterIP"] == "None" {
             return Ok(None);
         }
         let name = object::name(obj).to_string();
         let owner = Bytes::from(format!("{}/{}", object::namespace(obj), name));
-        let requested = spec["clusterIP"].as_str().filter(|s| !s.is_empty()).map(String::from);
+        let requested = spec["clusterIP"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(String::from);
         let ip = match requested {
             Some(ip) => {
                 let parsed: std::net::Ipv4Addr = ip.parse().map_err(|_| {
-                    ApiError::invalid(res, &name, &[skiff_api::validation::FieldError::invalid("spec.clusterIPs[0]", format!("{ip:?}"), "must be a valid IP address")])
+                    ApiError::invalid(
+                        res,
+                        &name,
+                        &[skiff_api::validation::FieldError::invalid(
+                            "spec.clusterIPs[0]",
+                            format!("{ip:?}"),
+                            "must be a valid IP address",
+                        )],
+                    )
                 })?;
                 let key = cluster_ip_key(&parsed.to_string());
-                self.inner.store.create(&key, owner).await.map_err(|e| match e {
-                    store::Error::AlreadyExists(_) => ApiError::invalid(res, &name, &[skiff_api::validation::FieldError::invalid(
-                        "spec.clusterIPs",
-                        format!("[]string{{\"{ip}\"}}"),
-                        &format!("failed to allocate IP {ip}: provided IP is already allocated"),
-                    )]),
-                    e => ApiError::from_store(res, &name, e),
-                })?;
+                self.inner
+                    .store
+                    .create(&key, owner)
+                    .await
+                    .map_err(|e| match e {
+                        store::Error::AlreadyExists(_) => ApiError::invalid(
+                            res,
+                            &name,
+                            &[skiff_api::validation::FieldError::invalid(
+                                "spec.clusterIPs",
+                                format!("[]string{{\"{ip}\"}}"),
+                                &format!(
+                                    "failed to allocate IP {ip}: provided IP is already allocated"
+                                ),
+                            )],
+                        ),
+                        e => ApiError::from_store(res, &name, e),
+                    })?;
                 parsed.to_string()
             }
             None => {
@@ -721,7 +988,12 @@ impl Api {
                 for _ in 0..64 {
                     let n: u32 = rand::rng().random_range(10..65_000);
                     let ip = std::net::Ipv4Addr::from(u32::from(SERVICE_NET) + n).to_string();
-                    match self.inner.store.create(&cluster_ip_key(&ip), owner.clone()).await {
+                    match self
+                        .inner
+                        .store
+                        .create(&cluster_ip_key(&ip), owner.clone())
+                        .await
+                    {
                         Ok(_) => {
                             chosen = Some(ip);
                             break;
@@ -730,7 +1002,9 @@ impl Api {
                         Err(e) => return Err(ApiError::from_store(res, &name, e)),
                     }
                 }
-                chosen.ok_or_else(|| ApiError::internal("failed to allocate a service IP: range is full"))?
+                chosen.ok_or_else(|| {
+                    ApiError::internal("failed to allocate a service IP: range is full")
+                })?
             }
         };
         obj["spec"]["clusterIP"] = json!(ip);
@@ -749,10 +1023,16 @@ fn cluster_ip_key(ip: &str) -> String {
 /// Checks `kind`/`apiVersion` against the resource and fills them in when absent.
 fn check_type_meta(res: &ResourceDef, obj: &mut Value) -> Result<()> {
     let Some(o) = obj.as_object_mut() else {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     };
     let api_version = res.api_version();
-    match o.get("apiVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    match o
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         Some(v) if v != api_version => {
             return Err(ApiError::bad_request(format!(
                 "the API version in the data ({v}) does not match the expected API version ({api_version})"
@@ -762,7 +1042,11 @@ fn check_type_meta(res: &ResourceDef, obj: &mut Value) -> Result<()> {
             o.insert("apiVersion".into(), json!(api_version));
         }
     }
-    match o.get("kind").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    match o
+        .get("kind")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         Some(k) if k != res.kind => {
             return Err(ApiError::bad_request(format!(
                 "the kind in the data ({k}) does not match the expected kind ({})",
@@ -777,16 +1061,26 @@ fn check_type_meta(res: &ResourceDef, obj: &mut Value) -> Result<()> {
 }
 
 /// Sets `metadata.namespace` from the request for namespaced resources.
-fn scope_namespace<'a>(res: &ResourceDef, ns: Option<&'a str>, obj: &mut Value) -> Result<Option<&'a str>> {
+fn scope_namespace<'a>(
+    res: &ResourceDef,
+    ns: Option<&'a str>,
+    obj: &mut Value,
+) -> Result<Option<&'a str>> {
     let m = meta_mut(obj);
     if !res.namespaced {
         m.remove("namespace");
         return Ok(None);
     }
     let Some(ns) = ns else {
-        return Err(ApiError::bad_request("a namespace must be specified for namespaced resources"));
+        return Err(ApiError::bad_request(
+            "a namespace must be specified for namespaced resources",
+        ));
     };
-    match m.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    match m
+        .get("namespace")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         Some(body_ns) if body_ns != ns => Err(ApiError::bad_request(
             "the namespace of the provided object does not match the namespace sent on the request",
         )),
@@ -800,7 +1094,9 @@ fn scope_namespace<'a>(res: &ResourceDef, ns: Option<&'a str>, obj: &mut Value) 
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn encode_continue(key: &str, rev: u64) -> String {
@@ -810,16 +1106,42 @@ fn encode_continue(key: &str, rev: u64) -> String {
 
 fn decode_continue(token: &str) -> Result<(String, u64)> {
     let bad = || ApiError::bad_request("continue key is not valid");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((v["start"].as_str().ok_or_else(bad)?.to_string(), v["rv"].as_u64().ok_or_else(bad)?))
+    Ok((
+        v["start"].as_str().ok_or_else(bad)?.to_string(),
+        v["rv"].as_u64().ok_or_else(bad)?,
+    ))
 }
 
 /// The fields each kind supports in field selectors (besides name and namespace).
 fn selectable_fields(res: &ResourceDef) -> &'static [&'static str] {
     match (res.group, res.kind) {
-        ("", "Pod") => &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"],
-        ("", "Event") => &["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"],
+        ("", "Pod") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        ("", "Event") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
         ("", "Secret") => &["type"],
         ("", "Node") => &["spec.unschedulable"],
         ("", "Namespace") => &["status.phase"],
@@ -831,7 +1153,9 @@ fn selectable_fields(res: &ResourceDef) -> &'static [&'static str] {
 
 fn check_field_selector(res: &ResourceDef, sel: &FieldSelector) -> Result<()> {
     for t in sel.terms() {
-        if !["metadata.name", "metadata.namespace"].contains(&t.field.as_str()) && !selectable_fields(res).contains(&t.field.as_str()) {
+        if !["metadata.name", "metadata.namespace"].contains(&t.field.as_str())
+            && !selectable_fields(res).contains(&t.field.as_str())
+        {
             return Err(ApiError::bad_request(format!(
                 "field label not supported: {}",
                 t.field
@@ -856,5 +1180,192 @@ fn field_value(res: &ResourceDef, obj: &Value, field: &str) -> String {
         None if field == "spec.unschedulable" || field == "spec.hostNetwork" => "false".into(),
         None if field == "status.replicas" || field == "status.successful" => "0".into(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::store::{SledConfig, SledStore};
+
+    async fn api() -> (Api, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+        let api = Api::new(Arc::new(store), Config::default());
+        api.bootstrap().await.unwrap();
+        (api, dir)
+    }
+
+    fn cm(name: &str, labels: Value) -> Value {
+        json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})
+    }
+
+    #[tokio::test]
+    async fn selector_watches_see_objects_enter_and_leave() {
+        let (api, _dir) = api().await;
+        let cms = resources::core("configmaps");
+        let w = WriteOptions::default();
+        api.create(cms, Some("default"), cm("a", json!({"tier": "web"})), &w)
+            .await
+            .unwrap();
+        let opts = ListOptions {
+            labels: Selector::parse("tier=web").unwrap(),
+            ..Default::default()
+        };
+        let rv = api
+            .list(cms, Some("default"), &opts)
+            .unwrap()
+            .resource_version
+            .to_string();
+        let mut watch = api
+            .watch(cms, Some("default"), &opts, Some(&rv), false)
+            .unwrap();
+        let relabel = |tier: &str| json!({"metadata": {"labels": {"tier": tier}}});
+        api.patch(
+            cms,
+            Some("default"),
+            "a",
+            PatchType::Merge,
+            relabel("db"),
+            Target::Main,
+            &w,
+        )
+        .await
+        .unwrap();
+        api.patch(
+            cms,
+            Some("default"),
+            "a",
+            PatchType::Merge,
+            relabel("web"),
+            Target::Main,
+            &w,
+        )
+        .await
+        .unwrap();
+        api.patch(
+            cms,
+            Some("default"),
+            "a",
+            PatchType::Merge,
+            json!({"data": {"k": "w"}}),
+            Target::Main,
+            &w,
+        )
+        .await
+        .unwrap();
+        api.create(cms, Some("default"), cm("other", json!({"tier": "db"})), &w)
+            .await
+            .unwrap();
+        api.delete(cms, Some("default"), "a", &DeleteOptions::default())
+            .await
+            .unwrap();
+        let mut kinds = Vec::new();
+        for _ in 0..4 {
+            kinds.push(match watch.next().await.unwrap() {
+                WatchEvent::Added(_) => "ADDED",
+                WatchEvent::Modified(_) => "MODIFIED",
+                WatchEvent::Deleted(_) => "DELETED",
+                other => panic!("unexpected {other:?}"),
+            });
+        }
+        assert_eq!(kinds, ["DELETED", "ADDED", "MODIFIED", "DELETED"]);
+    }
+
+    #[tokio::test]
+    async fn spec_changes_bump_generation_and_main_writes_keep_status() {
+        let (api, _dir) = api().await;
+        let deploys = resources::find("apps", "v1", "deployments").unwrap();
+        let w = WriteOptions::default();
+        let d = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+            "status": {"replicas": 9}});
+        let created = api
+            .create(deploys, Some("default"), d, &w)
+            .await
+            .unwrap()
+            .object;
+        assert_eq!(created["metadata"]["generation"], 1);
+        assert!(
+            created.get("status").is_none(),
+            "status is not set by create"
+        );
+        let labelled = api
+            .patch(
+                deploys,
+                Some("default"),
+                "d",
+                PatchType::Merge,
+                json!({"metadata": {"labels": {"x": "y"}}, "status": {"replicas": 3}}),
+                Target::Main,
+                &w,
+            )
+            .await
+            .unwrap()
+            .object;
+        assert_eq!(
+            labelled["metadata"]["generation"], 1,
+            "metadata changes keep the generation"
+        );
+        assert!(
+            labelled.get("status").is_none(),
+            "the main resource ignores status"
+        );
+        let status = api
+            .patch(
+                deploys,
+                Some("default"),
+                "d",
+                PatchType::Merge,
+                json!({"spec": {"replicas": 7}, "status": {"replicas": 3}}),
+                Target::Status,
+                &w,
+            )
+            .await
+            .unwrap()
+            .object;
+        assert_eq!(
+            (
+                status["status"]["replicas"].as_i64(),
+                status["spec"]["replicas"].as_i64()
+            ),
+            (Some(3), Some(1)),
+            "status writes change only status"
+        );
+        let scaled = api
+            .patch(
+                deploys,
+                Some("default"),
+                "d",
+                PatchType::Merge,
+                json!({"spec": {"replicas": 4}}),
+                Target::Main,
+                &w,
+            )
+            .await
+            .unwrap()
+            .object;
+        assert_eq!(scaled["metadata"]["generation"], 2);
+    }
+
+    #[tokio::test]
+    async fn namespaces_must_exist_and_be_active() {
+        let (api, _dir) = api().await;
+        let cms = resources::core("configmaps");
+        let err = api
+            .create(
+                cms,
+                Some("nowhere"),
+                cm("a", json!({})),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (404, "namespaces \"nowhere\" not found")
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! PATCH: RFC 6902 JSON patch, RFC 7386 merge patch and Kubernetes strategic merge patch.
 //!
 //! Strategic merge patch merges lists by a key that depends on the field's type; the table in
-//! [`list_strategy`] holds those keys for the served kinds, looked up by field path.
+//! `list_strategy` holds those keys for the served kinds, looked up by field path.
 
 use serde_json::{Map, Value};
 
@@ -39,7 +39,9 @@ pub fn apply(doc: &mut Value, patch_type: PatchType, patch: &Value, kind: &str) 
         PatchType::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("the server rejected our request due to an error in our request: invalid JSON patch: {e}")))?;
-            json_patch::patch(doc, &ops).map_err(|e| ApiError::internal(format!("json patch failed: {e}")).into_unprocessable())
+            json_patch::patch(doc, &ops).map_err(|e| {
+                ApiError::internal(format!("json patch failed: {e}")).into_unprocessable()
+            })
         }
         PatchType::Merge => {
             if !patch.is_object() {
@@ -50,7 +52,9 @@ pub fn apply(doc: &mut Value, patch_type: PatchType, patch: &Value, kind: &str) 
         }
         PatchType::Strategic | PatchType::Apply => {
             let (Some(d), Some(p)) = (doc.as_object_mut(), patch.as_object()) else {
-                return Err(ApiError::bad_request("strategic merge patch must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "strategic merge patch must be a JSON object",
+                ));
             };
             merge_map(d, p, &mut Vec::new(), kind)
         }
@@ -78,8 +82,17 @@ enum ListStrategy {
 fn list_strategy(path: &[String], kind: &str) -> ListStrategy {
     use ListStrategy::*;
     let field = path.last().map(String::as_str).unwrap_or("");
-    let parent = path.len().checked_sub(2).map(|i| path[i].as_str()).unwrap_or("");
-    let in_container = path.iter().any(|p| matches!(p.as_str(), "containers" | "initContainers" | "ephemeralContainers"));
+    let parent = path
+        .len()
+        .checked_sub(2)
+        .map(|i| path[i].as_str())
+        .unwrap_or("");
+    let in_container = path.iter().any(|p| {
+        matches!(
+            p.as_str(),
+            "containers" | "initContainers" | "ephemeralContainers"
+        )
+    });
     match field {
         "containers" | "initContainers" | "ephemeralContainers" => MergeKey("name"),
         "volumes" if parent == "spec" => MergeKey("name"),
@@ -129,10 +142,18 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(msg)
 }
 
-fn merge_map(orig: &mut Map<String, Value>, patch: &Map<String, Value>, path: &mut Vec<String>, kind: &str) -> Result<()> {
+fn merge_map(
+    orig: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+    path: &mut Vec<String>,
+    kind: &str,
+) -> Result<()> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("replace") => {
-            *orig = clean(&Value::Object(patch.clone())).as_object().cloned().unwrap_or_default();
+            *orig = clean(&Value::Object(patch.clone()))
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             return Ok(());
         }
         Some("delete") | Some("merge") | None => {}
@@ -141,7 +162,10 @@ fn merge_map(orig: &mut Map<String, Value>, patch: &Map<String, Value>, path: &m
     let mut orders: Vec<(String, Vec<Value>)> = Vec::new();
     for (k, pv) in patch {
         if let Some(field) = k.strip_prefix("$setElementOrder/") {
-            let order = pv.as_array().cloned().ok_or_else(|| bad(format!("{k} must be a list")))?;
+            let order = pv
+                .as_array()
+                .cloned()
+                .ok_or_else(|| bad(format!("{k} must be a list")))?;
             orders.push((field.to_string(), order));
             continue;
         }
@@ -176,7 +200,9 @@ fn merge_map(orig: &mut Map<String, Value>, patch: &Map<String, Value>, path: &m
             }
             Value::Array(pl) => {
                 let merged = match (list_strategy(path, kind), orig.remove(k)) {
-                    (ListStrategy::MergeKey(key), Some(Value::Array(ol))) => merge_list(ol, pl, key, path, kind)?,
+                    (ListStrategy::MergeKey(key), Some(Value::Array(ol))) => {
+                        merge_list(ol, pl, key, path, kind)?
+                    }
                     (ListStrategy::Primitive, Some(Value::Array(mut ol))) => {
                         for v in pl {
                             if !ol.contains(v) {
@@ -185,7 +211,9 @@ fn merge_map(orig: &mut Map<String, Value>, patch: &Map<String, Value>, path: &m
                         }
                         ol
                     }
-                    (ListStrategy::MergeKey(key), _) => merge_list(Vec::new(), pl, key, path, kind)?,
+                    (ListStrategy::MergeKey(key), _) => {
+                        merge_list(Vec::new(), pl, key, path, kind)?
+                    }
                     _ => clean(pv).as_array().cloned().unwrap_or_default(),
                 };
                 orig.insert(k.clone(), Value::Array(merged));
@@ -211,16 +239,33 @@ fn merge_map(orig: &mut Map<String, Value>, patch: &Map<String, Value>, path: &m
     Ok(())
 }
 
-fn merge_list(mut orig: Vec<Value>, patch: &[Value], key: &str, path: &mut Vec<String>, kind: &str) -> Result<Vec<Value>> {
-    if patch.iter().any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace")) {
-        return Ok(patch.iter().filter(|e| e.get("$patch").is_none()).map(clean).collect());
+fn merge_list(
+    mut orig: Vec<Value>,
+    patch: &[Value],
+    key: &str,
+    path: &mut Vec<String>,
+    kind: &str,
+) -> Result<Vec<Value>> {
+    if patch
+        .iter()
+        .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        return Ok(patch
+            .iter()
+            .filter(|e| e.get("$patch").is_none())
+            .map(clean)
+            .collect());
     }
     for pe in patch {
         let Some(pm) = pe.as_object() else {
-            return Err(bad(format!("expected a list of objects merged by {key:?}, found {pe}")));
+            return Err(bad(format!(
+                "expected a list of objects merged by {key:?}, found {pe}"
+            )));
         };
         let Some(kv) = pm.get(key) else {
-            return Err(bad(format!("map: {pe} does not contain declared merge key: {key}")));
+            return Err(bad(format!(
+                "map: {pe} does not contain declared merge key: {key}"
+            )));
         };
         let pos = orig.iter().position(|o| o.get(key) == Some(kv));
         if pm.get("$patch").and_then(Value::as_str) == Some("delete") {
@@ -248,7 +293,7 @@ fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
             _ => v.clone(),
         }
     };
-    let wanted: Vec<Value> = order.iter().map(|o| ident(o)).collect();
+    let wanted: Vec<Value> = order.iter().map(&ident).collect();
     let mut listed: Vec<Value> = Vec::new();
     for w in &wanted {
         if let Some(v) = list.iter().find(|v| ident(v) == *w) {
@@ -285,11 +330,18 @@ mod tests {
         let doc = json!({"spec": {"template": {"spec": {"containers": [
             {"name": "a", "image": "a:1", "ports": [{"containerPort": 80}]},
             {"name": "b", "image": "b:1"}]}}}});
-        let out = smp(doc, json!({"spec": {"template": {"spec": {
+        let out = smp(
+            doc,
+            json!({"spec": {"template": {"spec": {
             "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
-            "containers": [{"name": "b", "image": "b:2"}]}}}}), "Deployment");
+            "containers": [{"name": "b", "image": "b:2"}]}}}}),
+            "Deployment",
+        );
         let cs = &out["spec"]["template"]["spec"]["containers"];
-        assert_eq!(cs[0], json!({"name": "a", "image": "a:1", "ports": [{"containerPort": 80}]}));
+        assert_eq!(
+            cs[0],
+            json!({"name": "a", "image": "a:1", "ports": [{"containerPort": 80}]})
+        );
         assert_eq!(cs[1], json!({"name": "b", "image": "b:2"}));
     }
 
@@ -297,21 +349,36 @@ mod tests {
     fn delete_directive_and_null_removal() {
         let doc = json!({"spec": {"containers": [{"name": "api", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]},
                          "metadata": {"labels": {"x": "1", "y": "2"}}});
-        let out = smp(doc, json!({
-            "metadata": {"labels": {"y": null}},
-            "spec": {"containers": [{"name": "api", "$setElementOrder/env": [{"name": "A"}], "env": [{"$patch": "delete", "name": "B"}]}]}
-        }), "Pod");
+        let out = smp(
+            doc,
+            json!({
+                "metadata": {"labels": {"y": null}},
+                "spec": {"containers": [{"name": "api", "$setElementOrder/env": [{"name": "A"}], "env": [{"$patch": "delete", "name": "B"}]}]}
+            }),
+            "Pod",
+        );
         assert_eq!(out["metadata"]["labels"], json!({"x": "1"}));
-        assert_eq!(out["spec"]["containers"][0]["env"], json!([{"name": "A", "value": "1"}]));
+        assert_eq!(
+            out["spec"]["containers"][0]["env"],
+            json!([{"name": "A", "value": "1"}])
+        );
     }
 
     #[test]
     fn lists_without_strategy_are_replaced_and_primitives_merge() {
         let doc = json!({"metadata": {"finalizers": ["a"]}, "spec": {"containers": [{"name": "c", "args": ["1", "2"]}]}});
-        let out = smp(doc, json!({"metadata": {"finalizers": ["b"]}, "spec": {"containers": [{"name": "c", "args": ["3"]}]}}), "Pod");
+        let out = smp(
+            doc,
+            json!({"metadata": {"finalizers": ["b"]}, "spec": {"containers": [{"name": "c", "args": ["3"]}]}}),
+            "Pod",
+        );
         assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
         assert_eq!(out["spec"]["containers"][0]["args"], json!(["3"]));
-        let out = smp(out, json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}), "Pod");
+        let out = smp(
+            out,
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+            "Pod",
+        );
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
     }
 
@@ -319,19 +386,51 @@ mod tests {
     fn service_ports_merge_by_port_and_retain_keys() {
         let doc = json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443, "name": "https"}],
                                   "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
-        let out = smp(doc.clone(), json!({"spec": {"ports": [{"port": 443, "targetPort": 8443}]}}), "Service");
-        assert_eq!(out["spec"]["ports"][1], json!({"port": 443, "name": "https", "targetPort": 8443}));
-        let out = smp(doc, json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}), "Deployment");
+        let out = smp(
+            doc.clone(),
+            json!({"spec": {"ports": [{"port": 443, "targetPort": 8443}]}}),
+            "Service",
+        );
+        assert_eq!(
+            out["spec"]["ports"][1],
+            json!({"port": 443, "name": "https", "targetPort": 8443})
+        );
+        let out = smp(
+            doc,
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
+            "Deployment",
+        );
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
     }
 
     #[test]
     fn json_and_merge_patches() {
         let mut doc = json!({"metadata": {"annotations": {"a": "1"}}, "spec": {"replicas": 1}});
-        apply(&mut doc, PatchType::Json, &json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]), "Deployment").unwrap();
-        apply(&mut doc, PatchType::Merge, &json!({"metadata": {"annotations": {"a": null, "b": "2"}}}), "Deployment").unwrap();
-        assert_eq!(doc, json!({"metadata": {"annotations": {"b": "2"}}, "spec": {"replicas": 3}}));
-        let err = apply(&mut doc, PatchType::Json, &json!([{"op": "remove", "path": "/nope"}]), "Deployment").unwrap_err();
+        apply(
+            &mut doc,
+            PatchType::Json,
+            &json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]),
+            "Deployment",
+        )
+        .unwrap();
+        apply(
+            &mut doc,
+            PatchType::Merge,
+            &json!({"metadata": {"annotations": {"a": null, "b": "2"}}}),
+            "Deployment",
+        )
+        .unwrap();
+        assert_eq!(
+            doc,
+            json!({"metadata": {"annotations": {"b": "2"}}, "spec": {"replicas": 3}})
+        );
+        let err = apply(
+            &mut doc,
+            PatchType::Json,
+            &json!([{"op": "remove", "path": "/nope"}]),
+            "Deployment",
+        )
+        .unwrap_err();
         assert_eq!(err.code, 422);
     }
 }

@@ -91,25 +91,253 @@ macro_rules! def {
 
 /// Every served resource, in discovery order.
 pub static RESOURCES: &[ResourceDef] = &[
-    def!("", "v1", "namespaces", "namespace", "Namespace", ns=false, short=["ns"], cat=[], status=true, scale=false, generation=false),
-    def!("", "v1", "nodes", "node", "Node", ns=false, short=["no"], cat=[], status=true, scale=false, generation=false),
-    def!("", "v1", "pods", "pod", "Pod", ns=true, short=["po"], cat=["all"], status=true, scale=false, generation=true),
-    def!("", "v1", "services", "service", "Service", ns=true, short=["svc"], cat=["all"], status=true, scale=false, generation=false),
-    def!("", "v1", "endpoints", "endpoints", "Endpoints", ns=true, short=["ep"], cat=[], status=false, scale=false, generation=false),
-    def!("", "v1", "configmaps", "configmap", "ConfigMap", ns=true, short=["cm"], cat=[], status=false, scale=false, generation=false),
-    def!("", "v1", "secrets", "secret", "Secret", ns=true, short=[], cat=[], status=false, scale=false, generation=false),
-    def!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", ns=true, short=["sa"], cat=[], status=false, scale=false, generation=false),
-    def!("", "v1", "events", "event", "Event", ns=true, short=["ev"], cat=[], status=false, scale=false, generation=false),
-    def!("", "v1", "resourcequotas", "resourcequota", "ResourceQuota", ns=true, short=["quota"], cat=[], status=true, scale=false, generation=false),
-    def!("", "v1", "replicationcontrollers", "replicationcontroller", "ReplicationController", ns=true, short=["rc"], cat=["all"], status=true, scale=true, generation=true),
-    def!("apps", "v1", "deployments", "deployment", "Deployment", ns=true, short=["deploy"], cat=["all"], status=true, scale=true, generation=true),
-    def!("apps", "v1", "replicasets", "replicaset", "ReplicaSet", ns=true, short=["rs"], cat=["all"], status=true, scale=true, generation=true),
-    def!("batch", "v1", "jobs", "job", "Job", ns=true, short=[], cat=["all"], status=true, scale=false, generation=true),
-    def!("batch", "v1", "cronjobs", "cronjob", "CronJob", ns=true, short=["cj"], cat=["all"], status=true, scale=false, generation=true),
-    def!("coordination.k8s.io", "v1", "leases", "lease", "Lease", ns=true, short=[], cat=[], status=false, scale=false, generation=false),
-    def!("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", ns=true, short=["hpa"], cat=["all"], status=true, scale=false, generation=true),
-    def!("autoscaling", "v1", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", ns=true, short=["hpa"], cat=["all"], status=true, scale=false, generation=true),
-    def!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", ns=true, short=[], cat=[], status=false, scale=false, generation=false),
+    def!(
+        "",
+        "v1",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        ns = false,
+        short = ["ns"],
+        cat = [],
+        status = true,
+        scale = false,
+        generation = false
+    ),
+    def!(
+        "",
+        "v1",
+        "nodes",
+        "node",
+        "Node",
+        ns = false,
+        short = ["no"],
+        cat = [],
+        status = true,
+        scale = false,
+        generation = false
+    ),
+    def!(
+        "",
+        "v1",
+        "pods",
+        "pod",
+        "Pod",
+        ns = true,
+        short = ["po"],
+        cat = ["all"],
+        status = true,
+        scale = false,
+        generation = true
+    ),
+    def!(
+        "",
+        "v1",
+        "services",
+        "service",
+        "Service",
+        ns = true,
+        short = ["svc"],
+        cat = ["all"],
+        status = true,
+        scale = false,
+        generation = false
+    ),
+    def!(
+        "",
+        "v1",
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        ns = true,
+        short = ["ep"],
+        cat = [],
+        status = false,
+        scale = false,
+        generation = false
+    ),
+    def!(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        ns = true,
+        short = ["cm"],
+        cat = [],
+        status = false,
+        scale = false,
+        generation = false
+    ),
+    def!(
+        "",
+        "v1",
+        "secrets",
+        "secret",
+        "Secret",
+        ns = true,
+        short = [],
+        cat = [],
+        status = false,
+        scale = false,
+        generation = false
+    ),
+    def!(
+        "",
+        "v1",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        ns = true,
+        short = ["sa"],
+        cat = [],
+        status = false,
+        scale = false,
+        generation = false
+    ),
+    def!(
+        "",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        ns = true,
+        short = ["ev"],
+        cat = [],
+        status = false,
+        scale = false,
+        generation = false
+    ),
+    def!(
+        "",
+        "v1",
+        "resourcequotas",
+        "resourcequota",
+        "ResourceQuota",
+        ns = true,
+        short = ["quota"],
+        cat = [],
+        status = true,
+        scale = false,
+        generation = false
+    ),
+    def!(
+        "",
+        "v1",
+        "replicationcontrollers",
+        "replicationcontroller",
+        "ReplicationController",
+        ns = true,
+        short = ["rc"],
+        cat = ["all"],
+        status = true,
+        scale = true,
+        generation = true
+    ),
+    def!(
+        "apps",
+        "v1",
+        "deployments",
+        "deployment",
+        "Deployment",
+        ns = true,
+        short = ["deploy"],
+        cat = ["all"],
+        status = true,
+        scale = true,
+        generation = true
+    ),
+    def!(
+        "apps",
+        "v1",
+        "replicasets",
+        "replicaset",
+        "ReplicaSet",
+        ns = true,
+        short = ["rs"],
+        cat = ["all"],
+        status = true,
+        scale = true,
+        generation = true
+    ),
+    def!(
+        "batch",
+        "v1",
+        "jobs",
+        "job",
+        "Job",
+        ns = true,
+        short = [],
+        cat = ["all"],
+        status = true,
+        scale = false,
+        generation = true
+    ),
+    def!(
+        "batch",
+        "v1",
+        "cronjobs",
+        "cronjob",
+        "CronJob",
+        ns = true,
+        short = ["cj"],
+        cat = ["all"],
+        status = true,
+        scale = false,
+        generation = true
+    ),
+    def!(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "lease",
+        "Lease",
+        ns = true,
+        short = [],
+        cat = [],
+        status = false,
+        scale = false,
+        generation = false
+    ),
+    def!(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        "HorizontalPodAutoscaler",
+        ns = true,
+        short = ["hpa"],
+        cat = ["all"],
+        status = true,
+        scale = false,
+        generation = true
+    ),
+    def!(
+        "autoscaling",
+        "v1",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        "HorizontalPodAutoscaler",
+        ns = true,
+        short = ["hpa"],
+        cat = ["all"],
+        status = true,
+        scale = false,
+        generation = true
+    ),
+    def!(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        "endpointslice",
+        "EndpointSlice",
+        ns = true,
+        short = [],
+        cat = [],
+        status = false,
+        scale = false,
+        generation = false
+    ),
 ];
 
 /// Finds a served resource by group, version and plural.
@@ -121,7 +349,9 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
 
 /// The resource for a kind in its group's preferred (first listed) version.
 pub fn by_kind(group: &str, kind: &str) -> Option<&'static ResourceDef> {
-    RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.kind == kind)
 }
 
 /// Served group/versions in discovery order: `(group, [versions])`, preferred first.

@@ -30,7 +30,10 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 fn group_json(name: &str, versions: &[&str]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
     json!({"name": name, "versions": vs, "preferredVersion": vs[0]})
 }
 
@@ -46,7 +49,9 @@ pub fn groups() -> Value {
 
 /// `GET /apis/<group>`.
 pub fn group(name: &str) -> Option<Value> {
-    let (g, vs) = resources::groups().into_iter().find(|(g, _)| *g == name && !g.is_empty())?;
+    let (g, vs) = resources::groups()
+        .into_iter()
+        .find(|(g, _)| *g == name && !g.is_empty())?;
     let mut v = group_json(g, &vs);
     v["kind"] = json!("APIGroup");
     v["apiVersion"] = json!("v1");
@@ -55,7 +60,10 @@ pub fn group(name: &str) -> Option<Value> {
 
 /// `GET /api/v1` or `GET /apis/<group>/<version>`.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<&ResourceDef> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let defs: Vec<&ResourceDef> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     if defs.is_empty() {
         return None;
     }
@@ -91,8 +99,14 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             _ => {}
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}),
+    )
 }
 
 /// `GET /openapi/v3`: one entry per served group/version.
@@ -100,7 +114,11 @@ pub fn openapi_index() -> Value {
     let mut paths = serde_json::Map::new();
     for (g, vs) in resources::groups() {
         for v in vs {
-            let p = if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
+            let p = if g.is_empty() {
+                format!("api/{v}")
+            } else {
+                format!("apis/{g}/{v}")
+            };
             paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=skiff-{}", env!("CARGO_PKG_VERSION"))}));
         }
     }
@@ -116,7 +134,10 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
         ["apis", g, v] => (g, v),
         _ => return None,
     };
-    let defs: Vec<&ResourceDef> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let defs: Vec<&ResourceDef> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     if defs.is_empty() {
         return None;
     }
@@ -135,5 +156,7 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
             "responses": {"200": {"description": "OK"}},
         }}));
     }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": format!("v1.{KUBE_MINOR}.0")}, "paths": paths, "components": {"schemas": {}}}))
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": format!("v1.{KUBE_MINOR}.0")}, "paths": paths, "components": {"schemas": {}}}),
+    )
 }

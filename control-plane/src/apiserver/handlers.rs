@@ -18,7 +18,10 @@ use skiff_api::labels::Selector;
 use super::table::{self, IncludeObject};
 use super::{Server, discovery, protobuf};
 use crate::api::resources::{self, ResourceDef};
-use crate::api::{self, ApiError, DeleteOptions, FieldValidation, ListOptions, PatchType, Target, WatchEvent, WriteOptions, object};
+use crate::api::{
+    self, ApiError, DeleteOptions, FieldValidation, ListOptions, PatchType, Target, WatchEvent,
+    WriteOptions, object,
+};
 
 /// Request bodies larger than this are refused, as kube-apiserver does (3 MiB).
 const MAX_BODY: usize = 3 << 20;
@@ -26,7 +29,10 @@ const MAX_BODY: usize = 3 << 20;
 type Query = HashMap<String, String>;
 
 /// Handles one request; never fails (errors become Status responses).
-pub(super) async fn handle(server: Arc<Server>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+pub(super) async fn handle(
+    server: Arc<Server>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let verb = method.as_str().to_string();
@@ -39,32 +45,59 @@ pub(super) async fn handle(server: Arc<Server>, req: Request<hyper::body::Incomi
     response
 }
 
-async fn route(server: &Arc<Server>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    server: &Arc<Server>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
         return Ok(text(StatusCode::OK, "ok"));
     }
-    if server.authenticate(req.headers().get(header::AUTHORIZATION)).is_none() {
+    if server
+        .authenticate(req.headers().get(header::AUTHORIZATION))
+        .is_none()
+    {
         return Err(ApiError::unauthorized());
     }
-    let query: Query = req
-        .uri()
-        .query()
-        .map(|q| form_urlencoded(q))
-        .unwrap_or_default();
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let query: Query = req.uri().query().map(form_urlencoded).unwrap_or_default();
+    let segs: Vec<&str> = path
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let get = req.method() == Method::GET;
     match segs.as_slice() {
         ["version"] if get => return Ok(json_response(StatusCode::OK, &discovery::version())),
         ["metrics"] if get => return Ok(text(StatusCode::OK, &metrics(server))),
-        ["api"] if get => return Ok(json_response(StatusCode::OK, &discovery::core_versions(&server.server_address))),
+        ["api"] if get => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &discovery::core_versions(&server.server_address),
+            ));
+        }
         ["apis"] if get => return Ok(json_response(StatusCode::OK, &discovery::groups())),
-        ["api", v] if get => return discovery::resource_list("", v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::path_not_found),
-        ["apis", g] if get => return discovery::group(g).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::path_not_found),
-        ["apis", g, v] if get => return discovery::resource_list(g, v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::path_not_found),
-        ["openapi", "v3"] if get => return Ok(json_response(StatusCode::OK, &discovery::openapi_index())),
+        ["api", v] if get => {
+            return discovery::resource_list("", v)
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or_else(ApiError::path_not_found);
+        }
+        ["apis", g] if get => {
+            return discovery::group(g)
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or_else(ApiError::path_not_found);
+        }
+        ["apis", g, v] if get => {
+            return discovery::resource_list(g, v)
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or_else(ApiError::path_not_found);
+        }
+        ["openapi", "v3"] if get => {
+            return Ok(json_response(StatusCode::OK, &discovery::openapi_index()));
+        }
         ["openapi", "v3", rest @ ..] if get => {
-            return discovery::openapi_group_version(&rest.join("/")).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::path_not_found);
+            return discovery::openapi_group_version(&rest.join("/"))
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or_else(ApiError::path_not_found);
         }
         _ => {}
     }
@@ -88,17 +121,35 @@ struct ResourcePath {
 
 fn parse_resource_path(group: &str, version: &str, rest: &[&str]) -> Option<ResourcePath> {
     let find = |plural: &str| resources::find(group, version, plural);
-    let simple = |res: &'static ResourceDef, rest: &[&str], ns: Option<String>| -> Option<ResourcePath> {
-        match rest {
-            [] => Some(ResourcePath { res, ns, name: None, sub: None }),
-            [name] => Some(ResourcePath { res, ns, name: Some(name.to_string()), sub: None }),
-            [name, sub] => Some(ResourcePath { res, ns, name: Some(name.to_string()), sub: Some(sub.to_string()) }),
-            _ => None,
-        }
-    };
+    let simple =
+        |res: &'static ResourceDef, rest: &[&str], ns: Option<String>| -> Option<ResourcePath> {
+            match rest {
+                [] => Some(ResourcePath {
+                    res,
+                    ns,
+                    name: None,
+                    sub: None,
+                }),
+                [name] => Some(ResourcePath {
+                    res,
+                    ns,
+                    name: Some(name.to_string()),
+                    sub: None,
+                }),
+                [name, sub] => Some(ResourcePath {
+                    res,
+                    ns,
+                    name: Some(name.to_string()),
+                    sub: Some(sub.to_string()),
+                }),
+                _ => None,
+            }
+        };
     match rest {
         // /namespaces/<ns>/<namespaced resource>/...
-        ["namespaces", ns, plural, tail @ ..] if group != "" || !matches!(*plural, "status" | "finalize") => {
+        ["namespaces", ns, plural, tail @ ..]
+            if !group.is_empty() || !matches!(*plural, "status" | "finalize") =>
+        {
             let res = find(plural).filter(|r| r.namespaced)?;
             simple(res, tail, Some(ns.to_string()))
         }
@@ -128,7 +179,12 @@ async fn dispatch(
     let write_opts = || -> Result<WriteOptions, ApiError> {
         Ok(WriteOptions {
             dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
-            field_validation: FieldValidation::parse(query.get("fieldValidation").map(String::as_str).unwrap_or(""))?,
+            field_validation: FieldValidation::parse(
+                query
+                    .get("fieldValidation")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            )?,
             field_manager: query.get("fieldManager").cloned(),
         })
     };
@@ -140,7 +196,14 @@ async fn dispatch(
             }
             let list = api.list(res, ns, &opts)?;
             if table_format {
-                let t = table::table(res, &list.items, list.resource_version, list.continue_token.as_deref(), include_object(query), true);
+                let t = table::table(
+                    res,
+                    &list.items,
+                    list.resource_version,
+                    list.continue_token.as_deref(),
+                    include_object(query),
+                    true,
+                );
                 return Ok(json_response(StatusCode::OK, &t));
             }
             let mut meta = json!({"resourceVersion": list.resource_version.to_string()});
@@ -154,19 +217,36 @@ async fn dispatch(
             let obj = match sub {
                 None | Some("status") => api.get(res, ns, name)?,
                 Some("scale") => api.get_scale(res, ns, name)?,
-                Some("log") if res.kind == "Pod" => return pod_log(api, ns.unwrap_or_default(), name, query),
+                Some("log") if res.kind == "Pod" => {
+                    return pod_log(api, ns.unwrap_or_default(), name, query);
+                }
                 _ => return Err(ApiError::path_not_found()),
             };
             if table_format && sub.is_none() {
-                let rv = object::meta_str(&obj, "resourceVersion").parse().unwrap_or(0);
-                return Ok(json_response(StatusCode::OK, &table::table(res, std::slice::from_ref(&obj), rv, None, include_object(query), true)));
+                let rv = object::meta_str(&obj, "resourceVersion")
+                    .parse()
+                    .unwrap_or(0);
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(
+                        res,
+                        std::slice::from_ref(&obj),
+                        rv,
+                        None,
+                        include_object(query),
+                        true,
+                    ),
+                ));
             }
             Ok(json_response(StatusCode::OK, &obj))
         }
         (&Method::POST, None, None) => {
             let obj = read_object(headers, body, res).await?;
             let written = api.create(res, ns, obj, &write_opts()?).await?;
-            Ok(with_warnings(json_response(StatusCode::CREATED, &written.object), &written.warnings))
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &written.object),
+                &written.warnings,
+            ))
         }
         (&Method::POST, Some(name), Some("binding")) if res.kind == "Pod" => {
             let binding = read_object(headers, body, resources::core("pods")).await?;
@@ -176,21 +256,37 @@ async fn dispatch(
         (&Method::PUT, Some(name), sub) => {
             let target = target_of(res, sub)?;
             let obj = read_object(headers, body, res).await?;
-            let written = api.update(res, ns, name, obj, target, &write_opts()?).await?;
-            Ok(with_warnings(json_response(StatusCode::OK, &written.object), &written.warnings))
+            let written = api
+                .update(res, ns, name, obj, target, &write_opts()?)
+                .await?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &written.object),
+                &written.warnings,
+            ))
         }
         (&Method::PATCH, Some(name), sub) => {
             let target = target_of(res, sub)?;
-            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-            let patch_type = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let patch_type = PatchType::from_content_type(ct)
+                .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
             let raw = read_body(body).await?;
             let patch: Value = if patch_type == PatchType::Apply {
-                serde_yaml::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+                serde_yaml::from_slice(&raw)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
             } else {
-                serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+                serde_json::from_slice(&raw)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
             };
-            let written = api.patch(res, ns, name, patch_type, patch, target, &write_opts()?).await?;
-            Ok(with_warnings(json_response(StatusCode::OK, &written.object), &written.warnings))
+            let written = api
+                .patch(res, ns, name, patch_type, patch, target, &write_opts()?)
+                .await?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &written.object),
+                &written.warnings,
+            ))
         }
         (&Method::DELETE, Some(name), None) => {
             let opts = delete_options(query, read_body(body).await?)?;
@@ -253,7 +349,9 @@ fn list_options(query: &Query) -> Result<ListOptions, ApiError> {
         None => FieldSelector::default(),
     };
     let limit = match query.get("limit") {
-        Some(l) => l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
+        Some(l) => l
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
         None => 0,
     };
     Ok(ListOptions {
@@ -268,23 +366,42 @@ fn delete_options(query: &Query, body: Bytes) -> Result<DeleteOptions, ApiError>
     let body: Value = if body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
     let grace = match query.get("gracePeriodSeconds") {
-        Some(g) => Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?),
+        Some(g) => Some(
+            g.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?,
+        ),
         None => body["gracePeriodSeconds"].as_i64(),
     };
-    let mut propagation = query.get("propagationPolicy").cloned().or_else(|| body["propagationPolicy"].as_str().map(String::from));
+    let mut propagation = query
+        .get("propagationPolicy")
+        .cloned()
+        .or_else(|| body["propagationPolicy"].as_str().map(String::from));
     // The legacy flag: orphanDependents=true means Orphan.
-    if propagation.is_none() && (body["orphanDependents"] == json!(true) || query.get("orphanDependents").is_some_and(|o| o == "true")) {
+    if propagation.is_none()
+        && (body["orphanDependents"] == json!(true)
+            || query.get("orphanDependents").is_some_and(|o| o == "true"))
+    {
         propagation = Some("Orphan".into());
     }
-    let dry_run = query.get("dryRun").is_some_and(|d| d == "All") || body["dryRun"].as_array().is_some_and(|a| a.iter().any(|d| d == "All"));
+    let dry_run = query.get("dryRun").is_some_and(|d| d == "All")
+        || body["dryRun"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|d| d == "All"));
     Ok(DeleteOptions {
         grace_period_seconds: grace,
         propagation_policy: propagation,
-        precondition_uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
-        precondition_rv: body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),
+        precondition_uid: body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(String::from),
+        precondition_rv: body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from),
         dry_run,
     })
 }
@@ -293,58 +410,105 @@ async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, MAX_BODY);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError {
-            code: 413,
-            reason: "RequestEntityTooLarge",
-            message: "the server has received a request that is too large".into(),
-            details: None,
-        }),
-        Err(e) => Err(ApiError::bad_request(format!("failed to read the request body: {e}"))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError {
+                code: 413,
+                reason: "RequestEntityTooLarge",
+                message: "the server has received a request that is too large".into(),
+                details: None,
+            })
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "failed to read the request body: {e}"
+        ))),
     }
 }
 
 /// Decodes a request body by Content-Type: JSON (also when absent), YAML or protobuf.
-async fn read_object(headers: &HeaderMap, body: hyper::body::Incoming, res: &ResourceDef) -> Result<Value, ApiError> {
+async fn read_object(
+    headers: &HeaderMap,
+    body: hyper::body::Incoming,
+    res: &ResourceDef,
+) -> Result<Value, ApiError> {
     let raw = read_body(body).await?;
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let media = ct.split(';').next().unwrap_or("").trim();
     let value: Value = match media {
-        "" | "application/json" | "*/*" => serde_json::from_slice(&raw).map_err(|e| decode_error(res, e))?,
-        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(&raw).map_err(|e| decode_error(res, e))?,
-        "application/vnd.kubernetes.protobuf" => protobuf::decode(&raw).map_err(|e| decode_error(res, e))?,
+        "" | "application/json" | "*/*" => {
+            serde_json::from_slice(&raw).map_err(|e| decode_error(res, e))?
+        }
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            serde_yaml::from_slice(&raw).map_err(|e| decode_error(res, e))?
+        }
+        "application/vnd.kubernetes.protobuf" => {
+            protobuf::decode(&raw).map_err(|e| decode_error(res, e))?
+        }
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !value.is_object() {
-        return Err(ApiError::bad_request(format!("the body of the request must be a {} object", res.kind)));
+        return Err(ApiError::bad_request(format!(
+            "the body of the request must be a {} object",
+            res.kind
+        )));
     }
     Ok(value)
 }
 
 fn decode_error(res: &ResourceDef, e: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!("{kind} in version \"{v}\" cannot be handled as a {kind}: {e}", kind = res.kind, v = res.version))
+    ApiError::bad_request(format!(
+        "{kind} in version \"{v}\" cannot be handled as a {kind}: {e}",
+        kind = res.kind,
+        v = res.version
+    ))
 }
 
-fn watch(server: &Arc<Server>, res: &'static ResourceDef, ns: Option<&str>, query: &Query, opts: &ListOptions, table_format: bool) -> Result<Response<Body>, ApiError> {
+fn watch(
+    server: &Arc<Server>,
+    res: &'static ResourceDef,
+    ns: Option<&str>,
+    query: &Query,
+    opts: &ListOptions,
+    table_format: bool,
+) -> Result<Response<Body>, ApiError> {
     let send_initial = query.get("sendInitialEvents").is_some_and(|s| s == "true");
-    if send_initial && query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
-        return Err(ApiError::invalid(res, "", &[skiff_api::validation::FieldError::forbidden(
-            "sendInitialEvents",
-            "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan",
-        )]));
+    if send_initial && query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan")
+    {
+        return Err(ApiError::invalid(
+            res,
+            "",
+            &[skiff_api::validation::FieldError::forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan",
+            )],
+        ));
     }
     let rv = query.get("resourceVersion").map(String::as_str);
     let events = server.api.watch(res, ns, opts, rv, send_initial)?;
     let timeout = match query.get("timeoutSeconds") {
-        Some(t) => Duration::from_secs(t.parse().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?),
+        Some(t) => Duration::from_secs(
+            t.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?,
+        ),
         // kube-apiserver's default: between 30 and 60 minutes.
         None => Duration::from_secs(rand::rng().random_range(1800..3600)),
     };
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
     let include = include_object(query);
     let state = WatchState {
         events,
         deadline: Box::pin(tokio::time::sleep(timeout)),
-        bookmark: tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), Duration::from_secs(60)),
+        bookmark: tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(60),
+            Duration::from_secs(60),
+        ),
         bookmarks,
         shutdown: server.shutdown.clone(),
         res,
@@ -354,8 +518,13 @@ fn watch(server: &Arc<Server>, res: &'static ResourceDef, ns: Option<&str>, quer
         last_rv: rv.and_then(|r| r.parse().ok()).unwrap_or(0),
         done: false,
     };
-    let stream = futures::stream::unfold(state, WatchState::next).map(Ok::<_, std::convert::Infallible>);
-    let content_type = if table_format { "application/json;as=Table;v=v1;g=meta.k8s.io" } else { "application/json" };
+    let stream =
+        futures::stream::unfold(state, WatchState::next).map(Ok::<_, std::convert::Infallible>);
+    let content_type = if table_format {
+        "application/json;as=Table;v=v1;g=meta.k8s.io"
+    } else {
+        "application/json"
+    };
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
@@ -396,12 +565,18 @@ impl WatchState {
             WatchEvent::Added(o) => ("ADDED", o),
             WatchEvent::Modified(o) => ("MODIFIED", o),
             WatchEvent::Deleted(o) => ("DELETED", o),
-            WatchEvent::Bookmark { revision, initial_end } => {
+            WatchEvent::Bookmark {
+                revision,
+                initial_end,
+            } => {
                 let mut meta = json!({"resourceVersion": revision.to_string()});
                 if initial_end {
                     meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
                 }
-                ("BOOKMARK", json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": meta}))
+                (
+                    "BOOKMARK",
+                    json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": meta}),
+                )
             }
             WatchEvent::Error(e) => {
                 self.done = true;
@@ -409,14 +584,24 @@ impl WatchState {
             }
         };
         let object = if self.table && matches!(kind, "ADDED" | "MODIFIED" | "DELETED") {
-            let rv = object::meta_str(&object, "resourceVersion").parse().unwrap_or(0);
-            let t = table::table(self.res, std::slice::from_ref(&object), rv, None, self.include, self.first);
+            let rv = object::meta_str(&object, "resourceVersion")
+                .parse()
+                .unwrap_or(0);
+            let t = table::table(
+                self.res,
+                std::slice::from_ref(&object),
+                rv,
+                None,
+                self.include,
+                self.first,
+            );
             self.first = false;
             t
         } else {
             object
         };
-        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serializable");
+        let mut line =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serializable");
         line.push(b'\n');
         Some((Bytes::from(line), self))
     }
@@ -424,7 +609,12 @@ impl WatchState {
 
 /// `pods/<name>/log`. Containers run on agents; until a pod is running there is no log, and the
 /// answer says why, as the kubelet would.
-fn pod_log(api: &api::Api, ns: &str, name: &str, query: &Query) -> Result<Response<Body>, ApiError> {
+fn pod_log(
+    api: &api::Api,
+    ns: &str,
+    name: &str,
+    query: &Query,
+) -> Result<Response<Body>, ApiError> {
     let pods = resources::core("pods");
     let pod = api.get(pods, Some(ns), name)?;
     let containers: Vec<String> = pod
@@ -436,7 +626,11 @@ fn pod_log(api: &api::Api, ns: &str, name: &str, query: &Query) -> Result<Respon
         .collect();
     let container = match query.get("container") {
         Some(c) if containers.contains(c) => c.clone(),
-        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
         None if containers.len() == 1 => containers[0].clone(),
         None => {
             return Err(ApiError::bad_request(format!(
@@ -451,9 +645,18 @@ fn pod_log(api: &api::Api, ns: &str, name: &str, query: &Query) -> Result<Respon
 }
 
 fn metrics(server: &Server) -> String {
-    let mut out = String::from("# HELP skiff_apiserver_requests_total Requests served, by HTTP method and code.\n# TYPE skiff_apiserver_requests_total counter\n");
-    for ((verb, code), n) in server.metrics.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        out.push_str(&format!("skiff_apiserver_requests_total{{verb=\"{verb}\",code=\"{code}\"}} {n}\n"));
+    let mut out = String::from(
+        "# HELP skiff_apiserver_requests_total Requests served, by HTTP method and code.\n# TYPE skiff_apiserver_requests_total counter\n",
+    );
+    for ((verb, code), n) in server
+        .metrics
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        out.push_str(&format!(
+            "skiff_apiserver_requests_total{{verb=\"{verb}\",code=\"{code}\"}} {n}\n"
+        ));
     }
     let store = server.api.store();
     out.push_str(&format!(
@@ -542,10 +745,26 @@ mod tests {
 
     #[test]
     fn parses_resource_paths() {
-        let p = parse_resource_path("", "v1", &["namespaces", "default", "pods", "web", "status"]).unwrap();
-        assert_eq!((p.res.plural, p.ns.as_deref(), p.name.as_deref(), p.sub.as_deref()), ("pods", Some("default"), Some("web"), Some("status")));
+        let p = parse_resource_path(
+            "",
+            "v1",
+            &["namespaces", "default", "pods", "web", "status"],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                p.res.plural,
+                p.ns.as_deref(),
+                p.name.as_deref(),
+                p.sub.as_deref()
+            ),
+            ("pods", Some("default"), Some("web"), Some("status"))
+        );
         let p = parse_resource_path("", "v1", &["namespaces", "kube-system", "status"]).unwrap();
-        assert_eq!((p.res.plural, p.name.as_deref(), p.sub.as_deref()), ("namespaces", Some("kube-system"), Some("status")));
+        assert_eq!(
+            (p.res.plural, p.name.as_deref(), p.sub.as_deref()),
+            ("namespaces", Some("kube-system"), Some("status"))
+        );
         let p = parse_resource_path("", "v1", &["namespaces", "x"]).unwrap();
         assert_eq!((p.res.plural, p.name.as_deref()), ("namespaces", Some("x")));
         let p = parse_resource_path("apps", "v1", &["deployments"]).unwrap();

@@ -39,7 +39,12 @@ pub struct Server {
 
 impl Server {
     /// A server over `api` that accepts `admin_token` and reports `server_address` in discovery.
-    pub fn new(api: Api, admin_token: String, server_address: String, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        api: Api,
+        admin_token: String,
+        server_address: String,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             api,
             admin_token,
@@ -97,7 +102,12 @@ pub async fn run(server: Arc<Server>, listener: TcpListener, tls: Arc<rustls::Se
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let _ = stream.set_nodelay(true);
-            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(stream),
+            )
+            .await
+            {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -112,8 +122,12 @@ pub async fn run(server: Arc<Server>, listener: TcpListener, tls: Arc<rustls::Se
     connections.wait().await;
 }
 
-async fn serve_connection<I>(server: Arc<Server>, io: I, peer: SocketAddr, shutdown: CancellationToken)
-where
+async fn serve_connection<I>(
+    server: Arc<Server>,
+    io: I,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use rand::Rng as _;
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest as _, Sha256};
 
@@ -53,13 +56,17 @@ impl Identity {
     /// certificate for `hosts` (IP addresses or DNS names).
     pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Self, Error> {
         let pki = dir.join("pki");
-        fs::create_dir_all(&pki).map_err(|source| Error::Io { path: pki.clone(), source })?;
+        fs::create_dir_all(&pki).map_err(|source| Error::Io {
+            path: pki.clone(),
+            source,
+        })?;
         let ca_key_path = pki.join("ca.key");
         let ca_crt_path = pki.join("ca.crt");
         let ca_params = ca_params();
         let (ca_key, ca_pem) = if ca_key_path.exists() && ca_crt_path.exists() {
             let key_pem = read(&ca_key_path)?;
-            let key = KeyPair::from_pem(&key_pem).map_err(|_| Error::Damaged(ca_key_path.clone()))?;
+            let key =
+                KeyPair::from_pem(&key_pem).map_err(|_| Error::Damaged(ca_key_path.clone()))?;
             (key, read(&ca_crt_path)?)
         } else {
             let key = KeyPair::generate()?;
@@ -85,9 +92,14 @@ impl Identity {
             })
             .collect::<Result<_, _>>()?;
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "skiff-apiserver");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "skiff-apiserver");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         let leaf_key = KeyPair::generate()?;
         let leaf = params.signed_by(&leaf_key, &issuer)?;
 
@@ -124,7 +136,10 @@ impl Identity {
         });
         let yaml = serde_yaml::to_string(&kubeconfig).expect("kubeconfig serializes");
         write_private(&dir.join("kubeconfig"), yaml.as_bytes())?;
-        write_private(&dir.join("node-token"), format!("{}\n", self.node_token()).as_bytes())?;
+        write_private(
+            &dir.join("node-token"),
+            format!("{}\n", self.node_token()).as_bytes(),
+        )?;
         Ok(())
     }
 }
@@ -132,9 +147,15 @@ impl Identity {
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, "skiff-ca");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "skiff-ca");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     params.not_after = rcgen::date_time_ymd(2125, 1, 1);
     params
@@ -151,14 +172,26 @@ fn load_or_create_secret(path: &Path) -> Result<String, Error> {
 }
 
 fn read(path: &Path) -> Result<String, Error> {
-    fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })
+    fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Writes a file readable only by its owner, replacing it atomically.
 fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
-    let io = |source| Error::Io { path: path.into(), source };
+    let io = |source| Error::Io {
+        path: path.into(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
     f.write_all(data).map_err(io)?;
     f.sync_all().map_err(io)?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io)?;

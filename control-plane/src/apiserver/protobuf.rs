@@ -48,61 +48,404 @@ const fn ptr(n: u32, name: &'static str, ty: Ty) -> F {
 use Ty::*;
 
 static SCHEMA: &[(&str, &[F])] = &[
-    ("ObjectMeta", &[f(1, "name", Str), f(2, "generateName", Str), f(3, "namespace", Str), f(4, "selfLink", Str), f(5, "uid", Str), f(6, "resourceVersion", Str), f(7, "generation", Int), f(8, "creationTimestamp", Time), f(9, "deletionTimestamp", Time), ptr(10, "deletionGracePeriodSeconds", Int), f(11, "labels", MapStr), f(12, "annotations", MapStr), rep(13, "ownerReferences", Msg("OwnerReference")), rep(14, "finalizers", Str)]),
-    ("OwnerReference", &[f(1, "kind", Str), f(3, "name", Str), f(4, "uid", Str), f(5, "apiVersion", Str), ptr(6, "controller", Bool), ptr(7, "blockOwnerDeletion", Bool)]),
-    ("LabelSelector", &[f(1, "matchLabels", MapStr), rep(2, "matchExpressions", Msg("LabelSelectorRequirement"))]),
-    ("LabelSelectorRequirement", &[f(1, "key", Str), f(2, "operator", Str), rep(3, "values", Str)]),
+    (
+        "ObjectMeta",
+        &[
+            f(1, "name", Str),
+            f(2, "generateName", Str),
+            f(3, "namespace", Str),
+            f(4, "selfLink", Str),
+            f(5, "uid", Str),
+            f(6, "resourceVersion", Str),
+            f(7, "generation", Int),
+            f(8, "creationTimestamp", Time),
+            f(9, "deletionTimestamp", Time),
+            ptr(10, "deletionGracePeriodSeconds", Int),
+            f(11, "labels", MapStr),
+            f(12, "annotations", MapStr),
+            rep(13, "ownerReferences", Msg("OwnerReference")),
+            rep(14, "finalizers", Str),
+        ],
+    ),
+    (
+        "OwnerReference",
+        &[
+            f(1, "kind", Str),
+            f(3, "name", Str),
+            f(4, "uid", Str),
+            f(5, "apiVersion", Str),
+            ptr(6, "controller", Bool),
+            ptr(7, "blockOwnerDeletion", Bool),
+        ],
+    ),
+    (
+        "LabelSelector",
+        &[
+            f(1, "matchLabels", MapStr),
+            rep(2, "matchExpressions", Msg("LabelSelectorRequirement")),
+        ],
+    ),
+    (
+        "LabelSelectorRequirement",
+        &[
+            f(1, "key", Str),
+            f(2, "operator", Str),
+            rep(3, "values", Str),
+        ],
+    ),
     // core/v1
-    ("Namespace", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("NamespaceSpec")), f(3, "status", Msg("Empty"))]),
+    (
+        "Namespace",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "spec", Msg("NamespaceSpec")),
+            f(3, "status", Msg("Empty")),
+        ],
+    ),
     ("NamespaceSpec", &[rep(1, "finalizers", Str)]),
-    ("ConfigMap", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "data", MapStr), f(3, "binaryData", MapBytes), ptr(4, "immutable", Bool)]),
-    ("Secret", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "data", MapBytes), f(3, "type", Str), f(4, "stringData", MapStr), ptr(5, "immutable", Bool)]),
-    ("ServiceAccount", &[f(1, "metadata", Msg("ObjectMeta")), rep(2, "secrets", Msg("ObjectReference")), rep(3, "imagePullSecrets", Msg("LocalObjectReference")), ptr(4, "automountServiceAccountToken", Bool)]),
-    ("ObjectReference", &[f(1, "kind", Str), f(2, "namespace", Str), f(3, "name", Str), f(4, "uid", Str), f(5, "apiVersion", Str), f(6, "resourceVersion", Str), f(7, "fieldPath", Str)]),
+    (
+        "ConfigMap",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "data", MapStr),
+            f(3, "binaryData", MapBytes),
+            ptr(4, "immutable", Bool),
+        ],
+    ),
+    (
+        "Secret",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "data", MapBytes),
+            f(3, "type", Str),
+            f(4, "stringData", MapStr),
+            ptr(5, "immutable", Bool),
+        ],
+    ),
+    (
+        "ServiceAccount",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            rep(2, "secrets", Msg("ObjectReference")),
+            rep(3, "imagePullSecrets", Msg("LocalObjectReference")),
+            ptr(4, "automountServiceAccountToken", Bool),
+        ],
+    ),
+    (
+        "ObjectReference",
+        &[
+            f(1, "kind", Str),
+            f(2, "namespace", Str),
+            f(3, "name", Str),
+            f(4, "uid", Str),
+            f(5, "apiVersion", Str),
+            f(6, "resourceVersion", Str),
+            f(7, "fieldPath", Str),
+        ],
+    ),
     ("LocalObjectReference", &[f(1, "name", Str)]),
-    ("ResourceQuota", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("ResourceQuotaSpec")), f(3, "status", Msg("Empty"))]),
-    ("ResourceQuotaSpec", &[f(1, "hard", MapQty), rep(2, "scopes", Str)]),
-    ("Service", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("ServiceSpec")), f(3, "status", Msg("Empty"))]),
-    ("ServiceSpec", &[rep(1, "ports", Msg("ServicePort")), f(2, "selector", MapStr), f(3, "clusterIP", Str), f(4, "type", Str), rep(5, "externalIPs", Str), f(7, "sessionAffinity", Str), f(8, "loadBalancerIP", Str), rep(9, "loadBalancerSourceRanges", Str), f(10, "externalName", Str), f(11, "externalTrafficPolicy", Str), f(12, "healthCheckNodePort", Int), f(13, "publishNotReadyAddresses", Bool), ptr(17, "ipFamilyPolicy", Str), rep(18, "clusterIPs", Str), rep(19, "ipFamilies", Str), ptr(20, "allocateLoadBalancerNodePorts", Bool), ptr(21, "loadBalancerClass", Str), ptr(22, "internalTrafficPolicy", Str)]),
-    ("ServicePort", &[f(1, "name", Str), f(2, "protocol", Str), f(3, "port", Int), f(4, "targetPort", IntOrString), f(5, "nodePort", Int), ptr(6, "appProtocol", Str)]),
-    ("PodTemplateSpec", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("PodSpec"))]),
-    ("PodSpec", &[rep(2, "containers", Msg("Container")), f(3, "restartPolicy", Str), ptr(4, "terminationGracePeriodSeconds", Int), ptr(5, "activeDeadlineSeconds", Int), f(6, "dnsPolicy", Str), f(7, "nodeSelector", MapStr), f(8, "serviceAccountName", Str), f(9, "serviceAccount", Str), f(10, "nodeName", Str), f(11, "hostNetwork", Bool), f(12, "hostPID", Bool), f(13, "hostIPC", Bool), rep(15, "imagePullSecrets", Msg("LocalObjectReference")), f(16, "hostname", Str), f(17, "subdomain", Str), f(19, "schedulerName", Str), rep(20, "initContainers", Msg("Container")), ptr(21, "automountServiceAccountToken", Bool), f(24, "priorityClassName", Str), ptr(25, "priority", Int), ptr(29, "runtimeClassName", Str), ptr(30, "enableServiceLinks", Bool)]),
-    ("Container", &[f(1, "name", Str), f(2, "image", Str), rep(3, "command", Str), rep(4, "args", Str), f(5, "workingDir", Str), rep(6, "ports", Msg("ContainerPort")), rep(7, "env", Msg("EnvVar")), f(8, "resources", Msg("ResourceRequirements")), rep(9, "volumeMounts", Msg("VolumeMount")), f(13, "terminationMessagePath", Str), f(14, "imagePullPolicy", Str), f(16, "stdin", Bool), f(17, "stdinOnce", Bool), f(18, "tty", Bool), f(20, "terminationMessagePolicy", Str), ptr(24, "restartPolicy", Str)]),
-    ("ContainerPort", &[f(1, "name", Str), f(2, "hostPort", Int), f(3, "containerPort", Int), f(4, "protocol", Str), f(5, "hostIP", Str)]),
+    (
+        "ResourceQuota",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "spec", Msg("ResourceQuotaSpec")),
+            f(3, "status", Msg("Empty")),
+        ],
+    ),
+    (
+        "ResourceQuotaSpec",
+        &[f(1, "hard", MapQty), rep(2, "scopes", Str)],
+    ),
+    (
+        "Service",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "spec", Msg("ServiceSpec")),
+            f(3, "status", Msg("Empty")),
+        ],
+    ),
+    (
+        "ServiceSpec",
+        &[
+            rep(1, "ports", Msg("ServicePort")),
+            f(2, "selector", MapStr),
+            f(3, "clusterIP", Str),
+            f(4, "type", Str),
+            rep(5, "externalIPs", Str),
+            f(7, "sessionAffinity", Str),
+            f(8, "loadBalancerIP", Str),
+            rep(9, "loadBalancerSourceRanges", Str),
+            f(10, "externalName", Str),
+            f(11, "externalTrafficPolicy", Str),
+            f(12, "healthCheckNodePort", Int),
+            f(13, "publishNotReadyAddresses", Bool),
+            ptr(17, "ipFamilyPolicy", Str),
+            rep(18, "clusterIPs", Str),
+            rep(19, "ipFamilies", Str),
+            ptr(20, "allocateLoadBalancerNodePorts", Bool),
+            ptr(21, "loadBalancerClass", Str),
+            ptr(22, "internalTrafficPolicy", Str),
+        ],
+    ),
+    (
+        "ServicePort",
+        &[
+            f(1, "name", Str),
+            f(2, "protocol", Str),
+            f(3, "port", Int),
+            f(4, "targetPort", IntOrString),
+            f(5, "nodePort", Int),
+            ptr(6, "appProtocol", Str),
+        ],
+    ),
+    (
+        "PodTemplateSpec",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "spec", Msg("PodSpec")),
+        ],
+    ),
+    (
+        "PodSpec",
+        &[
+            rep(2, "containers", Msg("Container")),
+            f(3, "restartPolicy", Str),
+            ptr(4, "terminationGracePeriodSeconds", Int),
+            ptr(5, "activeDeadlineSeconds", Int),
+            f(6, "dnsPolicy", Str),
+            f(7, "nodeSelector", MapStr),
+            f(8, "serviceAccountName", Str),
+            f(9, "serviceAccount", Str),
+            f(10, "nodeName", Str),
+            f(11, "hostNetwork", Bool),
+            f(12, "hostPID", Bool),
+            f(13, "hostIPC", Bool),
+            rep(15, "imagePullSecrets", Msg("LocalObjectReference")),
+            f(16, "hostname", Str),
+            f(17, "subdomain", Str),
+            f(19, "schedulerName", Str),
+            rep(20, "initContainers", Msg("Container")),
+            ptr(21, "automountServiceAccountToken", Bool),
+            f(24, "priorityClassName", Str),
+            ptr(25, "priority", Int),
+            ptr(29, "runtimeClassName", Str),
+            ptr(30, "enableServiceLinks", Bool),
+        ],
+    ),
+    (
+        "Container",
+        &[
+            f(1, "name", Str),
+            f(2, "image", Str),
+            rep(3, "command", Str),
+            rep(4, "args", Str),
+            f(5, "workingDir", Str),
+            rep(6, "ports", Msg("ContainerPort")),
+            rep(7, "env", Msg("EnvVar")),
+            f(8, "resources", Msg("ResourceRequirements")),
+            rep(9, "volumeMounts", Msg("VolumeMount")),
+            f(13, "terminationMessagePath", Str),
+            f(14, "imagePullPolicy", Str),
+            f(16, "stdin", Bool),
+            f(17, "stdinOnce", Bool),
+            f(18, "tty", Bool),
+            f(20, "terminationMessagePolicy", Str),
+            ptr(24, "restartPolicy", Str),
+        ],
+    ),
+    (
+        "ContainerPort",
+        &[
+            f(1, "name", Str),
+            f(2, "hostPort", Int),
+            f(3, "containerPort", Int),
+            f(4, "protocol", Str),
+            f(5, "hostIP", Str),
+        ],
+    ),
     ("EnvVar", &[f(1, "name", Str), f(2, "value", Str)]),
-    ("ResourceRequirements", &[f(1, "limits", MapQty), f(2, "requests", MapQty)]),
-    ("VolumeMount", &[f(1, "name", Str), f(2, "readOnly", Bool), f(3, "mountPath", Str), f(4, "subPath", Str), f(6, "subPathExpr", Str)]),
+    (
+        "ResourceRequirements",
+        &[f(1, "limits", MapQty), f(2, "requests", MapQty)],
+    ),
+    (
+        "VolumeMount",
+        &[
+            f(1, "name", Str),
+            f(2, "readOnly", Bool),
+            f(3, "mountPath", Str),
+            f(4, "subPath", Str),
+            f(6, "subPathExpr", Str),
+        ],
+    ),
     // apps/v1
-    ("Deployment", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("DeploymentSpec")), f(3, "status", Msg("Empty"))]),
-    ("DeploymentSpec", &[ptr(1, "replicas", Int), f(2, "selector", Msg("LabelSelector")), f(3, "template", Msg("PodTemplateSpec")), f(4, "strategy", Msg("DeploymentStrategy")), f(5, "minReadySeconds", Int), ptr(6, "revisionHistoryLimit", Int), f(7, "paused", Bool), ptr(9, "progressDeadlineSeconds", Int)]),
-    ("DeploymentStrategy", &[f(1, "type", Str), f(2, "rollingUpdate", Msg("RollingUpdateDeployment"))]),
-    ("RollingUpdateDeployment", &[f(1, "maxUnavailable", IntOrString), f(2, "maxSurge", IntOrString)]),
+    (
+        "Deployment",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "spec", Msg("DeploymentSpec")),
+            f(3, "status", Msg("Empty")),
+        ],
+    ),
+    (
+        "DeploymentSpec",
+        &[
+            ptr(1, "replicas", Int),
+            f(2, "selector", Msg("LabelSelector")),
+            f(3, "template", Msg("PodTemplateSpec")),
+            f(4, "strategy", Msg("DeploymentStrategy")),
+            f(5, "minReadySeconds", Int),
+            ptr(6, "revisionHistoryLimit", Int),
+            f(7, "paused", Bool),
+            ptr(9, "progressDeadlineSeconds", Int),
+        ],
+    ),
+    (
+        "DeploymentStrategy",
+        &[
+            f(1, "type", Str),
+            f(2, "rollingUpdate", Msg("RollingUpdateDeployment")),
+        ],
+    ),
+    (
+        "RollingUpdateDeployment",
+        &[
+            f(1, "maxUnavailable", IntOrString),
+            f(2, "maxSurge", IntOrString),
+        ],
+    ),
     // batch/v1
-    ("Job", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("JobSpec")), f(3, "status", Msg("Empty"))]),
-    ("JobSpec", &[ptr(1, "parallelism", Int), ptr(2, "completions", Int), ptr(3, "activeDeadlineSeconds", Int), f(4, "selector", Msg("LabelSelector")), ptr(5, "manualSelector", Bool), f(6, "template", Msg("PodTemplateSpec")), ptr(7, "backoffLimit", Int), ptr(8, "ttlSecondsAfterFinished", Int), ptr(9, "completionMode", Str), ptr(10, "suspend", Bool)]),
-    ("CronJob", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("CronJobSpec")), f(3, "status", Msg("Empty"))]),
-    ("CronJobSpec", &[f(1, "schedule", Str), ptr(2, "startingDeadlineSeconds", Int), f(3, "concurrencyPolicy", Str), ptr(4, "suspend", Bool), f(5, "jobTemplate", Msg("JobTemplateSpec")), ptr(6, "successfulJobsHistoryLimit", Int), ptr(7, "failedJobsHistoryLimit", Int), ptr(8, "timeZone", Str)]),
-    ("JobTemplateSpec", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("JobSpec"))]),
+    (
+        "Job",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "spec", Msg("JobSpec")),
+            f(3, "status", Msg("Empty")),
+        ],
+    ),
+    (
+        "JobSpec",
+        &[
+            ptr(1, "parallelism", Int),
+            ptr(2, "completions", Int),
+            ptr(3, "activeDeadlineSeconds", Int),
+            f(4, "selector", Msg("LabelSelector")),
+            ptr(5, "manualSelector", Bool),
+            f(6, "template", Msg("PodTemplateSpec")),
+            ptr(7, "backoffLimit", Int),
+            ptr(8, "ttlSecondsAfterFinished", Int),
+            ptr(9, "completionMode", Str),
+            ptr(10, "suspend", Bool),
+        ],
+    ),
+    (
+        "CronJob",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "spec", Msg("CronJobSpec")),
+            f(3, "status", Msg("Empty")),
+        ],
+    ),
+    (
+        "CronJobSpec",
+        &[
+            f(1, "schedule", Str),
+            ptr(2, "startingDeadlineSeconds", Int),
+            f(3, "concurrencyPolicy", Str),
+            ptr(4, "suspend", Bool),
+            f(5, "jobTemplate", Msg("JobTemplateSpec")),
+            ptr(6, "successfulJobsHistoryLimit", Int),
+            ptr(7, "failedJobsHistoryLimit", Int),
+            ptr(8, "timeZone", Str),
+        ],
+    ),
+    (
+        "JobTemplateSpec",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "spec", Msg("JobSpec")),
+        ],
+    ),
     // autoscaling/v1 and v2
-    ("HorizontalPodAutoscaler/v1", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("HPASpecV1")), f(3, "status", Msg("Empty"))]),
-    ("HPASpecV1", &[f(1, "scaleTargetRef", Msg("CrossVersionObjectReference")), ptr(2, "minReplicas", Int), f(3, "maxReplicas", Int), ptr(4, "targetCPUUtilizationPercentage", Int)]),
-    ("HorizontalPodAutoscaler/v2", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("HPASpecV2")), f(3, "status", Msg("Empty"))]),
-    ("HPASpecV2", &[f(1, "scaleTargetRef", Msg("CrossVersionObjectReference")), ptr(2, "minReplicas", Int), f(3, "maxReplicas", Int), rep(4, "metrics", Msg("MetricSpec"))]),
-    ("CrossVersionObjectReference", &[f(1, "kind", Str), f(2, "name", Str), f(3, "apiVersion", Str)]),
-    ("MetricSpec", &[f(1, "type", Str), f(4, "resource", Msg("ResourceMetricSource"))]),
-    ("ResourceMetricSource", &[f(1, "name", Str), f(2, "target", Msg("MetricTarget"))]),
-    ("MetricTarget", &[f(1, "type", Str), f(2, "value", Quantity), f(3, "averageValue", Quantity), ptr(4, "averageUtilization", Int)]),
+    (
+        "HorizontalPodAutoscaler/v1",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "spec", Msg("HPASpecV1")),
+            f(3, "status", Msg("Empty")),
+        ],
+    ),
+    (
+        "HPASpecV1",
+        &[
+            f(1, "scaleTargetRef", Msg("CrossVersionObjectReference")),
+            ptr(2, "minReplicas", Int),
+            f(3, "maxReplicas", Int),
+            ptr(4, "targetCPUUtilizationPercentage", Int),
+        ],
+    ),
+    (
+        "HorizontalPodAutoscaler/v2",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "spec", Msg("HPASpecV2")),
+            f(3, "status", Msg("Empty")),
+        ],
+    ),
+    (
+        "HPASpecV2",
+        &[
+            f(1, "scaleTargetRef", Msg("CrossVersionObjectReference")),
+            ptr(2, "minReplicas", Int),
+            f(3, "maxReplicas", Int),
+            rep(4, "metrics", Msg("MetricSpec")),
+        ],
+    ),
+    (
+        "CrossVersionObjectReference",
+        &[
+            f(1, "kind", Str),
+            f(2, "name", Str),
+            f(3, "apiVersion", Str),
+        ],
+    ),
+    (
+        "MetricSpec",
+        &[
+            f(1, "type", Str),
+            f(4, "resource", Msg("ResourceMetricSource")),
+        ],
+    ),
+    (
+        "ResourceMetricSource",
+        &[f(1, "name", Str), f(2, "target", Msg("MetricTarget"))],
+    ),
+    (
+        "MetricTarget",
+        &[
+            f(1, "type", Str),
+            f(2, "value", Quantity),
+            f(3, "averageValue", Quantity),
+            ptr(4, "averageUtilization", Int),
+        ],
+    ),
     // Status messages of a create carry nothing the server keeps.
     ("Empty", &[]),
 ];
 
 fn schema(name: &str) -> &'static [F] {
-    SCHEMA.iter().find(|(n, _)| *n == name).map(|(_, f)| *f).expect("schema names are consistent")
+    SCHEMA
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| *f)
+        .expect("schema names are consistent")
 }
 
 /// Decodes a `k8s\0`-framed protobuf body into the JSON form of the object.
 pub(super) fn decode(raw: &[u8]) -> Result<Value, String> {
-    let body = raw.strip_prefix(MAGIC).ok_or("protobuf body lacks the k8s magic prefix")?;
+    let body = raw
+        .strip_prefix(MAGIC)
+        .ok_or("protobuf body lacks the k8s magic prefix")?;
     let (mut api_version, mut kind, mut object) = (String::new(), String::new(), None);
     for field in Reader::new(body) {
         match field? {
@@ -116,16 +459,29 @@ pub(super) fn decode(raw: &[u8]) -> Result<Value, String> {
                 }
             }
             (2, Wire::Len(raw)) => object = Some(raw),
-            (3 | 4, Wire::Len(v)) if !v.is_empty() => return Err("encoded or nested content types are not supported".into()),
+            (3 | 4, Wire::Len(v)) if !v.is_empty() => {
+                return Err("encoded or nested content types are not supported".into());
+            }
             _ => {}
         }
     }
     let object = object.ok_or("protobuf envelope has no object")?;
     let message = match kind.as_str() {
-        "HorizontalPodAutoscaler" if api_version == "autoscaling/v1" => "HorizontalPodAutoscaler/v1",
+        "HorizontalPodAutoscaler" if api_version == "autoscaling/v1" => {
+            "HorizontalPodAutoscaler/v1"
+        }
         "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler/v2",
-        k if SCHEMA.iter().any(|(n, _)| *n == k) && k.starts_with(char::is_uppercase) && k != "Empty" => k,
-        other => return Err(format!("protobuf bodies of kind {other:?} are not supported; send JSON")),
+        k if SCHEMA.iter().any(|(n, _)| *n == k)
+            && k.starts_with(char::is_uppercase)
+            && k != "Empty" =>
+        {
+            k
+        }
+        other => {
+            return Err(format!(
+                "protobuf bodies of kind {other:?} are not supported; send JSON"
+            ));
+        }
     };
     let mut out = message_to_json(object, message)?;
     out.insert("apiVersion".into(), json!(api_version));
@@ -138,11 +494,14 @@ fn message_to_json(buf: &[u8], name: &str) -> Result<Map<String, Value>, String>
     let mut out = Map::new();
     for item in Reader::new(buf) {
         let (num, wire) = item?;
-        let Some(&F(_, json_name, ty, repeated, keep_zero)) = fields.iter().find(|f| f.0 == num) else {
+        let Some(&F(_, json_name, ty, repeated, keep_zero)) = fields.iter().find(|f| f.0 == num)
+        else {
             if wire.is_zero() {
                 continue;
             }
-            return Err(format!("field {num} of {name} is not supported in protobuf bodies; send JSON instead"));
+            return Err(format!(
+                "field {num} of {name} is not supported in protobuf bodies; send JSON instead"
+            ));
         };
         let value = match (ty, wire) {
             (Str, Wire::Len(v)) => json!(utf8(v)?),
@@ -158,10 +517,18 @@ fn message_to_json(buf: &[u8], name: &str) -> Result<Map<String, Value>, String>
                 map.as_object_mut().expect("map field").insert(k, val);
                 continue;
             }
-            _ => return Err(format!("field {json_name} of {name} has an unexpected wire type")),
+            _ => {
+                return Err(format!(
+                    "field {json_name} of {name} has an unexpected wire type"
+                ));
+            }
         };
         if repeated {
-            out.entry(json_name).or_insert_with(|| json!([])).as_array_mut().expect("list field").push(value);
+            out.entry(json_name)
+                .or_insert_with(|| json!([]))
+                .as_array_mut()
+                .expect("list field")
+                .push(value);
         } else if keep_zero || !is_empty(&value) {
             out.insert(json_name.into(), value);
         }
@@ -216,7 +583,8 @@ fn time(buf: &[u8]) -> Result<Value, String> {
     if buf.is_empty() || (seconds == 0 && nanos == 0) {
         return Ok(Value::Null);
     }
-    let ts = jiff::Timestamp::new(seconds, nanos as i32).map_err(|e| format!("invalid timestamp: {e}"))?;
+    let ts = jiff::Timestamp::new(seconds, nanos as i32)
+        .map_err(|e| format!("invalid timestamp: {e}"))?;
     Ok(json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()))
 }
 
@@ -362,13 +730,22 @@ mod tests {
         let mut compared = 0;
         for entry in entries {
             let path = entry.unwrap().path();
-            let decoded = decode(&std::fs::read(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let json_path = wire.join("json131").join(path.file_stem().unwrap()).with_extension("json");
+            let decoded = decode(&std::fs::read(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let json_path = wire
+                .join("json131")
+                .join(path.file_stem().unwrap())
+                .with_extension("json");
             if let Ok(text) = std::fs::read_to_string(&json_path) {
                 let expected: Value = serde_json::from_str(&text).unwrap();
                 // kubectl 1.31 posts HPAs as autoscaling/v1; compare only the same version.
                 if expected["apiVersion"] == decoded["apiVersion"] {
-                    assert_eq!(comparable(&decoded), comparable(&expected), "{}", path.display());
+                    assert_eq!(
+                        comparable(&decoded),
+                        comparable(&expected),
+                        "{}",
+                        path.display()
+                    );
                     compared += 1;
                 }
             }
@@ -382,7 +759,10 @@ mod tests {
         // Envelope: typeMeta{v1, ConfigMap}, raw = ConfigMap{ field 9 (unknown) = "x" }.
         let raw = [0x4a, 0x01, b'x'];
         let mut body = MAGIC.to_vec();
-        let tm = [0x0a, 0x02, b'v', b'1', 0x12, 0x09, b'C', b'o', b'n', b'f', b'i', b'g', b'M', b'a', b'p'];
+        let tm = [
+            0x0a, 0x02, b'v', b'1', 0x12, 0x09, b'C', b'o', b'n', b'f', b'i', b'g', b'M', b'a',
+            b'p',
+        ];
         body.extend([0x0a, tm.len() as u8]);
         body.extend(tm);
         body.extend([0x12, raw.len() as u8]);

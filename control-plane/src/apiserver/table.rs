@@ -18,14 +18,22 @@ pub enum IncludeObject {
 }
 
 /// Builds a Table of `items`.
-pub fn table(res: &ResourceDef, items: &[Value], rv: u64, continue_token: Option<&str>, include: IncludeObject, with_columns: bool) -> Value {
+pub fn table(
+    res: &ResourceDef,
+    items: &[Value],
+    rv: u64,
+    continue_token: Option<&str>,
+    include: IncludeObject,
+    with_columns: bool,
+) -> Value {
     let now = jiff::Timestamp::now();
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if let Some(c) = continue_token {
         meta["continue"] = json!(c);
     }
     let rows: Vec<Value> = items.iter().map(|o| row(res, o, now, include)).collect();
-    let mut t = json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "rows": rows});
+    let mut t =
+        json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "rows": rows});
     if with_columns {
         t["columnDefinitions"] = Value::Array(
             columns(res.kind)
@@ -53,23 +61,125 @@ const I: &str = "integer";
 
 fn columns(kind: &str) -> Vec<(&'static str, &'static str, u8)> {
     match kind {
-        "Pod" => vec![("Name", S, 0), ("Ready", S, 0), ("Status", S, 0), ("Restarts", S, 0), ("Age", S, 0), ("IP", S, 1), ("Node", S, 1), ("Nominated Node", S, 1), ("Readiness Gates", S, 1)],
-        "Deployment" => vec![("Name", S, 0), ("Ready", S, 0), ("Up-to-date", I, 0), ("Available", I, 0), ("Age", S, 0), ("Containers", S, 1), ("Images", S, 1), ("Selector", S, 1)],
-        "ReplicaSet" | "ReplicationController" => vec![("Name", S, 0), ("Desired", I, 0), ("Current", I, 0), ("Ready", I, 0), ("Age", S, 0), ("Containers", S, 1), ("Images", S, 1), ("Selector", S, 1)],
-        "Job" => vec![("Name", S, 0), ("Status", S, 0), ("Completions", S, 0), ("Duration", S, 0), ("Age", S, 0), ("Containers", S, 1), ("Images", S, 1), ("Selector", S, 1)],
-        "CronJob" => vec![("Name", S, 0), ("Schedule", S, 0), ("Timezone", S, 0), ("Suspend", "boolean", 0), ("Active", I, 0), ("Last Schedule", S, 0), ("Age", S, 0), ("Containers", S, 1), ("Images", S, 1), ("Selector", S, 1)],
-        "Service" => vec![("Name", S, 0), ("Type", S, 0), ("Cluster-IP", S, 0), ("External-IP", S, 0), ("Port(s)", S, 0), ("Age", S, 0), ("Selector", S, 1)],
+        "Pod" => vec![
+            ("Name", S, 0),
+            ("Ready", S, 0),
+            ("Status", S, 0),
+            ("Restarts", S, 0),
+            ("Age", S, 0),
+            ("IP", S, 1),
+            ("Node", S, 1),
+            ("Nominated Node", S, 1),
+            ("Readiness Gates", S, 1),
+        ],
+        "Deployment" => vec![
+            ("Name", S, 0),
+            ("Ready", S, 0),
+            ("Up-to-date", I, 0),
+            ("Available", I, 0),
+            ("Age", S, 0),
+            ("Containers", S, 1),
+            ("Images", S, 1),
+            ("Selector", S, 1),
+        ],
+        "ReplicaSet" | "ReplicationController" => vec![
+            ("Name", S, 0),
+            ("Desired", I, 0),
+            ("Current", I, 0),
+            ("Ready", I, 0),
+            ("Age", S, 0),
+            ("Containers", S, 1),
+            ("Images", S, 1),
+            ("Selector", S, 1),
+        ],
+        "Job" => vec![
+            ("Name", S, 0),
+            ("Status", S, 0),
+            ("Completions", S, 0),
+            ("Duration", S, 0),
+            ("Age", S, 0),
+            ("Containers", S, 1),
+            ("Images", S, 1),
+            ("Selector", S, 1),
+        ],
+        "CronJob" => vec![
+            ("Name", S, 0),
+            ("Schedule", S, 0),
+            ("Timezone", S, 0),
+            ("Suspend", "boolean", 0),
+            ("Active", I, 0),
+            ("Last Schedule", S, 0),
+            ("Age", S, 0),
+            ("Containers", S, 1),
+            ("Images", S, 1),
+            ("Selector", S, 1),
+        ],
+        "Service" => vec![
+            ("Name", S, 0),
+            ("Type", S, 0),
+            ("Cluster-IP", S, 0),
+            ("External-IP", S, 0),
+            ("Port(s)", S, 0),
+            ("Age", S, 0),
+            ("Selector", S, 1),
+        ],
         "Endpoints" => vec![("Name", S, 0), ("Endpoints", S, 0), ("Age", S, 0)],
-        "EndpointSlice" => vec![("Name", S, 0), ("AddressType", S, 0), ("Ports", S, 0), ("Endpoints", S, 0), ("Age", S, 0)],
-        "Node" => vec![("Name", S, 0), ("Status", S, 0), ("Roles", S, 0), ("Age", S, 0), ("Version", S, 0), ("Internal-IP", S, 1), ("External-IP", S, 1), ("OS-Image", S, 1), ("Kernel-Version", S, 1), ("Container-Runtime", S, 1)],
+        "EndpointSlice" => vec![
+            ("Name", S, 0),
+            ("AddressType", S, 0),
+            ("Ports", S, 0),
+            ("Endpoints", S, 0),
+            ("Age", S, 0),
+        ],
+        "Node" => vec![
+            ("Name", S, 0),
+            ("Status", S, 0),
+            ("Roles", S, 0),
+            ("Age", S, 0),
+            ("Version", S, 0),
+            ("Internal-IP", S, 1),
+            ("External-IP", S, 1),
+            ("OS-Image", S, 1),
+            ("Kernel-Version", S, 1),
+            ("Container-Runtime", S, 1),
+        ],
         "Namespace" => vec![("Name", S, 0), ("Status", S, 0), ("Age", S, 0)],
         "ConfigMap" => vec![("Name", S, 0), ("Data", I, 0), ("Age", S, 0)],
-        "Secret" => vec![("Name", S, 0), ("Type", S, 0), ("Data", I, 0), ("Age", S, 0)],
+        "Secret" => vec![
+            ("Name", S, 0),
+            ("Type", S, 0),
+            ("Data", I, 0),
+            ("Age", S, 0),
+        ],
         "ServiceAccount" => vec![("Name", S, 0), ("Secrets", I, 0), ("Age", S, 0)],
-        "Event" => vec![("Last Seen", S, 0), ("Type", S, 0), ("Reason", S, 0), ("Object", S, 0), ("Subobject", S, 1), ("Source", S, 1), ("Message", S, 0), ("First Seen", S, 1), ("Count", I, 1), ("Name", S, 1)],
+        "Event" => vec![
+            ("Last Seen", S, 0),
+            ("Type", S, 0),
+            ("Reason", S, 0),
+            ("Object", S, 0),
+            ("Subobject", S, 1),
+            ("Source", S, 1),
+            ("Message", S, 0),
+            ("First Seen", S, 1),
+            ("Count", I, 1),
+            ("Name", S, 1),
+        ],
         "Lease" => vec![("Name", S, 0), ("Holder", S, 0), ("Age", S, 0)],
-        "HorizontalPodAutoscaler" => vec![("Name", S, 0), ("Reference", S, 0), ("Targets", S, 0), ("MinPods", S, 0), ("MaxPods", I, 0), ("Replicas", I, 0), ("Age", S, 0)],
-        "ResourceQuota" => vec![("Name", S, 0), ("Age", S, 0), ("Request", S, 0), ("Limit", S, 0)],
+        "HorizontalPodAutoscaler" => vec![
+            ("Name", S, 0),
+            ("Reference", S, 0),
+            ("Targets", S, 0),
+            ("MinPods", S, 0),
+            ("MaxPods", I, 0),
+            ("Replicas", I, 0),
+            ("Age", S, 0),
+        ],
+        "ResourceQuota" => vec![
+            ("Name", S, 0),
+            ("Age", S, 0),
+            ("Request", S, 0),
+            ("Limit", S, 0),
+        ],
         _ => vec![("Name", S, 0), ("Age", S, 0)],
     }
 }
@@ -101,7 +211,11 @@ fn n(o: &Value, ptr: &str) -> i64 {
 }
 
 fn or_none(v: &str) -> String {
-    if v.is_empty() { "<none>".into() } else { v.into() }
+    if v.is_empty() {
+        "<none>".into()
+    } else {
+        v.into()
+    }
 }
 
 fn age(o: &Value, now: jiff::Timestamp) -> String {
@@ -127,7 +241,11 @@ pub fn human_duration(seconds: i64) -> String {
     let minutes = seconds / 60;
     if minutes < 10 {
         let s = seconds % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     }
     if minutes < 180 {
         return format!("{minutes}m");
@@ -135,7 +253,11 @@ pub fn human_duration(seconds: i64) -> String {
     let hours = minutes / 60;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
@@ -143,7 +265,11 @@ pub fn human_duration(seconds: i64) -> String {
     let days = hours / 24;
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{days}d") } else { format!("{days}d{h}h") };
+        return if h == 0 {
+            format!("{days}d")
+        } else {
+            format!("{days}d{h}h")
+        };
     }
     if days < 365 * 2 {
         return format!("{days}d");
@@ -151,21 +277,33 @@ pub fn human_duration(seconds: i64) -> String {
     let years = days / 365;
     if days < 365 * 8 {
         let d = days % 365;
-        return if d == 0 { format!("{years}y") } else { format!("{years}y{d}d") };
+        return if d == 0 {
+            format!("{years}y")
+        } else {
+            format!("{years}y{d}d")
+        };
     }
     format!("{years}y")
 }
 
 fn template_columns(o: &Value, template: &str) -> (String, String) {
-    let containers = o.pointer(&format!("{template}/spec/containers")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let containers = o
+        .pointer(&format!("{template}/spec/containers"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let names: Vec<&str> = containers.iter().map(|c| s(c, "/name")).collect();
     let images: Vec<&str> = containers.iter().map(|c| s(c, "/image")).collect();
     (names.join(","), images.join(","))
 }
 
 fn label_selector_string(sel: Option<&Value>) -> String {
-    let Some(sel) = sel else { return "<none>".into() };
-    let parsed = serde_json::from_value(sel.clone()).ok().and_then(|s| skiff_api::labels::Selector::from_label_selector(&s).ok());
+    let Some(sel) = sel else {
+        return "<none>".into();
+    };
+    let parsed = serde_json::from_value(sel.clone())
+        .ok()
+        .and_then(|s| skiff_api::labels::Selector::from_label_selector(&s).ok());
     match parsed {
         Some(s) if !s.is_empty() => s.to_string(),
         _ => "<none>".into(),
@@ -174,7 +312,11 @@ fn label_selector_string(sel: Option<&Value>) -> String {
 
 fn map_selector_string(sel: Option<&Value>) -> String {
     match sel.and_then(Value::as_object) {
-        Some(m) if !m.is_empty() => m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","),
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join(","),
         _ => "<none>".into(),
     }
 }
@@ -185,21 +327,65 @@ fn cells(kind: &str, o: &Value, now: jiff::Timestamp) -> Vec<Value> {
     match kind {
         "Pod" => {
             let (ready, status, restarts) = pod_summary(o, now);
-            vec![name, json!(ready), json!(status), json!(restarts), age, json!(or_none(s(o, "/status/podIP"))), json!(or_none(s(o, "/spec/nodeName"))), json!(or_none(s(o, "/status/nominatedNodeName"))), json!("<none>")]
+            vec![
+                name,
+                json!(ready),
+                json!(status),
+                json!(restarts),
+                age,
+                json!(or_none(s(o, "/status/podIP"))),
+                json!(or_none(s(o, "/spec/nodeName"))),
+                json!(or_none(s(o, "/status/nominatedNodeName"))),
+                json!("<none>"),
+            ]
         }
         "Deployment" => {
             let (c, i) = template_columns(o, "/spec/template");
-            vec![name, json!(format!("{}/{}", n(o, "/status/readyReplicas"), n(o, "/spec/replicas"))), json!(n(o, "/status/updatedReplicas")), json!(n(o, "/status/availableReplicas")), age, json!(c), json!(i), json!(label_selector_string(o.pointer("/spec/selector")))]
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    n(o, "/status/readyReplicas"),
+                    n(o, "/spec/replicas")
+                )),
+                json!(n(o, "/status/updatedReplicas")),
+                json!(n(o, "/status/availableReplicas")),
+                age,
+                json!(c),
+                json!(i),
+                json!(label_selector_string(o.pointer("/spec/selector"))),
+            ]
         }
         "ReplicaSet" | "ReplicationController" => {
             let (c, i) = template_columns(o, "/spec/template");
-            let sel = if kind == "ReplicaSet" { label_selector_string(o.pointer("/spec/selector")) } else { map_selector_string(o.pointer("/spec/selector")) };
-            vec![name, json!(n(o, "/spec/replicas")), json!(n(o, "/status/replicas")), json!(n(o, "/status/readyReplicas")), age, json!(c), json!(i), json!(sel)]
+            let sel = if kind == "ReplicaSet" {
+                label_selector_string(o.pointer("/spec/selector"))
+            } else {
+                map_selector_string(o.pointer("/spec/selector"))
+            };
+            vec![
+                name,
+                json!(n(o, "/spec/replicas")),
+                json!(n(o, "/status/replicas")),
+                json!(n(o, "/status/readyReplicas")),
+                age,
+                json!(c),
+                json!(i),
+                json!(sel),
+            ]
         }
         "Job" => {
             let (c, i) = template_columns(o, "/spec/template");
-            let conds = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-            let has = |t: &str| conds.iter().any(|c| c["type"] == t && c["status"] == "True");
+            let conds = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let has = |t: &str| {
+                conds
+                    .iter()
+                    .any(|c| c["type"] == t && c["status"] == "True")
+            };
             let status = if has("Complete") {
                 "Complete"
             } else if has("Failed") {
@@ -217,43 +403,145 @@ fn cells(kind: &str, o: &Value, now: jiff::Timestamp) -> Vec<Value> {
             };
             let completions = match o.pointer("/spec/completions").and_then(Value::as_i64) {
                 Some(c) => format!("{}/{c}", n(o, "/status/succeeded")),
-                None => format!("{}/1 of {}", n(o, "/status/succeeded"), n(o, "/spec/parallelism").max(1)),
+                None => format!(
+                    "{}/1 of {}",
+                    n(o, "/status/succeeded"),
+                    n(o, "/spec/parallelism").max(1)
+                ),
             };
             let start = object::parse_time(s(o, "/status/startTime"));
             let end = object::parse_time(s(o, "/status/completionTime")).unwrap_or(now);
-            let duration = start.map(|st| human_duration((end - st).get_seconds())).unwrap_or_default();
-            vec![name, json!(status), json!(completions), json!(duration), age, json!(c), json!(i), json!(label_selector_string(o.pointer("/spec/selector")))]
+            let duration = start
+                .map(|st| human_duration((end - st).get_seconds()))
+                .unwrap_or_default();
+            vec![
+                name,
+                json!(status),
+                json!(completions),
+                json!(duration),
+                age,
+                json!(c),
+                json!(i),
+                json!(label_selector_string(o.pointer("/spec/selector"))),
+            ]
         }
         "CronJob" => {
             let (c, i) = template_columns(o, "/spec/jobTemplate/spec/template");
             let last = s(o, "/status/lastScheduleTime");
-            let last = if last.is_empty() { "<none>".into() } else { since(last, now) };
-            let active = o.pointer("/status/active").and_then(Value::as_array).map_or(0, Vec::len);
-            vec![name, json!(s(o, "/spec/schedule")), json!(or_none(s(o, "/spec/timeZone"))), json!(o.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false)), json!(active), json!(last), age, json!(c), json!(i), json!(label_selector_string(o.pointer("/spec/jobTemplate/spec/selector")))]
+            let last = if last.is_empty() {
+                "<none>".into()
+            } else {
+                since(last, now)
+            };
+            let active = o
+                .pointer("/status/active")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            vec![
+                name,
+                json!(s(o, "/spec/schedule")),
+                json!(or_none(s(o, "/spec/timeZone"))),
+                json!(
+                    o.pointer("/spec/suspend")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                ),
+                json!(active),
+                json!(last),
+                age,
+                json!(c),
+                json!(i),
+                json!(label_selector_string(
+                    o.pointer("/spec/jobTemplate/spec/selector")
+                )),
+            ]
         }
         "Service" => {
             let ty = s(o, "/spec/type");
             let external = match ty {
                 "ExternalName" => s(o, "/spec/externalName").to_string(),
                 "LoadBalancer" => {
-                    let ips: Vec<String> = o.pointer("/status/loadBalancer/ingress").and_then(Value::as_array).into_iter().flatten()
-                        .map(|i| if s(i, "/ip").is_empty() { s(i, "/hostname").to_string() } else { s(i, "/ip").to_string() }).collect();
-                    if ips.is_empty() { "<pending>".into() } else { ips.join(",") }
+                    let ips: Vec<String> = o
+                        .pointer("/status/loadBalancer/ingress")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .map(|i| {
+                            if s(i, "/ip").is_empty() {
+                                s(i, "/hostname").to_string()
+                            } else {
+                                s(i, "/ip").to_string()
+                            }
+                        })
+                        .collect();
+                    if ips.is_empty() {
+                        "<pending>".into()
+                    } else {
+                        ips.join(",")
+                    }
                 }
-                _ => o.pointer("/spec/externalIPs").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).filter(|x| !x.is_empty()).unwrap_or_else(|| "<none>".into()),
+                _ => o
+                    .pointer("/spec/externalIPs")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .filter(|x| !x.is_empty())
+                    .unwrap_or_else(|| "<none>".into()),
             };
-            let ports: Vec<String> = o.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().map(|p| {
-                let node = p.get("nodePort").and_then(Value::as_i64).map(|np| format!(":{np}")).unwrap_or_default();
-                format!("{}{node}/{}", n(p, "/port"), s(p, "/protocol"))
-            }).collect();
-            let ports = if ports.is_empty() { "<none>".into() } else { ports.join(",") };
-            vec![name, json!(ty), json!(or_none(s(o, "/spec/clusterIP"))), json!(external), json!(ports), age, json!(map_selector_string(o.pointer("/spec/selector")))]
+            let ports: Vec<String> = o
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let node = p
+                        .get("nodePort")
+                        .and_then(Value::as_i64)
+                        .map(|np| format!(":{np}"))
+                        .unwrap_or_default();
+                    format!("{}{node}/{}", n(p, "/port"), s(p, "/protocol"))
+                })
+                .collect();
+            let ports = if ports.is_empty() {
+                "<none>".into()
+            } else {
+                ports.join(",")
+            };
+            vec![
+                name,
+                json!(ty),
+                json!(or_none(s(o, "/spec/clusterIP"))),
+                json!(external),
+                json!(ports),
+                age,
+                json!(map_selector_string(o.pointer("/spec/selector"))),
+            ]
         }
         "Endpoints" => {
             let mut eps = Vec::new();
-            for subset in o.pointer("/subsets").and_then(Value::as_array).into_iter().flatten() {
-                let ports: Vec<i64> = subset.pointer("/ports").and_then(Value::as_array).into_iter().flatten().map(|p| n(p, "/port")).collect();
-                for a in subset.pointer("/addresses").and_then(Value::as_array).into_iter().flatten() {
+            for subset in o
+                .pointer("/subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ports: Vec<i64> = subset
+                    .pointer("/ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| n(p, "/port"))
+                    .collect();
+                for a in subset
+                    .pointer("/addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if ports.is_empty() {
                         eps.push(s(a, "/ip").to_string());
                     }
@@ -265,16 +553,50 @@ fn cells(kind: &str, o: &Value, now: jiff::Timestamp) -> Vec<Value> {
             vec![name, json!(list_more(&eps)), age]
         }
         "EndpointSlice" => {
-            let ports: Vec<String> = o.pointer("/ports").and_then(Value::as_array).into_iter().flatten().map(|p| n(p, "/port").to_string()).collect();
-            let addrs: Vec<String> = o.pointer("/endpoints").and_then(Value::as_array).into_iter().flatten()
-                .flat_map(|e| e.pointer("/addresses").and_then(Value::as_array).cloned().unwrap_or_default())
-                .filter_map(|a| a.as_str().map(String::from)).collect();
-            let ports = if ports.is_empty() { "<unset>".into() } else { ports.join(",") };
-            vec![name, json!(s(o, "/addressType")), json!(ports), json!(list_more(&addrs)), age]
+            let ports: Vec<String> = o
+                .pointer("/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| n(p, "/port").to_string())
+                .collect();
+            let addrs: Vec<String> = o
+                .pointer("/endpoints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|e| {
+                    e.pointer("/addresses")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter_map(|a| a.as_str().map(String::from))
+                .collect();
+            let ports = if ports.is_empty() {
+                "<unset>".into()
+            } else {
+                ports.join(",")
+            };
+            vec![
+                name,
+                json!(s(o, "/addressType")),
+                json!(ports),
+                json!(list_more(&addrs)),
+                age,
+            ]
         }
         "Node" => {
-            let conds = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-            let mut status = match conds.iter().find(|c| c["type"] == "Ready").map(|c| c["status"].as_str().unwrap_or("")) {
+            let conds = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mut status = match conds
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .map(|c| c["status"].as_str().unwrap_or(""))
+            {
                 Some("True") => "Ready".to_string(),
                 Some("False") => "NotReady".to_string(),
                 _ => "Unknown".to_string(),
@@ -282,41 +604,159 @@ fn cells(kind: &str, o: &Value, now: jiff::Timestamp) -> Vec<Value> {
             if o.pointer("/spec/unschedulable") == Some(&json!(true)) {
                 status.push_str(",SchedulingDisabled");
             }
-            let mut roles: Vec<String> = object::labels(o).and_then(Value::as_object).into_iter().flatten()
-                .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(String::from)).filter(|r| !r.is_empty()).collect();
+            let mut roles: Vec<String> = object::labels(o)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(String::from))
+                .filter(|r| !r.is_empty())
+                .collect();
             roles.sort();
-            let addr = |t: &str| o.pointer("/status/addresses").and_then(Value::as_array).into_iter().flatten().find(|a| a["type"] == t).map(|a| s(a, "/address").to_string()).unwrap_or_else(|| "<none>".into());
-            vec![name, json!(status), json!(if roles.is_empty() { "<none>".into() } else { roles.join(",") }), age, json!(s(o, "/status/nodeInfo/kubeletVersion")), json!(addr("InternalIP")), json!(addr("ExternalIP")), json!(or_none(s(o, "/status/nodeInfo/osImage"))), json!(or_none(s(o, "/status/nodeInfo/kernelVersion"))), json!(or_none(s(o, "/status/nodeInfo/containerRuntimeVersion")))]
+            let addr = |t: &str| {
+                o.pointer("/status/addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a["type"] == t)
+                    .map(|a| s(a, "/address").to_string())
+                    .unwrap_or_else(|| "<none>".into())
+            };
+            vec![
+                name,
+                json!(status),
+                json!(if roles.is_empty() {
+                    "<none>".into()
+                } else {
+                    roles.join(",")
+                }),
+                age,
+                json!(s(o, "/status/nodeInfo/kubeletVersion")),
+                json!(addr("InternalIP")),
+                json!(addr("ExternalIP")),
+                json!(or_none(s(o, "/status/nodeInfo/osImage"))),
+                json!(or_none(s(o, "/status/nodeInfo/kernelVersion"))),
+                json!(or_none(s(o, "/status/nodeInfo/containerRuntimeVersion"))),
+            ]
         }
         "Namespace" => vec![name, json!(s(o, "/status/phase")), age],
         "ConfigMap" => {
-            let count = ["data", "binaryData"].iter().map(|f| o.get(*f).and_then(Value::as_object).map_or(0, |m| m.len())).sum::<usize>();
+            let count = ["data", "binaryData"]
+                .iter()
+                .map(|f| o.get(*f).and_then(Value::as_object).map_or(0, |m| m.len()))
+                .sum::<usize>();
             vec![name, json!(count), age]
         }
-        "Secret" => vec![name, json!(s(o, "/type")), json!(o.get("data").and_then(Value::as_object).map_or(0, |m| m.len())), age],
-        "ServiceAccount" => vec![name, json!(o.get("secrets").and_then(Value::as_array).map_or(0, Vec::len)), age],
+        "Secret" => vec![
+            name,
+            json!(s(o, "/type")),
+            json!(
+                o.get("data")
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len())
+            ),
+            age,
+        ],
+        "ServiceAccount" => vec![
+            name,
+            json!(
+                o.get("secrets")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+            ),
+            age,
+        ],
         "Event" => {
-            let last = [s(o, "/lastTimestamp"), s(o, "/eventTime"), s(o, "/firstTimestamp"), meta_str(o, "creationTimestamp")].into_iter().find(|t| !t.is_empty()).unwrap_or("");
-            let first = [s(o, "/firstTimestamp"), s(o, "/eventTime"), meta_str(o, "creationTimestamp")].into_iter().find(|t| !t.is_empty()).unwrap_or("");
-            let obj = format!("{}/{}", s(o, "/involvedObject/kind").to_lowercase(), s(o, "/involvedObject/name"));
-            let source = [s(o, "/source/component"), s(o, "/reportingComponent")].into_iter().find(|t| !t.is_empty()).unwrap_or("");
-            let source = if s(o, "/source/host").is_empty() { source.to_string() } else { format!("{source}, {}", s(o, "/source/host")) };
-            vec![json!(since(last, now)), json!(s(o, "/type")), json!(s(o, "/reason")), json!(obj), json!(s(o, "/involvedObject/fieldPath")), json!(source), json!(s(o, "/message").trim()), json!(since(first, now)), json!(n(o, "/count").max(1)), name]
+            let last = [
+                s(o, "/lastTimestamp"),
+                s(o, "/eventTime"),
+                s(o, "/firstTimestamp"),
+                meta_str(o, "creationTimestamp"),
+            ]
+            .into_iter()
+            .find(|t| !t.is_empty())
+            .unwrap_or("");
+            let first = [
+                s(o, "/firstTimestamp"),
+                s(o, "/eventTime"),
+                meta_str(o, "creationTimestamp"),
+            ]
+            .into_iter()
+            .find(|t| !t.is_empty())
+            .unwrap_or("");
+            let obj = format!(
+                "{}/{}",
+                s(o, "/involvedObject/kind").to_lowercase(),
+                s(o, "/involvedObject/name")
+            );
+            let source = [s(o, "/source/component"), s(o, "/reportingComponent")]
+                .into_iter()
+                .find(|t| !t.is_empty())
+                .unwrap_or("");
+            let source = if s(o, "/source/host").is_empty() {
+                source.to_string()
+            } else {
+                format!("{source}, {}", s(o, "/source/host"))
+            };
+            vec![
+                json!(since(last, now)),
+                json!(s(o, "/type")),
+                json!(s(o, "/reason")),
+                json!(obj),
+                json!(s(o, "/involvedObject/fieldPath")),
+                json!(source),
+                json!(s(o, "/message").trim()),
+                json!(since(first, now)),
+                json!(n(o, "/count").max(1)),
+                name,
+            ]
         }
         "Lease" => vec![name, json!(s(o, "/spec/holderIdentity")), age],
         "HorizontalPodAutoscaler" => {
-            let reference = format!("{}/{}", s(o, "/spec/scaleTargetRef/kind"), s(o, "/spec/scaleTargetRef/name"));
+            let reference = format!(
+                "{}/{}",
+                s(o, "/spec/scaleTargetRef/kind"),
+                s(o, "/spec/scaleTargetRef/name")
+            );
             let targets = hpa_targets(o);
-            let min = o.pointer("/spec/minReplicas").and_then(Value::as_i64).map(|m| m.to_string()).unwrap_or_else(|| "<unset>".into());
-            vec![name, json!(reference), json!(targets), json!(min), json!(n(o, "/spec/maxReplicas")), json!(n(o, "/status/currentReplicas")), age]
+            let min = o
+                .pointer("/spec/minReplicas")
+                .and_then(Value::as_i64)
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "<unset>".into());
+            vec![
+                name,
+                json!(reference),
+                json!(targets),
+                json!(min),
+                json!(n(o, "/spec/maxReplicas")),
+                json!(n(o, "/status/currentReplicas")),
+                age,
+            ]
         }
         "ResourceQuota" => {
-            let hard = o.pointer("/status/hard").or(o.pointer("/spec/hard")).and_then(Value::as_object).cloned().unwrap_or_default();
-            let used = o.pointer("/status/used").and_then(Value::as_object).cloned().unwrap_or_default();
+            let hard = o
+                .pointer("/status/hard")
+                .or(o.pointer("/spec/hard"))
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let used = o
+                .pointer("/status/used")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
             let (mut req, mut lim) = (Vec::new(), Vec::new());
             for (k, v) in &hard {
-                let entry = format!("{k}: {}/{}", used.get(k).and_then(Value::as_str).unwrap_or("0"), v.as_str().unwrap_or(""));
-                if k.starts_with("limits.") { lim.push(entry) } else { req.push(entry) }
+                let entry = format!(
+                    "{k}: {}/{}",
+                    used.get(k).and_then(Value::as_str).unwrap_or("0"),
+                    v.as_str().unwrap_or("")
+                );
+                if k.starts_with("limits.") {
+                    lim.push(entry)
+                } else {
+                    req.push(entry)
+                }
             }
             vec![name, age, json!(req.join(", ")), json!(lim.join(", "))]
         }
@@ -326,11 +766,22 @@ fn cells(kind: &str, o: &Value, now: jiff::Timestamp) -> Vec<Value> {
 
 fn hpa_targets(o: &Value) -> String {
     // v1 view.
-    if let Some(t) = o.pointer("/spec/targetCPUUtilizationPercentage").and_then(Value::as_i64) {
-        let cur = o.pointer("/status/currentCPUUtilizationPercentage").and_then(Value::as_i64).map(|c| format!("{c}%")).unwrap_or_else(|| "<unknown>".into());
+    if let Some(t) = o
+        .pointer("/spec/targetCPUUtilizationPercentage")
+        .and_then(Value::as_i64)
+    {
+        let cur = o
+            .pointer("/status/currentCPUUtilizationPercentage")
+            .and_then(Value::as_i64)
+            .map(|c| format!("{c}%"))
+            .unwrap_or_else(|| "<unknown>".into());
         return format!("cpu: {cur}/{t}%");
     }
-    let metrics = o.pointer("/spec/metrics").and_then(Value::as_array).cloned().unwrap_or_default();
+    let metrics = o
+        .pointer("/spec/metrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if metrics.is_empty() {
         return "<none>".into();
     }
@@ -338,7 +789,10 @@ fn hpa_targets(o: &Value) -> String {
         .iter()
         .map(|m| {
             let res = s(m, "/resource/name");
-            match m.pointer("/resource/target/averageUtilization").and_then(Value::as_i64) {
+            match m
+                .pointer("/resource/target/averageUtilization")
+                .and_then(Value::as_i64)
+            {
                 Some(t) => format!("{res}: <unknown>/{t}%"),
                 None => format!("{res}: <unknown>/{}", s(m, "/resource/target/averageValue")),
             }
@@ -357,7 +811,10 @@ fn list_more(items: &[String]) -> String {
 
 /// Ready, Status and Restarts of a pod, as `kubectl get pods` shows them.
 fn pod_summary(o: &Value, now: jiff::Timestamp) -> (String, String, String) {
-    let total = o.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
+    let total = o
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     let mut reason = s(o, "/status/phase").to_string();
     if !s(o, "/status/reason").is_empty() {
         reason = s(o, "/status/reason").to_string();
@@ -366,15 +823,22 @@ fn pod_summary(o: &Value, now: jiff::Timestamp) -> (String, String, String) {
     let mut last_restart: Option<jiff::Timestamp> = None;
     let mut note_restart = |c: &Value, restarts: &mut i64| {
         *restarts += n(c, "/restartCount");
-        if let Some(t) = object::parse_time(s(c, "/lastState/terminated/finishedAt")) {
-            if last_restart.is_none_or(|l| t > l) {
-                last_restart = Some(t);
-            }
+        if let Some(t) = object::parse_time(s(c, "/lastState/terminated/finishedAt"))
+            && last_restart.is_none_or(|l| t > l)
+        {
+            last_restart = Some(t);
         }
     };
     let mut initializing = false;
-    let inits = o.pointer("/status/initContainerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
-    let init_total = o.pointer("/spec/initContainers").and_then(Value::as_array).map_or(0, Vec::len);
+    let inits = o
+        .pointer("/status/initContainerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let init_total = o
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     for (i, c) in inits.iter().enumerate() {
         note_restart(c, &mut restarts);
         let term = c.pointer("/state/terminated");
@@ -384,17 +848,31 @@ fn pod_summary(o: &Value, now: jiff::Timestamp) -> (String, String, String) {
         initializing = true;
         reason = if let Some(t) = term {
             let r = s(t, "/reason");
-            if r.is_empty() { format!("Init:ExitCode:{}", n(t, "/exitCode")) } else { format!("Init:{r}") }
+            if r.is_empty() {
+                format!("Init:ExitCode:{}", n(t, "/exitCode"))
+            } else {
+                format!("Init:{r}")
+            }
         } else {
             let w = s(c, "/state/waiting/reason");
-            if !w.is_empty() && w != "PodInitializing" { format!("Init:{w}") } else { format!("Init:{i}/{init_total}") }
+            if !w.is_empty() && w != "PodInitializing" {
+                format!("Init:{w}")
+            } else {
+                format!("Init:{i}/{init_total}")
+            }
         };
         break;
     }
     let mut ready = 0;
     if !initializing {
         let mut has_running = false;
-        for c in o.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten().rev() {
+        for c in o
+            .pointer("/status/containerStatuses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .rev()
+        {
             note_restart(c, &mut restarts);
             let w = s(c, "/state/waiting/reason");
             let t = c.pointer("/state/terminated");
@@ -409,7 +887,9 @@ fn pod_summary(o: &Value, now: jiff::Timestamp) -> (String, String, String) {
                 } else {
                     format!("ExitCode:{}", n(t, "/exitCode"))
                 };
-            } else if c.pointer("/ready") == Some(&json!(true)) && c.pointer("/state/running").is_some() {
+            } else if c.pointer("/ready") == Some(&json!(true))
+                && c.pointer("/state/running").is_some()
+            {
                 has_running = true;
                 ready += 1;
             }
@@ -419,10 +899,17 @@ fn pod_summary(o: &Value, now: jiff::Timestamp) -> (String, String, String) {
         }
     }
     if object::is_terminating(o) {
-        reason = if s(o, "/status/reason") == "NodeLost" { "Unknown".into() } else { "Terminating".into() };
+        reason = if s(o, "/status/reason") == "NodeLost" {
+            "Unknown".into()
+        } else {
+            "Terminating".into()
+        };
     }
     let restarts = match last_restart {
-        Some(t) if restarts > 0 => format!("{restarts} ({} ago)", human_duration((now - t).get_seconds())),
+        Some(t) if restarts > 0 => format!(
+            "{restarts} ({} ago)",
+            human_duration((now - t).get_seconds())
+        ),
         _ => restarts.to_string(),
     };
     (format!("{ready}/{total}"), reason, restarts)

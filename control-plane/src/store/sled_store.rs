@@ -120,7 +120,10 @@ impl SledStore {
         let skey = state_key(key);
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let flush_tx = writer.flush_tx.clone().ok_or(Error::Closed)?;
-        let current = db.get(&skey).map_err(backend)?.map(|v| decode_state(key, &v));
+        let current = db
+            .get(&skey)
+            .map_err(backend)?
+            .map(|v| decode_state(key, &v));
         let revision = writer.revision + 1;
         let mut batch = sled::Batch::default();
         let event = match (op, current) {
@@ -145,7 +148,13 @@ impl SledStore {
             }
             (Op::Delete(_), Some(cur)) => {
                 batch.remove(skey);
-                event(EventKind::Delete, key, cur.value, cur.create_revision, revision)
+                event(
+                    EventKind::Delete,
+                    key,
+                    cur.value,
+                    cur.create_revision,
+                    revision,
+                )
             }
         };
         batch.insert(&log_key(revision)[..], encode_log(&event));
@@ -225,7 +234,11 @@ impl Store for SledStore {
             let key = String::from_utf8_lossy(&k[1..]).into_owned();
             kvs.push(decode_state(&key, &v));
         }
-        Ok(Range { kvs, more, revision })
+        Ok(Range {
+            kvs,
+            more,
+            revision,
+        })
     }
 
     fn create(&self, key: &str, value: Bytes) -> BoxFuture<'_, Result<u64>> {
@@ -370,7 +383,10 @@ fn compact(shared: &Shared, revision: u64) -> Result<()> {
         batch.remove(k);
         n += 1;
         if n % 1024 == 0 {
-            shared.db.apply_batch(std::mem::take(&mut batch)).map_err(backend)?;
+            shared
+                .db
+                .apply_batch(std::mem::take(&mut batch))
+                .map_err(backend)?;
         }
     }
     shared.db.apply_batch(batch).map_err(backend)?;
@@ -397,10 +413,10 @@ fn flusher(shared: &Shared, rx: &mpsc::Receiver<Pending>, history: u64) {
         }
         // Keep `history` revisions; compact in steps of a quarter to amortise the deletes.
         let compacted = shared.compacted.load(Ordering::Acquire);
-        if last > compacted + history + history / 4 {
-            if let Err(e) = compact(shared, last - history) {
-                tracing::warn!(error = %e, "automatic compaction failed");
-            }
+        if last > compacted + history + history / 4
+            && let Err(e) = compact(shared, last - history)
+        {
+            tracing::warn!(error = %e, "automatic compaction failed");
         }
     }
     let _ = shared.db.flush();
@@ -485,7 +501,13 @@ fn decode_log(rev: u64, v: &[u8]) -> Event {
     let create = u64::from_be_bytes(v[1..9].try_into().expect("log header"));
     let klen = u32::from_be_bytes(v[9..13].try_into().expect("log header")) as usize;
     let key = String::from_utf8_lossy(&v[13..13 + klen]).into_owned();
-    event(kind, &key, Bytes::copy_from_slice(&v[13 + klen..]), create, rev)
+    event(
+        kind,
+        &key,
+        Bytes::copy_from_slice(&v[13 + klen..]),
+        create,
+        rev,
+    )
 }
 
 #[cfg(test)]
@@ -519,9 +541,15 @@ mod tests {
             store.update("/registry/pods/a/x", r2, b("stale")).await,
             Err(Error::Conflict { current: 1, .. })
         ));
-        let r3 = store.update("/registry/pods/a/x", r1, b("3")).await.unwrap();
+        let r3 = store
+            .update("/registry/pods/a/x", r1, b("3"))
+            .await
+            .unwrap();
         let kv = store.get("/registry/pods/a/x").unwrap().unwrap();
-        assert_eq!((kv.create_revision, kv.mod_revision, &kv.value[..]), (1, r3, &b"3"[..]));
+        assert_eq!(
+            (kv.create_revision, kv.mod_revision, &kv.value[..]),
+            (1, r3, &b"3"[..])
+        );
         assert!(matches!(
             store.delete("/registry/pods/a/x", r1).await,
             Err(Error::Conflict { .. })
@@ -537,7 +565,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir, 100);
         for i in 0..5 {
-            store.create(&format!("/registry/pods/ns/p{i}"), b("x")).await.unwrap();
+            store
+                .create(&format!("/registry/pods/ns/p{i}"), b("x"))
+                .await
+                .unwrap();
         }
         store.create("/registry/pods/ns2/q", b("x")).await.unwrap();
         let page = store.range("/registry/pods/ns/", None, 2).unwrap();
@@ -547,9 +578,19 @@ mod tests {
             .range("/registry/pods/ns/", Some(&page.kvs[1].key), 0)
             .unwrap();
         let keys: Vec<_> = rest.kvs.iter().map(|k| k.key.as_str()).collect();
-        assert_eq!(keys, ["/registry/pods/ns/p2", "/registry/pods/ns/p3", "/registry/pods/ns/p4"]);
+        assert_eq!(
+            keys,
+            [
+                "/registry/pods/ns/p2",
+                "/registry/pods/ns/p3",
+                "/registry/pods/ns/p4"
+            ]
+        );
         assert!(!rest.more);
-        assert_eq!(store.range("/registry/pods/", None, 0).unwrap().kvs.len(), 6);
+        assert_eq!(
+            store.range("/registry/pods/", None, 0).unwrap().kvs.len(),
+            6
+        );
     }
 
     #[tokio::test]
@@ -566,7 +607,10 @@ mod tests {
         assert_eq!((e.kind, e.kv.mod_revision), (EventKind::Update, 3));
         store.delete("/registry/a/1", 0).await.unwrap();
         let e = watch.next().await.unwrap().unwrap();
-        assert_eq!((e.kind, e.kv.mod_revision, &e.kv.value[..]), (EventKind::Delete, 4, &b"2"[..]));
+        assert_eq!(
+            (e.kind, e.kv.mod_revision, &e.kv.value[..]),
+            (EventKind::Delete, 4, &b"2"[..])
+        );
         // Resuming from a revision delivers only later events.
         let mut resumed = store.watch("/registry/", 3).unwrap();
         assert_eq!(resumed.next().await.unwrap().unwrap().kv.mod_revision, 4);
@@ -577,12 +621,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir, 1_000);
         for i in 0..10 {
-            store.create(&format!("/registry/k/{i}"), b("x")).await.unwrap();
+            store
+                .create(&format!("/registry/k/{i}"), b("x"))
+                .await
+                .unwrap();
         }
         store.compact(6).unwrap();
         assert!(matches!(
             store.watch("/registry/", 5),
-            Err(Error::Compacted { requested: 5, compacted: 6 })
+            Err(Error::Compacted {
+                requested: 5,
+                compacted: 6
+            })
         ));
         let mut w = store.watch("/registry/", 6).unwrap();
         assert_eq!(w.next().await.unwrap().unwrap().kv.mod_revision, 7);
@@ -595,10 +645,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir, 8);
         for i in 0..30 {
-            store.create(&format!("/registry/k/{i}"), b("x")).await.unwrap();
+            store
+                .create(&format!("/registry/k/{i}"), b("x"))
+                .await
+                .unwrap();
         }
         let compacted = store.compacted_revision();
-        assert!(compacted >= 30 - 8 - 2, "history should be bounded, compacted at {compacted}");
+        assert!(
+            compacted >= 30 - 8 - 2,
+            "history should be bounded, compacted at {compacted}"
+        );
         assert!(store.watch("/registry/", 1).is_err());
     }
 
@@ -612,7 +668,10 @@ mod tests {
         }
         let store = open(&dir, 100);
         assert_eq!(store.revision(), 2);
-        assert_eq!(&store.get("/registry/k/a").unwrap().unwrap().value[..], b"2");
+        assert_eq!(
+            &store.get("/registry/k/a").unwrap().unwrap().value[..],
+            b"2"
+        );
         assert_eq!(store.create("/registry/k/b", b("x")).await.unwrap(), 3);
         let mut w = store.watch("/registry/k/", 0).unwrap();
         assert_eq!(w.next().await.unwrap().unwrap().kv.mod_revision, 1);
@@ -627,7 +686,10 @@ mod tests {
             let store = store.clone();
             tasks.spawn(async move {
                 for i in 0..20 {
-                    store.create(&format!("/registry/k/{t}-{i}"), b("x")).await.unwrap();
+                    store
+                        .create(&format!("/registry/k/{t}-{i}"), b("x"))
+                        .await
+                        .unwrap();
                 }
             });
         }
