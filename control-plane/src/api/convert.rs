@@ -5,9 +5,14 @@ use serde_json::{Value, json};
 
 use super::resources::ResourceDef;
 
+/// True when `res` is served in a version other than its storage version.
+pub fn needs_conversion(res: &ResourceDef) -> bool {
+    res.kind == "HorizontalPodAutoscaler" && res.version == "v1"
+}
+
 /// Converts an admitted object of `res`'s version into the storage version.
 pub fn to_storage(res: &ResourceDef, mut obj: Value) -> Value {
-    if res.kind == "HorizontalPodAutoscaler" && res.version == "v1" {
+    if needs_conversion(res) {
         obj["apiVersion"] = json!("autoscaling/v2");
         if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
             && let Some(target) = spec.remove("targetCPUUtilizationPercentage")
@@ -31,7 +36,7 @@ pub fn to_storage(res: &ResourceDef, mut obj: Value) -> Value {
 
 /// Converts a stored object into `res`'s version.
 pub fn from_storage(res: &ResourceDef, mut obj: Value) -> Value {
-    if res.kind == "HorizontalPodAutoscaler" && res.version == "v1" {
+    if needs_conversion(res) {
         obj["apiVersion"] = json!("autoscaling/v1");
         let cpu = |list: Option<Value>, field: &str| {
             list.and_then(|m| m.as_array().cloned())

@@ -221,12 +221,22 @@ impl Api {
         Ok(convert::from_storage(res, obj))
     }
 
-    fn encode(res: &ResourceDef, obj: &Value) -> Result<Bytes> {
-        let mut stored = convert::to_storage(res, obj.clone());
-        if let Some(m) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
+    /// Serializes an object for the store: in the storage version, without resourceVersion
+    /// (the store's revision is the truth). Borrows and restores instead of copying the object.
+    fn encode(res: &ResourceDef, obj: &mut Value) -> Result<Bytes> {
+        if convert::needs_conversion(res) {
+            let mut stored = convert::to_storage(res, obj.clone());
+            return Self::encode(
+                resources::by_kind(res.group, res.kind).expect("storage version"),
+                &mut stored,
+            );
         }
-        serde_json::to_vec(&stored)
+        let rv = meta_mut(obj).remove("resourceVersion");
+        let bytes = serde_json::to_vec(&*obj);
+        if let Some(rv) = rv {
+            meta_mut(obj).insert("resourceVersion".into(), rv);
+        }
+        bytes
             .map(Bytes::from)
             .map_err(|e| ApiError::internal(e.to_string()))
     }
@@ -408,7 +418,7 @@ impl Api {
         let result = self
             .inner
             .store
-            .create(&key, Self::encode(res, &obj)?)
+            .create(&key, Self::encode(res, &mut obj)?)
             .await;
         match result {
             Ok(rev) => {
@@ -615,7 +625,7 @@ impl Api {
             match self
                 .inner
                 .store
-                .update(&key, kv.mod_revision, Self::encode(res, &new)?)
+                .update(&key, kv.mod_revision, Self::encode(res, &mut new)?)
                 .await
             {
                 Ok(rev) => {
@@ -763,7 +773,7 @@ impl Api {
                 match self
                     .inner
                     .store
-                    .update(&key, kv.mod_revision, Self::encode(res, &marked)?)
+                    .update(&key, kv.mod_revision, Self::encode(res, &mut marked)?)
                     .await
                 {
                     Ok(rev) => {
