@@ -308,3 +308,30 @@ async fn deletion_propagates_to_dependents() {
         }
     }
 }
+
+/// SIGTERM drains: open watches end and the process exits cleanly.
+#[tokio::test]
+async fn sigterm_ends_watches_and_exits_cleanly() {
+    let mut server = Server::start();
+    let client = server.client();
+    let url = format!(
+        "{}/api/v1/namespaces/default/configmaps?watch=1",
+        server.url
+    );
+    let watch = client
+        .get(url)
+        .bearer_auth(server.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), 200);
+    let status = server.stop();
+    assert!(
+        status.success(),
+        "server exited with {status}: {}",
+        server.log()
+    );
+    // The stream finishes instead of hanging.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), watch.bytes()).await;
+    assert!(ended.is_ok(), "the watch stayed open after shutdown");
+}
