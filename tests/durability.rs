@@ -17,15 +17,9 @@ async fn acknowledged_writes_survive_kill_9() {
     let ca_before = std::fs::read(server.dir.path().join("pki/ca.crt")).unwrap();
     let client = server.client();
     let base = server.url.clone();
-    let list: Value = client
-        .get(format!("{base}/api/v1/namespaces/default/configmaps"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = server
+        .get_json(&client, "/api/v1/namespaces/default/configmaps")
+        .await;
     let start_rv = list["metadata"]["resourceVersion"]
         .as_str()
         .unwrap()
@@ -68,15 +62,9 @@ async fn acknowledged_writes_survive_kill_9() {
     );
     let client = server.client();
     let base = server.url.clone();
-    let list: Value = client
-        .get(format!("{base}/api/v1/namespaces/default/configmaps"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = server
+        .get_json(&client, "/api/v1/namespaces/default/configmaps")
+        .await;
     let stored: BTreeSet<String> = list["items"]
         .as_array()
         .unwrap()

@@ -120,6 +120,17 @@ impl Server {
             .expect("client")
     }
 
+    /// GET `path` with the admin token and decode the JSON answer.
+    pub async fn get_json(&self, client: &reqwest::Client, path: &str) -> serde_json::Value {
+        let r = client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(self.token())
+            .send()
+            .await
+            .expect("request");
+        r.json().await.expect("JSON body")
+    }
+
     /// SIGKILL, as a power cut would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -223,15 +223,12 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
             default_pod_spec(spec.template.spec.get_or_insert_with(Default::default));
             validate_replicas(spec.replicas, "spec.replicas", e);
             validate_selector_template(&spec.selector, &spec.template, e);
-            if let Some(old) = old.and_then(|o| o.spec.as_ref())
-                && old.selector != spec.selector
-            {
-                e.push(FieldError::invalid(
-                    "spec.selector",
-                    format!("{:?}", spec.selector),
-                    "field is immutable",
-                ));
-            }
+            immutable(
+                "spec.selector",
+                old.and_then(|o| o.spec.as_ref()).map(|o| &o.selector),
+                &spec.selector,
+                e,
+            );
         }),
         ("apps", "ReplicaSet") => run::<apps::ReplicaSet>(ctx, obj, |rs, old, e| {
             let spec = rs.spec.get_or_insert_with(Default::default);
@@ -245,15 +242,12 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
                 }
                 None => e.push(FieldError::required("spec.template", "")),
             }
-            if let Some(old) = old.and_then(|o| o.spec.as_ref())
-                && old.selector != spec.selector
-            {
-                e.push(FieldError::invalid(
-                    "spec.selector",
-                    format!("{:?}", spec.selector),
-                    "field is immutable",
-                ));
-            }
+            immutable(
+                "spec.selector",
+                old.and_then(|o| o.spec.as_ref()).map(|o| &o.selector),
+                &spec.selector,
+                e,
+            );
         }),
         ("batch", "Job") => run::<batch::Job>(ctx, obj, |j, old, e| {
             let uid = j.metadata.uid.clone().unwrap_or_default();
@@ -265,13 +259,7 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
             let spec = j.spec.as_ref().expect("defaulted");
             validate_job_spec(spec, "spec", e);
             if let Some(old) = old.and_then(|o| o.spec.as_ref()) {
-                if old.selector != spec.selector {
-                    e.push(FieldError::invalid(
-                        "spec.selector",
-                        format!("{:?}", spec.selector),
-                        "field is immutable",
-                    ));
-                }
+                immutable("spec.selector", Some(&old.selector), &spec.selector, e);
                 if old.completions != spec.completions
                     && old.completion_mode.as_deref() != Some("Indexed")
                 {
@@ -901,6 +889,22 @@ fn validate_selector_template(
         }
     }
     validate_template(t, "spec.template", e);
+}
+
+/// Reports a change to a field that may not change after creation.
+fn immutable<T: PartialEq + std::fmt::Debug>(
+    path: &str,
+    old: Option<&T>,
+    new: &T,
+    e: &mut Vec<FieldError>,
+) {
+    if old.is_some_and(|o| o != new) {
+        e.push(FieldError::invalid(
+            path,
+            format!("{new:?}"),
+            "field is immutable",
+        ));
+    }
 }
 
 fn validate_replicas(r: Option<i32>, path: &str, e: &mut Vec<FieldError>) {
