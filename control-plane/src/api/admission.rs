@@ -339,21 +339,23 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
         ("autoscaling", "HorizontalPodAutoscaler") if r.version == "v2" => {
             run::<autoscaling_v2::HorizontalPodAutoscaler>(ctx, obj, |h, _, e| {
                 let spec = h.spec.get_or_insert_with(Default::default);
-                spec.min_replicas.get_or_insert(1);
-                validate_hpa_bounds(spec.min_replicas, spec.max_replicas, e);
-                if spec.scale_target_ref.name.is_empty() {
-                    e.push(FieldError::required("spec.scaleTargetRef.name", ""));
-                }
+                admit_hpa_spec(
+                    &mut spec.min_replicas,
+                    spec.max_replicas,
+                    &spec.scale_target_ref.name,
+                    e,
+                );
             })
         }
         ("autoscaling", "HorizontalPodAutoscaler") => {
             run::<autoscaling_v1::HorizontalPodAutoscaler>(ctx, obj, |h, _, e| {
                 let spec = h.spec.get_or_insert_with(Default::default);
-                spec.min_replicas.get_or_insert(1);
-                validate_hpa_bounds(spec.min_replicas, spec.max_replicas, e);
-                if spec.scale_target_ref.name.is_empty() {
-                    e.push(FieldError::required("spec.scaleTargetRef.name", ""));
-                }
+                admit_hpa_spec(
+                    &mut spec.min_replicas,
+                    spec.max_replicas,
+                    &spec.scale_target_ref.name,
+                    e,
+                );
             })
         }
         _ => Ok(Vec::new()),
@@ -1169,8 +1171,12 @@ fn validate_data_keys<'a>(
     }
 }
 
-fn validate_hpa_bounds(min: Option<i32>, max: i32, e: &mut Vec<FieldError>) {
-    let min = min.unwrap_or(1);
+/// Defaults and checks what both HPA versions share.
+fn admit_hpa_spec(min: &mut Option<i32>, max: i32, target: &str, e: &mut Vec<FieldError>) {
+    let min = *min.get_or_insert(1);
+    if target.is_empty() {
+        e.push(FieldError::required("spec.scaleTargetRef.name", ""));
+    }
     if min < 1 {
         e.push(FieldError::invalid(
             "spec.minReplicas",

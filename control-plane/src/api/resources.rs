@@ -120,6 +120,14 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
+/// The resources served in one group/version, in discovery order.
+pub fn served(group: &str, version: &str) -> Vec<&'static ResourceDef> {
+    RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect()
+}
+
 /// The resource for a kind in its group's preferred (first listed) version.
 pub fn by_kind(group: &str, kind: &str) -> Option<&'static ResourceDef> {
     RESOURCES

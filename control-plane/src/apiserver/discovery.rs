@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::resources::{self, RESOURCES, ResourceDef};
+use crate::api::resources;
 
 /// The Kubernetes version Skiff reports: within one minor version of kubectl 1.31 to 1.33.
 pub const KUBE_MINOR: u32 = 32;
@@ -60,10 +60,7 @@ pub fn group(name: &str) -> Option<Value> {
 
 /// `GET /api/v1` or `GET /apis/<group>/<version>`.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<&ResourceDef> = RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
+    let defs = resources::served(group, version);
     if defs.is_empty() {
         return None;
     }
@@ -134,10 +131,7 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
         ["apis", g, v] => (g, v),
         _ => return None,
     };
-    let defs: Vec<&ResourceDef> = RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
+    let defs = resources::served(group, version);
     if defs.is_empty() {
         return None;
     }
