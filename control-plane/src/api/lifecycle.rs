@@ -124,7 +124,16 @@ pub(super) fn prepare_update(
             None => m.remove(field),
         };
     }
-    m.remove("managedFields");
+    // Writers that do not send managedFields keep the recorded ones (server-side apply's).
+    if m.get("managedFields")
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty())
+    {
+        match cur_meta.get("managedFields") {
+            Some(v) => m.insert("managedFields".into(), v.clone()),
+            None => m.remove("managedFields"),
+        };
+    }
     m.remove("selfLink");
     if object::is_terminating(cur) {
         let old: Vec<String> = object::finalizers(cur);

@@ -354,8 +354,19 @@ impl Api {
         &self,
         res: &'static ResourceDef,
         ns: Option<&str>,
+        obj: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written> {
+        self.create_inner(res, ns, obj, opts, false).await
+    }
+
+    async fn create_inner(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
         mut obj: Value,
         opts: &WriteOptions,
+        keep_managed_fields: bool,
     ) -> Result<Written> {
         check_type_meta(res, &mut obj)?;
         let ns = scope_namespace(res, ns, &mut obj)?;
@@ -384,9 +395,11 @@ impl Api {
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
             "selfLink",
-            "managedFields",
         ] {
             m.remove(field);
+        }
+        if !keep_managed_fields {
+            m.remove("managedFields");
         }
         if res.generation {
             m.insert("generation".into(), json!(1));
@@ -526,18 +539,7 @@ impl Api {
         opts: &WriteOptions,
     ) -> Result<Written> {
         if patch_type == PatchType::Apply && target == Target::Main {
-            match self.get(res, ns, name) {
-                Err(e) if e.code == 404 => {
-                    let mut obj = body.clone();
-                    if !obj.is_object() {
-                        return Err(ApiError::bad_request("apply patch must be an object"));
-                    }
-                    meta_mut(&mut obj).insert("name".into(), json!(name));
-                    return self.create(res, ns, obj, opts).await;
-                }
-                Err(e) => return Err(e),
-                Ok(_) => {}
-            }
+            return self.apply(res, ns, name, body, opts).await;
         }
         let kind = if target == Target::Scale {
             "Scale"
@@ -547,6 +549,71 @@ impl Api {
         self.modify(res, ns, name, target, opts, |cur| {
             let mut doc = cur.clone();
             patch::apply(&mut doc, patch_type, &body, kind)?;
+            Ok(doc)
+        })
+        .await
+    }
+
+    /// Server-side apply: creates the object when missing; otherwise merges the configuration
+    /// and removes what this field manager applied before but no longer does. Each manager's
+    /// applied fields are kept in `metadata.managedFields`. Conflicts between managers are not
+    /// detected yet.
+    async fn apply(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written> {
+        let Some(manager) = opts.field_manager.clone().filter(|m| !m.is_empty()) else {
+            return Err(ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+                details: None,
+            });
+        };
+        if !body.is_object() {
+            return Err(ApiError::bad_request("apply patch must be an object"));
+        }
+        let fields = patch::fields_of(&body, res.kind);
+        let entry = |fields: &Value| {
+            json!({"manager": manager, "operation": "Apply", "apiVersion": res.api_version(), "time": object::now(),
+                   "fieldsType": "FieldsV1", "fieldsV1": fields})
+        };
+        match self.get(res, ns, name) {
+            Err(e) if e.code == 404 => {
+                let mut obj = body.clone();
+                let m = meta_mut(&mut obj);
+                m.insert("name".into(), json!(name));
+                m.insert("managedFields".into(), json!([entry(&fields)]));
+                return self.create_inner(res, ns, obj, opts, true).await;
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        self.modify(res, ns, name, Target::Main, opts, |cur| {
+            let mut doc = cur.clone();
+            patch::apply(&mut doc, PatchType::Apply, &body, res.kind)?;
+            let mut managed = cur
+                .pointer("/metadata/managedFields")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mine = managed
+                .iter()
+                .position(|m| m["manager"] == manager.as_str() && m["operation"] == "Apply");
+            match mine {
+                // Unchanged configuration: keep the entry (and its time) so a repeat is a no-op.
+                Some(i) if managed[i]["fieldsV1"] == fields => {}
+                Some(i) => {
+                    patch::remove_dropped(&mut doc, &managed[i]["fieldsV1"], &fields);
+                    managed[i] = entry(&fields);
+                }
+                None => managed.push(entry(&fields)),
+            }
+            meta_mut(&mut doc).insert("managedFields".into(), Value::Array(managed));
             Ok(doc)
         })
         .await

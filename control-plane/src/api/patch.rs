@@ -3,7 +3,7 @@
 //! Strategic merge patch merges lists by a key that depends on the field's type; the table in
 //! `list_strategy` holds those keys for the served kinds, looked up by field path.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, Result};
 
@@ -404,6 +404,35 @@ mod tests {
     }
 
     #[test]
+    fn server_side_apply_forgets_dropped_fields() {
+        let first = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"containers": [
+            {"name": "c", "image": "x", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]}});
+        let second = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"containers": [
+            {"name": "c", "image": "x", "env": [{"name": "A", "value": "1"}]}]}});
+        let (f1, f2) = (fields_of(&first, "Pod"), fields_of(&second, "Pod"));
+        assert!(
+            f1["f:spec"]["f:containers"]
+                .get(r#"k:{"name":"c"}"#)
+                .is_some(),
+            "{f1}"
+        );
+        // The live object also carries fields set by others (the node name, another label).
+        let mut live = first.clone();
+        live["metadata"]["labels"]["other"] = json!("kept");
+        live["spec"]["nodeName"] = json!("n1");
+        remove_dropped(&mut live, &f1, &f2);
+        assert_eq!(
+            live["metadata"]["labels"],
+            json!({"a": "1", "other": "kept"})
+        );
+        assert_eq!(
+            live["spec"]["containers"][0]["env"],
+            json!([{"name": "A", "value": "1"}])
+        );
+        assert_eq!(live["spec"]["nodeName"], "n1");
+    }
+
+    #[test]
     fn json_and_merge_patches() {
         let mut doc = json!({"metadata": {"annotations": {"a": "1"}}, "spec": {"replicas": 1}});
         apply(
@@ -432,5 +461,100 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.code, 422);
+    }
+}
+
+/// The set of fields an applied configuration names, in `FieldsV1` form (`f:<field>`,
+/// `k:<merge key JSON>` for keyed list items, `v:<value>` for set items), as server-side apply
+/// records them in `managedFields`.
+pub fn fields_of(applied: &Value, kind: &str) -> Value {
+    fn walk(v: &Value, path: &mut Vec<String>, kind: &str) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, child) in m {
+                    if path.is_empty() && (k == "apiVersion" || k == "kind") || is_directive(k) {
+                        continue;
+                    }
+                    path.push(k.clone());
+                    out.insert(format!("f:{k}"), walk(child, path, kind));
+                    path.pop();
+                }
+                Value::Object(out)
+            }
+            Value::Array(items) => match list_strategy(path, kind) {
+                ListStrategy::MergeKey(key) => {
+                    let mut out = Map::new();
+                    for item in items {
+                        if let Some(kv) = item.get(key) {
+                            let mut fields = walk(item, path, kind);
+                            fields["."] = json!({});
+                            out.insert(format!("k:{}", json!({ key: kv })), fields);
+                        }
+                    }
+                    Value::Object(out)
+                }
+                ListStrategy::Primitive => Value::Object(
+                    items
+                        .iter()
+                        .map(|i| (format!("v:{i}"), json!({})))
+                        .collect(),
+                ),
+                ListStrategy::Replace => json!({}),
+            },
+            _ => json!({}),
+        }
+    }
+    walk(applied, &mut Vec::new(), kind)
+}
+
+/// Removes from `live` what a manager applied before (`previous`) but no longer applies
+/// (`current`): server-side apply's way of deleting fields dropped from a manifest.
+pub fn remove_dropped(live: &mut Value, previous: &Value, current: &Value) {
+    let (Some(prev), Some(cur)) = (previous.as_object(), current.as_object()) else {
+        return;
+    };
+    for (field, sub) in prev {
+        let kept = cur.get(field);
+        if let Some(name) = field.strip_prefix("f:") {
+            let Some(obj) = live.as_object_mut() else {
+                continue;
+            };
+            match kept {
+                None => {
+                    obj.remove(name);
+                }
+                Some(kept) => {
+                    if let Some(child) = obj.get_mut(name) {
+                        remove_dropped(child, sub, kept);
+                    }
+                }
+            }
+        } else if let Some(key) = field.strip_prefix("k:") {
+            let Ok(Value::Object(key)) = serde_json::from_str::<Value>(key) else {
+                continue;
+            };
+            let Some(list) = live.as_array_mut() else {
+                continue;
+            };
+            let matches = |item: &Value| key.iter().all(|(k, v)| item.get(k) == Some(v));
+            match kept {
+                None => list.retain(|item| !matches(item)),
+                Some(kept) => {
+                    if let Some(item) = list.iter_mut().find(|i| matches(i)) {
+                        remove_dropped(item, sub, kept);
+                    }
+                }
+            }
+        } else if let Some(value) = field.strip_prefix("v:") {
+            let (Ok(value), None, Some(list)) = (
+                serde_json::from_str::<Value>(value),
+                kept,
+                live.as_array_mut(),
+            ) else {
+                continue;
+            };
+            list.retain(|item| *item != value);
+        }
     }
 }
