@@ -314,6 +314,101 @@ fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
     *list = out;
 }
 
+/// The set of fields an applied configuration names, in `FieldsV1` form (`f:<field>`,
+/// `k:<merge key JSON>` for keyed list items, `v:<value>` for set items), as server-side apply
+/// records them in `managedFields`.
+pub fn fields_of(applied: &Value, kind: &str) -> Value {
+    fn walk(v: &Value, path: &mut Vec<String>, kind: &str) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, child) in m {
+                    if path.is_empty() && (k == "apiVersion" || k == "kind") || is_directive(k) {
+                        continue;
+                    }
+                    path.push(k.clone());
+                    out.insert(format!("f:{k}"), walk(child, path, kind));
+                    path.pop();
+                }
+                Value::Object(out)
+            }
+            Value::Array(items) => match list_strategy(path, kind) {
+                ListStrategy::MergeKey(key) => {
+                    let mut out = Map::new();
+                    for item in items {
+                        if let Some(kv) = item.get(key) {
+                            let mut fields = walk(item, path, kind);
+                            fields["."] = json!({});
+                            out.insert(format!("k:{}", json!({ key: kv })), fields);
+                        }
+                    }
+                    Value::Object(out)
+                }
+                ListStrategy::Primitive => Value::Object(
+                    items
+                        .iter()
+                        .map(|i| (format!("v:{i}"), json!({})))
+                        .collect(),
+                ),
+                ListStrategy::Replace => json!({}),
+            },
+            _ => json!({}),
+        }
+    }
+    walk(applied, &mut Vec::new(), kind)
+}
+
+/// Removes from `live` what a manager applied before (`previous`) but no longer applies
+/// (`current`): server-side apply's way of deleting fields dropped from a manifest.
+pub fn remove_dropped(live: &mut Value, previous: &Value, current: &Value) {
+    let (Some(prev), Some(cur)) = (previous.as_object(), current.as_object()) else {
+        return;
+    };
+    for (field, sub) in prev {
+        let kept = cur.get(field);
+        if let Some(name) = field.strip_prefix("f:") {
+            let Some(obj) = live.as_object_mut() else {
+                continue;
+            };
+            match kept {
+                None => {
+                    obj.remove(name);
+                }
+                Some(kept) => {
+                    if let Some(child) = obj.get_mut(name) {
+                        remove_dropped(child, sub, kept);
+                    }
+                }
+            }
+        } else if let Some(key) = field.strip_prefix("k:") {
+            let Ok(Value::Object(key)) = serde_json::from_str::<Value>(key) else {
+                continue;
+            };
+            let Some(list) = live.as_array_mut() else {
+                continue;
+            };
+            let matches = |item: &Value| key.iter().all(|(k, v)| item.get(k) == Some(v));
+            match kept {
+                None => list.retain(|item| !matches(item)),
+                Some(kept) => {
+                    if let Some(item) = list.iter_mut().find(|i| matches(i)) {
+                        remove_dropped(item, sub, kept);
+                    }
+                }
+            }
+        } else if let Some(value) = field.strip_prefix("v:") {
+            let (Ok(value), None, Some(list)) = (
+                serde_json::from_str::<Value>(value),
+                kept,
+                live.as_array_mut(),
+            ) else {
+                continue;
+            };
+            list.retain(|item| *item != value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -461,100 +556,5 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.code, 422);
-    }
-}
-
-/// The set of fields an applied configuration names, in `FieldsV1` form (`f:<field>`,
-/// `k:<merge key JSON>` for keyed list items, `v:<value>` for set items), as server-side apply
-/// records them in `managedFields`.
-pub fn fields_of(applied: &Value, kind: &str) -> Value {
-    fn walk(v: &Value, path: &mut Vec<String>, kind: &str) -> Value {
-        match v {
-            Value::Object(m) => {
-                let mut out = Map::new();
-                for (k, child) in m {
-                    if path.is_empty() && (k == "apiVersion" || k == "kind") || is_directive(k) {
-                        continue;
-                    }
-                    path.push(k.clone());
-                    out.insert(format!("f:{k}"), walk(child, path, kind));
-                    path.pop();
-                }
-                Value::Object(out)
-            }
-            Value::Array(items) => match list_strategy(path, kind) {
-                ListStrategy::MergeKey(key) => {
-                    let mut out = Map::new();
-                    for item in items {
-                        if let Some(kv) = item.get(key) {
-                            let mut fields = walk(item, path, kind);
-                            fields["."] = json!({});
-                            out.insert(format!("k:{}", json!({ key: kv })), fields);
-                        }
-                    }
-                    Value::Object(out)
-                }
-                ListStrategy::Primitive => Value::Object(
-                    items
-                        .iter()
-                        .map(|i| (format!("v:{i}"), json!({})))
-                        .collect(),
-                ),
-                ListStrategy::Replace => json!({}),
-            },
-            _ => json!({}),
-        }
-    }
-    walk(applied, &mut Vec::new(), kind)
-}
-
-/// Removes from `live` what a manager applied before (`previous`) but no longer applies
-/// (`current`): server-side apply's way of deleting fields dropped from a manifest.
-pub fn remove_dropped(live: &mut Value, previous: &Value, current: &Value) {
-    let (Some(prev), Some(cur)) = (previous.as_object(), current.as_object()) else {
-        return;
-    };
-    for (field, sub) in prev {
-        let kept = cur.get(field);
-        if let Some(name) = field.strip_prefix("f:") {
-            let Some(obj) = live.as_object_mut() else {
-                continue;
-            };
-            match kept {
-                None => {
-                    obj.remove(name);
-                }
-                Some(kept) => {
-                    if let Some(child) = obj.get_mut(name) {
-                        remove_dropped(child, sub, kept);
-                    }
-                }
-            }
-        } else if let Some(key) = field.strip_prefix("k:") {
-            let Ok(Value::Object(key)) = serde_json::from_str::<Value>(key) else {
-                continue;
-            };
-            let Some(list) = live.as_array_mut() else {
-                continue;
-            };
-            let matches = |item: &Value| key.iter().all(|(k, v)| item.get(k) == Some(v));
-            match kept {
-                None => list.retain(|item| !matches(item)),
-                Some(kept) => {
-                    if let Some(item) = list.iter_mut().find(|i| matches(i)) {
-                        remove_dropped(item, sub, kept);
-                    }
-                }
-            }
-        } else if let Some(value) = field.strip_prefix("v:") {
-            let (Ok(value), None, Some(list)) = (
-                serde_json::from_str::<Value>(value),
-                kept,
-                live.as_array_mut(),
-            ) else {
-                continue;
-            };
-            list.retain(|item| *item != value);
-        }
     }
 }
