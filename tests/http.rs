@@ -335,3 +335,108 @@ async fn sigterm_ends_watches_and_exits_cleanly() {
     let ended = tokio::time::timeout(std::time::Duration::from_secs(10), watch.bytes()).await;
     assert!(ended.is_ok(), "the watch stayed open after shutdown");
 }
+
+/// YAML bodies, generateName, and a terminating namespace refusing new content until its
+/// last finalizer is gone.
+#[tokio::test]
+async fn yaml_generate_name_and_terminating_namespaces() {
+    let server = Server::start();
+    let client = server.client();
+    let token = server.token();
+    let post = |path: &str, content_type: &'static str, body: String| {
+        let req = client
+            .post(format!("{}{path}", server.url))
+            .bearer_auth(&token)
+            .header("Content-Type", content_type)
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap())
+        }
+    };
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: cfg-\ndata:\n  a: b\n"
+        .to_string();
+    let (code, first) = post(
+        "/api/v1/namespaces/default/configmaps",
+        "application/yaml",
+        yaml.clone(),
+    )
+    .await;
+    assert_eq!(code, 201, "{first}");
+    let (_, second) = post(
+        "/api/v1/namespaces/default/configmaps",
+        "application/yaml",
+        yaml,
+    )
+    .await;
+    let (a, b) = (
+        first["metadata"]["name"].as_str().unwrap(),
+        second["metadata"]["name"].as_str().unwrap(),
+    );
+    assert!(
+        a.starts_with("cfg-") && a.len() == 9 && a != b,
+        "generated names {a} {b}"
+    );
+    assert_eq!(first["data"]["a"], "b");
+
+    let (code, _) = post(
+        "/api/v1/namespaces",
+        "application/json",
+        json!({"metadata": {"name": "closing"}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let held = json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}});
+    let (code, _) = post(
+        "/api/v1/namespaces/closing/configmaps",
+        "application/json",
+        held.to_string(),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let r = client
+        .delete(format!("{}/api/v1/namespaces/closing", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ns = server.get_json(&client, "/api/v1/namespaces/closing").await;
+    assert_eq!(ns["status"]["phase"], "Terminating", "{ns}");
+    let (code, refused) = post(
+        "/api/v1/namespaces/closing/configmaps",
+        "application/json",
+        json!({"metadata": {"name": "late"}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 403, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("being terminated"),
+        "{refused}"
+    );
+    let release = json!({"metadata": {"finalizers": null}});
+    let r = client
+        .patch(format!(
+            "{}/api/v1/namespaces/closing/configmaps/held",
+            server.url
+        ))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/merge-patch+json")
+        .body(release.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.get_json(&client, "/api/v1/namespaces/closing").await["kind"] != "Status" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the namespace was not removed after its content"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
