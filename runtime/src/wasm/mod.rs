@@ -1,0 +1,525 @@
+//! The wasmtime backend: containers are WebAssembly modules run in-process.
+//!
+//! One engine per node with the pooling allocator, copy-on-write memory images and epoch
+//! interruption; a ticker thread advances the epoch every millisecond. Each container runs as a
+//! task; every `slice` of guest execution it yields (or, under a CPU limit, sleeps for its share),
+//! so a spinning guest cannot starve the others. Compiled code is cached on disk by module digest
+//! and engine configuration: a module compiles once per node, later pulls only deserialize.
+
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use sha2::Digest as _;
+use tokio_util::task::TaskTracker;
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
+    ResourceLimiter, Store, UpdateDeadline,
+};
+use wasmtime_wasi::cli::AsyncStdoutStream;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::ContainerRuntime;
+use crate::error::{Error, Result, io};
+use crate::logs::LogFile;
+use crate::source::ModuleSource;
+use crate::state::{self, Container, Registry};
+use crate::types::*;
+
+/// How the wasmtime backend is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where module bytes and compiled artifacts are cached.
+    pub cache_dir: PathBuf,
+    /// Containers that may run at once (sizes the instance pools).
+    pub max_containers: u32,
+    /// The most linear memory one container may have (the pool's slot size).
+    pub max_memory_bytes: u64,
+    /// Epoch tick.
+    pub tick: Duration,
+    /// Ticks a guest runs before it yields to others.
+    pub slice_ticks: u64,
+    /// Log file size at which it is rotated.
+    pub log_max_bytes: u64,
+}
+
+impl Config {
+    /// Defaults for a node of `max_containers` pods.
+    pub fn new(cache_dir: impl Into<PathBuf>, max_containers: u32) -> Self {
+        Self {
+            cache_dir: cache_dir.into(),
+            max_containers,
+            max_memory_bytes: 256 << 20,
+            tick: Duration::from_millis(1),
+            slice_ticks: 10,
+            log_max_bytes: 10 << 20,
+        }
+    }
+}
+
+/// The wasmtime container runtime.
+pub struct WasmRuntime {
+    inner: Arc<Inner>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<Host>,
+    config: Config,
+    source: Arc<dyn ModuleSource>,
+    registry: Registry,
+    images: Mutex<HashMap<String, Image>>,
+    tasks: TaskTracker,
+}
+
+#[derive(Clone)]
+struct Image {
+    id: String,
+    pre: InstancePre<Host>,
+}
+
+/// A guest's host state.
+struct Host {
+    wasi: WasiP1Ctx,
+    limits: Limiter,
+}
+
+/// Enforces `limits.memory`, remembering when it was the reason a guest died.
+struct Limiter {
+    max_memory: Option<usize>,
+    oom: Arc<AtomicBool>,
+    container: Arc<Container>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if let Some(max) = self.max_memory.filter(|m| desired > *m) {
+            self.oom.store(true, Ordering::Relaxed);
+            wasmtime::bail!(
+                "memory limit exceeded: growing to {desired} bytes, limit is {max} bytes"
+            );
+        }
+        self.container
+            .memory_bytes
+            .store(desired as u64, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl WasmRuntime {
+    /// Builds the engine, its pools and the epoch ticker.
+    pub fn new(config: Config, source: Arc<dyn ModuleSource>) -> Result<Self> {
+        let engine = engine(&config)
+            .map_err(|e| Error::InvalidState(format!("cannot configure wasmtime: {e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)
+            .map_err(|e| Error::InvalidState(format!("cannot link WASI: {e:#}")))?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let (engine, stop, tick) = (engine.clone(), ticker_stop.clone(), config.tick);
+            std::thread::Builder::new()
+                .name("epoch-ticker".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(io("cannot start the epoch ticker"))?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                source,
+                registry: Registry::default(),
+                images: Mutex::new(HashMap::new()),
+                tasks: TaskTracker::new(),
+            }),
+            ticker_stop,
+        })
+    }
+
+    fn image(&self, image: &str) -> Result<Image> {
+        self.inner
+            .images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(image)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                kind: "image",
+                id: image.into(),
+            })
+    }
+
+    /// Compiles (or loads the cached compilation of) a module.
+    async fn load(&self, image: &str, bytes: Vec<u8>, digest: &str) -> Result<Module> {
+        let invalid = |reason: String| Error::InvalidModule {
+            image: image.into(),
+            reason,
+        };
+        if !bytes.starts_with(b"\0asm") {
+            return Err(invalid(
+                "not a WebAssembly module (missing the \\0asm header)".into(),
+            ));
+        }
+        if wasmtime::Engine::detect_precompiled(&bytes).is_none()
+            && bytes.get(4..8) != Some(&[1, 0, 0, 0])
+        {
+            return Err(invalid("WebAssembly components are not supported yet; build a WASI preview 1 command module".into()));
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.inner
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        let dir = self
+            .inner
+            .config
+            .cache_dir
+            .join("compiled")
+            .join(format!("{:016x}", hasher.finish()));
+        let artifact = dir.join(format!("{digest}.cwasm"));
+        let engine = self.inner.engine.clone();
+        let image = image.to_string();
+        tokio::task::spawn_blocking(move || -> Result<Module> {
+            if artifact.exists() {
+                #[expect(unsafe_code, reason = "the artifact was written by this engine configuration (its hash names the directory) into the node's private cache")]
+                let loaded = unsafe { Module::deserialize_file(&engine, &artifact) };
+                if let Ok(module) = loaded {
+                    return Ok(module);
+                }
+            }
+            let module = Module::new(&engine, &bytes).map_err(|e| Error::InvalidModule { image: image.clone(), reason: format!("{e:#}") })?;
+            std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+            let serialized = module.serialize().map_err(|e| Error::InvalidModule { image: image.clone(), reason: format!("{e:#}") })?;
+            let tmp = artifact.with_extension("tmp");
+            std::fs::write(&tmp, serialized).map_err(io(format!("cannot write {}", tmp.display())))?;
+            std::fs::rename(&tmp, &artifact).map_err(io(format!("cannot write {}", artifact.display())))?;
+            Ok(module)
+        })
+        .await
+        .map_err(|e| Error::InvalidState(format!("compilation task failed: {e}")))?
+    }
+
+    fn spawn(&self, c: Arc<Container>, image: Image) -> Result<()> {
+        let config = &c.config;
+        let create = |reason: String| Error::Create {
+            name: config.name.clone(),
+            reason,
+        };
+        let log = LogFile::open(&config.log_path, self.inner.config.log_max_bytes)
+            .map_err(|e| create(format!("log file {}: {e}", config.log_path.display())))?;
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.arg(&config.name).args(&config.args).envs(&config.env);
+        if let Some(dir) = &config.working_dir {
+            wasi.env("PWD", dir);
+        }
+        for m in &config.mounts {
+            let perms = if m.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            wasi.preopened_dir(&m.host_path, &m.container_path, perms)
+                .map_err(|e| create(format!("volume {}: {e:#}", m.host_path.display())))?;
+        }
+        wasi.stdout(AsyncStdoutStream::new(8192, log.stream("stdout")));
+        wasi.stderr(AsyncStdoutStream::new(8192, log.stream("stderr")));
+        let oom = Arc::new(AtomicBool::new(false));
+        let limits = Limiter {
+            max_memory: config.limits.memory_bytes.map(|m| m as usize),
+            oom: oom.clone(),
+            container: c.clone(),
+        };
+        let mut store = Store::new(
+            &self.inner.engine,
+            Host {
+                wasi: wasi.build_p1(),
+                limits,
+            },
+        );
+        store.limiter(|h| &mut h.limits);
+        let slice = self.inner.config.slice_ticks;
+        let slice_time = self.inner.config.tick * slice as u32;
+        // Under a CPU limit of L millicores a guest runs one slice, then waits (1000-L)/L slices.
+        let pause = config
+            .limits
+            .cpu_millis
+            .filter(|l| *l > 0 && *l < 1000)
+            .map(|l| slice_time * (1000 - l as u32) / l as u32);
+        let cpu_owner = c.clone();
+        store.epoch_deadline_callback(move |_| {
+            cpu_owner
+                .cpu_nanos
+                .fetch_add(slice_time.as_nanos() as u64, Ordering::Relaxed);
+            let yield_now: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+                match pause {
+                    Some(p) => Box::pin(tokio::time::sleep(p)),
+                    None => Box::pin(tokio::task::yield_now()),
+                };
+            Ok(UpdateDeadline::YieldCustom(slice, yield_now))
+        });
+        // Instantiation can run guest code: the deadline must be set first.
+        store.set_epoch_deadline(slice);
+        let started_at = SystemTime::now();
+        c.set_state(ContainerState::Running { started_at });
+        self.inner.tasks.spawn(async move {
+            let run = async {
+                let instance = image.pre.instantiate_async(&mut store).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call_async(&mut store, ()).await
+            };
+            let state = tokio::select! {
+                result = run => exit_state(started_at, result, oom.load(Ordering::Relaxed)),
+                _ = c.kill.cancelled() => state::exited(started_at, 137, ExitReason::Error, "stopped by the runtime".into()),
+            };
+            // Dropping the store closes stdout and stderr, flushing their last partial lines.
+            drop(store);
+            c.set_state(state);
+        });
+        Ok(())
+    }
+}
+
+fn exit_state(started_at: SystemTime, result: wasmtime::Result<()>, oom: bool) -> ContainerState {
+    match result {
+        Ok(()) => state::exited(started_at, 0, ExitReason::Completed, String::new()),
+        Err(e) => match e.downcast_ref::<I32Exit>() {
+            Some(I32Exit(0)) => state::exited(started_at, 0, ExitReason::Completed, String::new()),
+            Some(I32Exit(code)) => {
+                state::exited(started_at, *code, ExitReason::Error, String::new())
+            }
+            None if oom => state::exited(started_at, 137, ExitReason::OomKilled, format!("{e:#}")),
+            // A trap is like an abort: 128 + SIGABRT.
+            None => state::exited(started_at, 134, ExitReason::Error, format!("{e:#}")),
+        },
+    }
+}
+
+fn engine(config: &Config) -> wasmtime::Result<Engine> {
+    let mut c = wasmtime::Config::new();
+    c.epoch_interruption(true);
+    c.memory_init_cow(true);
+    c.max_wasm_stack(512 << 10);
+    c.async_stack_size(1 << 20);
+    let mut pool = PoolingAllocationConfig::default();
+    let n = config.max_containers.max(1);
+    pool.total_core_instances(n)
+        .total_memories(n)
+        .total_tables(n)
+        .total_stacks(n)
+        .total_component_instances(0)
+        .max_memory_size(config.max_memory_bytes as usize)
+        .linear_memory_keep_resident(64 << 10);
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&c)
+}
+
+impl Drop for WasmRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl ContainerRuntime for WasmRuntime {
+    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String> {
+        Ok(self.inner.registry.add_sandbox(config))
+    }
+
+    async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        for c in self.inner.registry.mark_sandbox_stopped(id)? {
+            c.kill.cancel();
+            c.exited().await;
+        }
+        Ok(())
+    }
+
+    async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
+        self.inner.registry.remove_sandbox(id)
+    }
+
+    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String> {
+        let image = self.image(&config.image)?;
+        Ok(self
+            .inner
+            .registry
+            .add_container(sandbox_id, config, image.id)?
+            .id
+            .clone())
+    }
+
+    async fn start_container(&self, id: &str) -> Result<()> {
+        let c = self.inner.registry.container(id)?;
+        if c.state() != ContainerState::Created {
+            return Err(Error::InvalidState(format!(
+                "container {id} was already started"
+            )));
+        }
+        let image = self.image(&c.config.image)?;
+        self.spawn(c, image)
+    }
+
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<()> {
+        let c = self.inner.registry.container(id)?;
+        if !matches!(c.state(), ContainerState::Running { .. }) {
+            return Ok(());
+        }
+        // A preview 1 guest has no signal to receive: give it the grace period to finish on its
+        // own, then stop it.
+        if tokio::time::timeout(grace, c.exited()).await.is_err() {
+            c.kill.cancel();
+            c.exited().await;
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<()> {
+        self.inner.registry.remove_container(id)
+    }
+
+    async fn container_status(&self, id: &str) -> Result<ContainerStatus> {
+        Ok(self.inner.registry.container(id)?.status())
+    }
+
+    async fn list_containers(&self, sandbox_id: Option<&str>) -> Result<Vec<ContainerStatus>> {
+        Ok(self.inner.registry.list(sandbox_id))
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<String> {
+        if let Ok(found) = self.image(image) {
+            return Ok(found.id);
+        }
+        let bytes = self.inner.source.fetch(image).await?;
+        let digest = sha256_hex(&bytes);
+        if let Some((_, want)) = image.split_once("@sha256:")
+            && want != digest
+        {
+            return Err(Error::Pull {
+                image: image.into(),
+                reason: format!("digest mismatch: the module is sha256:{digest}"),
+            });
+        }
+        let modules = self.inner.config.cache_dir.join("modules");
+        let path = modules.join(format!("{digest}.wasm"));
+        if !path.exists() {
+            tokio::fs::create_dir_all(&modules)
+                .await
+                .map_err(io(format!("cannot create {}", modules.display())))?;
+            tokio::fs::write(&path, &bytes)
+                .await
+                .map_err(io(format!("cannot write {}", path.display())))?;
+        }
+        let module = self.load(image, bytes, &digest).await?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| Error::InvalidModule {
+                image: image.into(),
+                reason: format!("{e:#}"),
+            })?;
+        let id = format!("sha256:{digest}");
+        self.inner
+            .images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                image.to_string(),
+                Image {
+                    id: id.clone(),
+                    pre,
+                },
+            );
+        Ok(id)
+    }
+
+    async fn pod_sandbox_status(&self, id: &str) -> Result<PodSandboxStatus> {
+        self.inner.registry.sandbox_status(id)
+    }
+
+    async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>> {
+        self.inner
+            .registry
+            .sandbox_ids()
+            .iter()
+            .map(|id| self.inner.registry.sandbox_status(id))
+            .collect()
+    }
+
+    async fn container_stats(&self, id: &str) -> Result<ContainerStats> {
+        Ok(self.inner.registry.container(id)?.stats())
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<String>> {
+        Ok(self.image(image).ok().map(|i| i.id))
+    }
+
+    async fn list_images(&self) -> Result<Vec<String>> {
+        let mut images: Vec<String> = self
+            .inner
+            .images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        images.sort();
+        Ok(images)
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<()> {
+        if self
+            .inner
+            .registry
+            .list(None)
+            .iter()
+            .any(|c| c.image == image && matches!(c.state, ContainerState::Running { .. }))
+        {
+            return Err(Error::InvalidState(format!(
+                "image {image} is in use by a running container"
+            )));
+        }
+        self.inner
+            .images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(image)
+            .map(|_| ())
+            .ok_or_else(|| Error::NotFound {
+                kind: "image",
+                id: image.into(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests;
