@@ -1,0 +1,252 @@
+//! The example workloads, built from source (examples/wasm/build.sh), each run under the
+//! wasmtime backend with the output a user would expect.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skiff_runtime::{
+    ContainerConfig, ContainerRuntime, ContainerState, DirSource, ExitReason, Limits, Mount,
+    PodSandboxConfig, WasmConfig, WasmRuntime,
+};
+
+fn build_examples(out: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/build.sh");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("bash runs");
+    assert!(
+        status.success(),
+        "examples/wasm/build.sh failed: scripts/test installs the toolchains (rustc + libstd-rust-dev-wasm32, clang + wasi-libc)"
+    );
+}
+
+struct Node {
+    rt: WasmRuntime,
+    dir: tempfile::TempDir,
+    sandbox: String,
+}
+
+impl Node {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let modules = dir.path().join("modules");
+        build_examples(&modules);
+        let rt = WasmRuntime::new(
+            WasmConfig::new(dir.path().join("cache"), 32),
+            Arc::new(DirSource::new(modules)),
+        )
+        .unwrap();
+        let sandbox = rt
+            .run_pod_sandbox(&PodSandboxConfig {
+                name: "examples".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        Self { rt, dir, sandbox }
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("logs/{name}/0.log"))
+    }
+
+    async fn run(
+        &self,
+        name: &str,
+        image: &str,
+        env: &[(&str, &str)],
+        limits: Limits,
+        mounts: Vec<Mount>,
+    ) -> String {
+        self.rt.pull_image(image).await.unwrap();
+        let config = ContainerConfig {
+            name: name.into(),
+            image: image.into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            limits,
+            mounts,
+            log_path: self.log_path(name),
+            ..Default::default()
+        };
+        let id = self
+            .rt
+            .create_container(&self.sandbox, &config)
+            .await
+            .unwrap();
+        self.rt.start_container(&id).await.unwrap();
+        id
+    }
+
+    /// The log's text records (stream, text).
+    fn log(&self, name: &str) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.log_path(name))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let p: Vec<&str> = l.splitn(4, ' ').collect();
+                (p[1].to_string(), p[3].to_string())
+            })
+            .collect()
+    }
+
+    async fn wait_for(&self, what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn exit(&self, id: &str) -> (i32, ExitReason, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let ContainerState::Exited {
+                exit_code,
+                reason,
+                message,
+                ..
+            } = self.rt.container_status(id).await.unwrap().state
+            {
+                return (exit_code, reason, message);
+            }
+            assert!(Instant::now() < deadline, "container {id} did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_run_with_the_expected_output() {
+    let n = Node::new().await;
+
+    let hello = n
+        .run(
+            "hello",
+            "hello:1.0",
+            &[("GREETING", "Ahoy")],
+            Limits::default(),
+            vec![],
+        )
+        .await;
+    n.wait_for("hello to tick", || {
+        n.log("hello").iter().any(|(_, t)| t == "tick 1")
+    })
+    .await;
+    assert_eq!(
+        n.log("hello")[0],
+        (
+            "stdout".to_string(),
+            "Ahoy from a Wasm container!".to_string()
+        )
+    );
+
+    let crash = n
+        .run("crash", "crash:1.0", &[], Limits::default(), vec![])
+        .await;
+    let (code, reason, _) = n.exit(&crash).await;
+    assert_eq!((code, reason), (3, ExitReason::Error));
+    assert!(
+        n.log("crash")
+            .contains(&("stderr".to_string(), "something went wrong".to_string()))
+    );
+
+    let job = n
+        .run(
+            "compute",
+            "compute:1.0",
+            &[("LIMIT", "10000")],
+            Limits::default(),
+            vec![],
+        )
+        .await;
+    assert_eq!(n.exit(&job).await.0, 0);
+    assert!(
+        n.log("compute")
+            .contains(&("stdout".to_string(), "primes below 10000: 1229".to_string())),
+        "{:?}",
+        n.log("compute")
+    );
+
+    let hog = n
+        .run(
+            "hog",
+            "hog:1.0",
+            &[],
+            Limits {
+                memory_bytes: Some(16 << 20),
+                cpu_millis: None,
+            },
+            vec![],
+        )
+        .await;
+    let (code, reason, message) = n.exit(&hog).await;
+    assert_eq!((code, reason), (137, ExitReason::OomKilled), "{message}");
+    assert!(
+        n.log("hog").iter().any(|(_, t)| t.starts_with("holding ")),
+        "the hog ran before it was killed"
+    );
+
+    let spin = n
+        .run(
+            "spin",
+            "spin:1.0",
+            &[],
+            Limits {
+                memory_bytes: None,
+                cpu_millis: Some(200),
+            },
+            vec![],
+        )
+        .await;
+    n.wait_for("the spinner to start", || !n.log("spin").is_empty())
+        .await;
+
+    // Writer and reader share one emptyDir.
+    let shared = n.dir.path().join("pod/volumes/shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let mount = || {
+        vec![Mount {
+            host_path: shared.clone(),
+            container_path: "/data".into(),
+            read_only: false,
+        }]
+    };
+    let writer = n
+        .run("writer", "writer:1.0", &[], Limits::default(), mount())
+        .await;
+    let reader = n
+        .run("reader", "reader:1.0", &[], Limits::default(), mount())
+        .await;
+    assert_eq!(n.exit(&reader).await.0, 0);
+    assert!(
+        n.log("reader")
+            .iter()
+            .any(|(_, t)| t.starts_with("read 3 lines")),
+        "{:?}",
+        n.log("reader")
+    );
+    assert!(
+        std::fs::read_to_string(shared.join("shared.txt"))
+            .unwrap()
+            .starts_with("line 1\nline 2\nline 3\n")
+    );
+
+    // The ticking and spinning ones run until stopped.
+    for id in [&hello, &spin, &writer] {
+        assert!(matches!(
+            n.rt.container_status(id).await.unwrap().state,
+            ContainerState::Running { .. }
+        ));
+        n.rt.stop_container(id, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(n.exit(id).await.0, 137);
+    }
+}
