@@ -238,6 +238,55 @@ async fn examples_run_with_the_expected_output() {
             .starts_with("line 1\nline 2\nline 3\n")
     );
 
+    // The same programs as WASI 0.2 components (`wasi:cli/run`), through the same trait.
+    let modules = n.dir.path().join("modules");
+    for name in ["compute", "crash"] {
+        let module = std::fs::read(modules.join(format!("{name}.wasm"))).unwrap();
+        let component = wit_component::ComponentEncoder::default()
+            .module(&module)
+            .unwrap()
+            .adapter(
+                "wasi_snapshot_preview1",
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+            )
+            .unwrap()
+            .validate(true)
+            .encode()
+            .unwrap();
+        std::fs::write(modules.join(format!("{name}-component.wasm")), component).unwrap();
+    }
+    let job = n
+        .run(
+            "compute-c",
+            "compute-component:1.0",
+            &[("LIMIT", "1000")],
+            Limits::default(),
+            vec![],
+        )
+        .await;
+    assert_eq!(n.exit(&job).await.0, 0);
+    assert!(
+        n.log("compute-c")
+            .contains(&("stdout".to_string(), "primes below 1000: 168".to_string())),
+        "{:?}",
+        n.log("compute-c")
+    );
+    let crash = n
+        .run(
+            "crash-c",
+            "crash-component:1.0",
+            &[],
+            Limits::default(),
+            vec![],
+        )
+        .await;
+    let (code, reason, _) = n.exit(&crash).await;
+    assert_eq!(
+        (code, reason),
+        (1, ExitReason::Error),
+        "a component reports failure as exit code 1"
+    );
+
     // The ticking and spinning ones run until stopped.
     for id in [&hello, &spin, &writer] {
         assert!(matches!(

@@ -15,13 +15,15 @@ use std::time::{Duration, SystemTime};
 
 use sha2::Digest as _;
 use tokio_util::task::TaskTracker;
+use wasmtime::component::{Component, Linker as ComponentLinker};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
     ResourceLimiter, Store, UpdateDeadline,
 };
 use wasmtime_wasi::cli::AsyncStdoutStream;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::ContainerRuntime;
 use crate::error::{Error, Result, io};
@@ -70,6 +72,7 @@ pub struct WasmRuntime {
 struct Inner {
     engine: Engine,
     linker: Linker<Host>,
+    component_linker: ComponentLinker<Host>,
     config: Config,
     source: Arc<dyn ModuleSource>,
     registry: Registry,
@@ -80,7 +83,15 @@ struct Inner {
 #[derive(Clone)]
 struct Image {
     id: String,
-    pre: InstancePre<Host>,
+    pre: Pre,
+}
+
+/// A pulled image, pre-instantiated once: a preview 1 command module or a `wasi:cli/run`
+/// component.
+#[derive(Clone)]
+enum Pre {
+    Module(InstancePre<Host>),
+    Component(CommandPre<Host>),
 }
 
 /// A guest's host state.
@@ -94,6 +105,12 @@ struct Limiter {
     max_memory: Option<usize>,
     oom: Arc<AtomicBool>,
     container: Arc<Container>,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.wasi.ctx()
+    }
 }
 
 impl ResourceLimiter for Limiter {
@@ -133,6 +150,9 @@ impl WasmRuntime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)
             .map_err(|e| Error::InvalidState(format!("cannot link WASI: {e:#}")))?;
+        let mut component_linker = ComponentLinker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .map_err(|e| Error::InvalidState(format!("cannot link WASI 0.2: {e:#}")))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
             let (engine, stop, tick) = (engine.clone(), ticker_stop.clone(), config.tick);
@@ -150,6 +170,7 @@ impl WasmRuntime {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                component_linker,
                 config,
                 source,
                 registry: Registry::default(),
@@ -173,8 +194,9 @@ impl WasmRuntime {
             })
     }
 
-    /// Compiles (or loads the cached compilation of) a module.
-    async fn load(&self, image: &str, bytes: Vec<u8>, digest: &str) -> Result<Module> {
+    /// Compiles (or loads the cached compilation of) a module or component and pre-instantiates
+    /// it against WASI.
+    async fn load(&self, image: &str, bytes: Vec<u8>, digest: &str) -> Result<Pre> {
         let invalid = |reason: String| Error::InvalidModule {
             image: image.into(),
             reason,
@@ -184,11 +206,7 @@ impl WasmRuntime {
                 "not a WebAssembly module (missing the \\0asm header)".into(),
             ));
         }
-        if wasmtime::Engine::detect_precompiled(&bytes).is_none()
-            && bytes.get(4..8) != Some(&[1, 0, 0, 0])
-        {
-            return Err(invalid("WebAssembly components are not supported yet; build a WASI preview 1 command module".into()));
-        }
+        let component = wasmparser_is_component(&bytes);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.inner
             .engine
@@ -201,23 +219,40 @@ impl WasmRuntime {
             .join("compiled")
             .join(format!("{:016x}", hasher.finish()));
         let artifact = dir.join(format!("{digest}.cwasm"));
-        let engine = self.inner.engine.clone();
-        let image = image.to_string();
-        tokio::task::spawn_blocking(move || -> Result<Module> {
-            if artifact.exists() {
+        let inner = self.inner.clone();
+        let image_name = image.to_string();
+        tokio::task::spawn_blocking(move || -> Result<Pre> {
+            let invalid = |e: wasmtime::Error| Error::InvalidModule { image: image_name.clone(), reason: format!("{e:#}") };
+            let cached = artifact.exists();
+            let (pre, serialized) = if component {
                 #[expect(unsafe_code, reason = "the artifact was written by this engine configuration (its hash names the directory) into the node's private cache")]
-                let loaded = unsafe { Module::deserialize_file(&engine, &artifact) };
-                if let Ok(module) = loaded {
-                    return Ok(module);
-                }
+                let loaded = cached.then(|| unsafe { Component::deserialize_file(&inner.engine, &artifact) }).and_then(|r| r.ok());
+                let fresh = loaded.is_none();
+                let c = match loaded {
+                    Some(c) => c,
+                    None => Component::new(&inner.engine, &bytes).map_err(invalid)?,
+                };
+                let serialized = if fresh { Some(c.serialize().map_err(invalid)?) } else { None };
+                let pre = inner.component_linker.instantiate_pre(&c).map_err(invalid)?;
+                (Pre::Component(CommandPre::new(pre).map_err(invalid)?), serialized)
+            } else {
+                #[expect(unsafe_code, reason = "the artifact was written by this engine configuration (its hash names the directory) into the node's private cache")]
+                let loaded = cached.then(|| unsafe { Module::deserialize_file(&inner.engine, &artifact) }).and_then(|r| r.ok());
+                let fresh = loaded.is_none();
+                let m = match loaded {
+                    Some(m) => m,
+                    None => Module::new(&inner.engine, &bytes).map_err(invalid)?,
+                };
+                let serialized = if fresh { Some(m.serialize().map_err(invalid)?) } else { None };
+                (Pre::Module(inner.linker.instantiate_pre(&m).map_err(invalid)?), serialized)
+            };
+            if let Some(serialized) = serialized {
+                std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+                let tmp = artifact.with_extension("tmp");
+                std::fs::write(&tmp, serialized).map_err(io(format!("cannot write {}", tmp.display())))?;
+                std::fs::rename(&tmp, &artifact).map_err(io(format!("cannot write {}", artifact.display())))?;
             }
-            let module = Module::new(&engine, &bytes).map_err(|e| Error::InvalidModule { image: image.clone(), reason: format!("{e:#}") })?;
-            std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
-            let serialized = module.serialize().map_err(|e| Error::InvalidModule { image: image.clone(), reason: format!("{e:#}") })?;
-            let tmp = artifact.with_extension("tmp");
-            std::fs::write(&tmp, serialized).map_err(io(format!("cannot write {}", tmp.display())))?;
-            std::fs::rename(&tmp, &artifact).map_err(io(format!("cannot write {}", artifact.display())))?;
-            Ok(module)
+            Ok(pre)
         })
         .await
         .map_err(|e| Error::InvalidState(format!("compilation task failed: {e}")))?
@@ -287,9 +322,21 @@ impl WasmRuntime {
         c.set_state(ContainerState::Running { started_at });
         self.inner.tasks.spawn(async move {
             let run = async {
-                let instance = image.pre.instantiate_async(&mut store).await?;
-                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-                start.call_async(&mut store, ()).await
+                match &image.pre {
+                    Pre::Module(pre) => {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                        start.call_async(&mut store, ()).await
+                    }
+                    Pre::Component(pre) => {
+                        let command = pre.instantiate_async(&mut store).await?;
+                        // `wasi:cli/run` reports only success or failure: exit code 0 or 1.
+                        match command.wasi_cli_run().call_run(&mut store).await? {
+                            Ok(()) => Ok(()),
+                            Err(()) => Err(I32Exit(1).into()),
+                        }
+                    }
+                }
             };
             let state = tokio::select! {
                 result = run => exit_state(started_at, result, oom.load(Ordering::Relaxed)),
@@ -301,6 +348,11 @@ impl WasmRuntime {
         });
         Ok(())
     }
+}
+
+/// Components have layer 1 in their preamble; core modules have version 1, layer 0.
+fn wasmparser_is_component(bytes: &[u8]) -> bool {
+    bytes.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00])
 }
 
 fn exit_state(started_at: SystemTime, result: wasmtime::Result<()>, oom: bool) -> ContainerState {
@@ -326,11 +378,12 @@ fn engine(config: &Config) -> wasmtime::Result<Engine> {
     c.async_stack_size(1 << 20);
     let mut pool = PoolingAllocationConfig::default();
     let n = config.max_containers.max(1);
-    pool.total_core_instances(n)
-        .total_memories(n)
-        .total_tables(n)
+    // An adapted preview 1 component holds a few core instances and tables besides its memory.
+    pool.total_core_instances(n * 4)
+        .total_memories(n + 16)
+        .total_tables(n * 2 + 16)
         .total_stacks(n)
-        .total_component_instances(0)
+        .total_component_instances(n)
         .max_memory_size(config.max_memory_bytes as usize)
         .linear_memory_keep_resident(64 << 10);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -438,15 +491,7 @@ impl ContainerRuntime for WasmRuntime {
                 .await
                 .map_err(io(format!("cannot write {}", path.display())))?;
         }
-        let module = self.load(image, bytes, &digest).await?;
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| Error::InvalidModule {
-                image: image.into(),
-                reason: format!("{e:#}"),
-            })?;
+        let pre = self.load(image, bytes, &digest).await?;
         let id = format!("sha256:{digest}");
         self.inner
             .images
