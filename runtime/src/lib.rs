@@ -8,14 +8,17 @@
 mod error;
 mod fake;
 mod logs;
+mod signature;
 mod source;
 mod state;
 mod types;
 mod wasm;
 
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{Error, Result};
 pub use fake::FakeRuntime;
-pub use source::{DirSource, MemorySource, ModuleSource};
+pub use signature::{sign_module, verify_module};
+pub use source::{DirSource, FetchFuture, Fetched, MemorySource, ModuleSource};
 pub use types::*;
 pub use wasm::{Config as WasmConfig, WasmRuntime};
 

@@ -9,13 +9,22 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
-/// Fetches module bytes by image reference (`name[:tag][@sha256:digest]`).
+/// A fetched module and, when its publisher signed it, the ed25519 signature.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    /// The module's bytes.
+    pub bytes: Vec<u8>,
+    /// Signature over the module (see [`crate::sign_module`]).
+    pub signature: Option<Vec<u8>>,
+}
+
+/// The future a [`ModuleSource`] returns.
+pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Fetched>> + Send + 'a>>;
+
+/// Fetches modules by image reference (`name[:tag][@sha256:digest]`).
 pub trait ModuleSource: Send + Sync + 'static {
-    /// The module's bytes. The runtime checks a digest named in the reference itself.
-    fn fetch<'a>(
-        &'a self,
-        image: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>>> + Send + 'a>>;
+    /// The module. The runtime checks the digest named in the reference and the signature.
+    fn fetch<'a>(&'a self, image: &'a str) -> FetchFuture<'a>;
 }
 
 /// The reference without tag or digest: `hello:1.0@sha256:...` → `hello`.
@@ -27,7 +36,8 @@ pub(crate) fn image_name(image: &str) -> &str {
     }
 }
 
-/// Modules as files in a directory: `hello:1.0` is `<dir>/hello.wasm`.
+/// Modules as files in a directory: `hello:1.0` is `<dir>/hello.wasm`, its signature (if any)
+/// `<dir>/hello.wasm.sig` (64 raw bytes or base64).
 #[derive(Debug, Clone)]
 pub struct DirSource {
     dir: PathBuf,
@@ -41,16 +51,24 @@ impl DirSource {
 }
 
 impl ModuleSource for DirSource {
-    fn fetch<'a>(
-        &'a self,
-        image: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>>> + Send + 'a>> {
+    fn fetch<'a>(&'a self, image: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
             let path = self.dir.join(format!("{}.wasm", image_name(image)));
-            tokio::fs::read(&path).await.map_err(|e| Error::Pull {
+            let bytes = tokio::fs::read(&path).await.map_err(|e| Error::Pull {
                 image: image.into(),
                 reason: format!("{}: {e}", path.display()),
-            })
+            })?;
+            let signature = tokio::fs::read(path.with_extension("wasm.sig"))
+                .await
+                .ok()
+                .map(|raw| {
+                    use base64::Engine as _;
+                    let text = String::from_utf8_lossy(&raw);
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text.trim())
+                        .unwrap_or(raw)
+                });
+            Ok(Fetched { bytes, signature })
         })
     }
 }
@@ -58,7 +76,7 @@ impl ModuleSource for DirSource {
 /// Modules held in memory, by name (tests and benchmarks).
 #[derive(Debug, Default)]
 pub struct MemorySource {
-    modules: Mutex<HashMap<String, Vec<u8>>>,
+    modules: Mutex<HashMap<String, Fetched>>,
 }
 
 impl MemorySource {
@@ -67,20 +85,22 @@ impl MemorySource {
         Self::default()
     }
 
-    /// Adds a module under `name` (any tag resolves to it).
+    /// Adds an unsigned module under `name` (any tag resolves to it).
     pub fn insert(&self, name: &str, bytes: Vec<u8>) {
+        self.insert_signed(name, bytes, None);
+    }
+
+    /// Adds a module with its signature.
+    pub fn insert_signed(&self, name: &str, bytes: Vec<u8>, signature: Option<Vec<u8>>) {
         self.modules
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), bytes);
+            .insert(name.to_string(), Fetched { bytes, signature });
     }
 }
 
 impl ModuleSource for MemorySource {
-    fn fetch<'a>(
-        &'a self,
-        image: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>>> + Send + 'a>> {
+    fn fetch<'a>(&'a self, image: &'a str) -> FetchFuture<'a> {
         let found = self
             .modules
             .lock()

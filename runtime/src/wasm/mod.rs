@@ -47,6 +47,10 @@ pub struct Config {
     pub slice_ticks: u64,
     /// Log file size at which it is rotated.
     pub log_max_bytes: u64,
+    /// Publisher keys whose signatures this node accepts.
+    pub trusted_keys: Vec<ed25519_dalek::VerifyingKey>,
+    /// Refuse modules without a valid signature by a trusted key.
+    pub require_signatures: bool,
 }
 
 impl Config {
@@ -59,6 +63,8 @@ impl Config {
             tick: Duration::from_millis(1),
             slice_ticks: 10,
             log_max_bytes: 10 << 20,
+            trusted_keys: Vec::new(),
+            require_signatures: false,
         }
     }
 }
@@ -471,8 +477,28 @@ impl ContainerRuntime for WasmRuntime {
         if let Ok(found) = self.image(image) {
             return Ok(found.id);
         }
-        let bytes = self.inner.source.fetch(image).await?;
+        let fetched = self.inner.source.fetch(image).await?;
+        let bytes = fetched.bytes;
         let digest = sha256_hex(&bytes);
+        // A signature present is always checked (a tampered module is refused); a missing one
+        // only where the node requires signatures.
+        match &fetched.signature {
+            Some(sig) if !crate::verify_module(&self.inner.config.trusted_keys, &bytes, sig) => {
+                return Err(Error::Pull {
+                    image: image.into(),
+                    reason: "the module's signature does not verify with any trusted publisher key"
+                        .into(),
+                });
+            }
+            None if self.inner.config.require_signatures => {
+                return Err(Error::Pull {
+                    image: image.into(),
+                    reason: "the module is not signed, and this node requires signed modules"
+                        .into(),
+                });
+            }
+            _ => {}
+        }
         if let Some((_, want)) = image.split_once("@sha256:")
             && want != digest
         {

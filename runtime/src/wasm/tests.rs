@@ -294,3 +294,43 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_are_required_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = crate::SigningKey::from_bytes(&[1; 32]);
+    let stranger = crate::SigningKey::from_bytes(&[2; 32]);
+    let module = wat::parse_str(include_str!("fixtures/done.wat")).unwrap();
+    let source = Arc::new(MemorySource::new());
+    source.insert_signed(
+        "good",
+        module.clone(),
+        Some(crate::sign_module(&publisher, &module).to_vec()),
+    );
+    source.insert_signed(
+        "foreign",
+        module.clone(),
+        Some(crate::sign_module(&stranger, &module).to_vec()),
+    );
+    let mut tampered = module.clone();
+    tampered.extend_from_slice(&[0, 4, b'n', b'o', b't', b'e']); // a custom section
+    source.insert_signed(
+        "tampered",
+        tampered,
+        Some(crate::sign_module(&publisher, &module).to_vec()),
+    );
+    source.insert("unsigned", module);
+    let mut config = Config::new(dir.path(), 4);
+    config.trusted_keys = vec![publisher.verifying_key()];
+    config.require_signatures = true;
+    let rt = WasmRuntime::new(config, source).unwrap();
+    assert!(rt.pull_image("good:1").await.is_ok());
+    for (image, why) in [
+        ("foreign:1", "does not verify"),
+        ("tampered:1", "does not verify"),
+        ("unsigned:1", "not signed"),
+    ] {
+        let err = rt.pull_image(image).await.unwrap_err().to_string();
+        assert!(err.contains(why), "{image}: {err}");
+    }
+}
