@@ -151,6 +151,7 @@ impl ResourceLimiter for Limiter {
 impl WasmRuntime {
     /// Builds the engine, its pools and the epoch ticker.
     pub fn new(config: Config, source: Arc<dyn ModuleSource>) -> Result<Self> {
+        warn_if_host_caps_density(config.max_containers);
         let engine = engine(&config)
             .map_err(|e| Error::InvalidState(format!("cannot configure wasmtime: {e:#}")))?;
         let mut linker = Linker::new(&engine);
@@ -353,6 +354,25 @@ impl WasmRuntime {
             c.set_state(state);
         });
         Ok(())
+    }
+}
+
+/// Each running container holds a few memory mappings (its stack's two regions, its memory and
+/// tables); Linux caps them per process with `vm.max_map_count`. Say so when that cap, not the
+/// configured pod capacity, will limit density.
+fn warn_if_host_caps_density(max_containers: u32) {
+    const MAPS_PER_CONTAINER: u64 = 5;
+    let Some(limit) = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|v| v.trim().parse::<u64>().ok()) else {
+        return;
+    };
+    let needed = u64::from(max_containers) * MAPS_PER_CONTAINER + 4096;
+    if needed > limit {
+        tracing::warn!(
+            max_containers,
+            max_map_count = limit,
+            fits = limit.saturating_sub(4096) / MAPS_PER_CONTAINER,
+            "vm.max_map_count caps how many containers this node can run; raise it (sysctl -w vm.max_map_count={needed}) for the configured capacity"
+        );
     }
 }
 
