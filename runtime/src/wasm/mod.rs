@@ -73,6 +73,8 @@ impl Config {
 pub struct WasmRuntime {
     inner: Arc<Inner>,
     ticker_stop: Arc<AtomicBool>,
+    /// The executor guests run on, apart from the agent's own tasks.
+    guests: Option<tokio::runtime::Runtime>,
 }
 
 struct Inner {
@@ -84,6 +86,7 @@ struct Inner {
     registry: Registry,
     images: Mutex<HashMap<String, Image>>,
     tasks: TaskTracker,
+    guest_handle: tokio::runtime::Handle,
 }
 
 #[derive(Clone)]
@@ -160,6 +163,15 @@ impl WasmRuntime {
         let mut component_linker = ComponentLinker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
             .map_err(|e| Error::InvalidState(format!("cannot link WASI 0.2: {e:#}")))?;
+        // Guests run on their own executor. It checks timers after every task poll, so a guest
+        // whose sleep ended runs at the next slice boundary even while others spin (tokio's
+        // default checks only every 61 polls, which here would be 61 slices).
+        let guests = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("wasm-guest")
+            .event_interval(1)
+            .enable_all()
+            .build()
+            .map_err(io("cannot start the guest executor"))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
             let (engine, stop, tick) = (engine.clone(), ticker_stop.clone(), config.tick);
@@ -183,8 +195,10 @@ impl WasmRuntime {
                 registry: Registry::default(),
                 images: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
+                guest_handle: guests.handle().clone(),
             }),
             ticker_stop,
+            guests: Some(guests),
         })
     }
 
@@ -327,7 +341,7 @@ impl WasmRuntime {
         store.set_epoch_deadline(slice);
         let started_at = SystemTime::now();
         c.set_state(ContainerState::Running { started_at });
-        self.inner.tasks.spawn(async move {
+        let tracked = self.inner.tasks.track_future(async move {
             let run = async {
                 match &image.pre {
                     Pre::Module(pre) => {
@@ -353,6 +367,8 @@ impl WasmRuntime {
             drop(store);
             c.set_state(state);
         });
+        // Owned by the tracker; the handle is not needed to learn the outcome (the state is).
+        drop(self.inner.guest_handle.spawn(tracked));
         Ok(())
     }
 }
@@ -362,7 +378,10 @@ impl WasmRuntime {
 /// configured pod capacity, will limit density.
 fn warn_if_host_caps_density(max_containers: u32) {
     const MAPS_PER_CONTAINER: u64 = 5;
-    let Some(limit) = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|v| v.trim().parse::<u64>().ok()) else {
+    let Some(limit) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
         return;
     };
     let needed = u64::from(max_containers) * MAPS_PER_CONTAINER + 4096;
@@ -419,6 +438,11 @@ fn engine(config: &Config) -> wasmtime::Result<Engine> {
 impl Drop for WasmRuntime {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
+        // Dropping a runtime inside another one's async context would panic: let it wind down
+        // in the background instead.
+        if let Some(guests) = self.guests.take() {
+            guests.shutdown_background();
+        }
     }
 }
 
