@@ -75,16 +75,23 @@ fn main() {
 
         // Start latency.
         let mut starts = Vec::with_capacity(STARTS);
+        let mut phases = [Vec::new(), Vec::new()];
         for i in 0..STARTS {
             let config = container(format!("s{i}"), "done:1");
             let t = Instant::now();
             let id = rt.create_container(&sandbox, &config).await.expect("create");
+            phases[0].push(t.elapsed().as_secs_f64() * 1e6);
             rt.start_container(&id).await.expect("start");
+            phases[1].push(t.elapsed().as_secs_f64() * 1e6);
             wait_exit(&rt, &id).await;
             starts.push(t.elapsed().as_secs_f64() * 1e6);
             rt.remove_container(&id).await.expect("remove");
         }
         starts.sort_by(f64::total_cmp);
+        for p in &mut phases {
+            p.sort_by(f64::total_cmp);
+        }
+        println!("start phases (p50): created {:.1} us, started {:.1} us", percentile(&phases[0], 0.5), percentile(&phases[1], 0.5));
         let (start_p50, start_p99) = (percentile(&starts, 0.5), percentile(&starts, 0.99));
         println!("start (create+start+exit of a cached module): p50 {start_p50:.1} us, p99 {start_p99:.1} us over {STARTS}");
 

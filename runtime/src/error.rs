@@ -41,6 +41,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A request to a container's HTTP handler failed.
+    #[error("container {container:?} failed to answer: {reason}")]
+    Http {
+        /// The container name.
+        container: String,
+        /// Why.
+        reason: String,
+    },
     /// A host I/O failure.
     #[error("{what}")]
     Io {

@@ -20,7 +20,7 @@ pub use fake::FakeRuntime;
 pub use signature::{sign_module, verify_module};
 pub use source::{DirSource, FetchFuture, Fetched, MemorySource, ModuleSource};
 pub use types::*;
-pub use wasm::{Config as WasmConfig, WasmRuntime};
+pub use wasm::{Config as WasmConfig, HttpBody, WasmRuntime};
 
 /// The runtime interface the agent drives, shaped like CRI.
 ///

@@ -22,27 +22,24 @@ pub(crate) struct LogFile {
 
 struct Inner {
     path: PathBuf,
-    file: File,
+    /// Opened at the first record: a container that prints nothing costs no file operations
+    /// when it starts.
+    file: Option<File>,
     size: u64,
     max_size: u64,
 }
 
 impl LogFile {
-    /// Opens `path` for appending (a restarted run keeps earlier records).
-    pub(crate) fn open(path: &Path, max_size: u64) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let size = file.metadata()?.len();
-        Ok(Self {
+    /// A log at `path`, appended to (a restarted run keeps earlier records).
+    pub(crate) fn new(path: &Path, max_size: u64) -> Self {
+        Self {
             inner: Arc::new(Mutex::new(Inner {
                 path: path.to_path_buf(),
-                file,
-                size,
+                file: None,
+                size: 0,
                 max_size,
             })),
-        })
+        }
     }
 
     /// A writer for one stream (`stdout` or `stderr`).
@@ -54,7 +51,7 @@ impl LogFile {
         }
     }
 
-    fn record(&self, stream: &str, tag: char, text: &[u8]) {
+    pub(crate) fn record(&self, stream: &str, tag: char, text: &[u8]) {
         let ts = jiff::Timestamp::now()
             .strftime("%Y-%m-%dT%H:%M:%S%.9fZ")
             .to_string();
@@ -68,17 +65,41 @@ impl LogFile {
         line.extend_from_slice(text);
         line.push(b'\n');
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.file.is_none() {
+            inner.open();
+        }
         if inner.size + line.len() as u64 > inner.max_size && inner.size > 0 {
             inner.rotate();
         }
         // Log write failures must not kill the guest; the record is lost.
-        if inner.file.write_all(&line).is_ok() {
+        if let Some(file) = &mut inner.file
+            && file.write_all(&line).is_ok()
+        {
             inner.size += line.len() as u64;
         }
     }
 }
 
 impl Inner {
+    fn open(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            Ok(file) => {
+                self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = Some(file);
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), "cannot open the container log: {e}")
+            }
+        }
+    }
+
     fn rotate(&mut self) {
         let old = self.path.with_extension(format!(
             "{}.1",
@@ -93,7 +114,7 @@ impl Inner {
                 .append(true)
                 .open(&self.path)
         {
-            self.file = f;
+            self.file = Some(f);
             self.size = 0;
         }
     }
@@ -157,6 +178,62 @@ impl Drop for StreamWriter {
     }
 }
 
+/// A guest's stdout or stderr. Writes go straight to the log file: no buffer or helper task per
+/// container, and a guest's output costs it no extra trip through the scheduler.
+pub(crate) struct GuestOutput {
+    log: LogFile,
+    stream: &'static str,
+}
+
+impl GuestOutput {
+    pub(crate) fn new(log: &LogFile, stream: &'static str) -> Self {
+        Self {
+            log: log.clone(),
+            stream,
+        }
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.log.stream(self.stream))
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.log.stream(self.stream))
+    }
+}
+
+impl wasmtime_wasi::p2::Pollable for StreamWriter {
+    fn ready<'a, 'f>(&'a mut self) -> Pin<Box<dyn Future<Output = ()> + Send + 'f>>
+    where
+        'a: 'f,
+    {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+impl wasmtime_wasi::p2::OutputStream for StreamWriter {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,7 +242,7 @@ mod tests {
     fn writes_cri_records_and_rotates() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c/0.log");
-        let log = LogFile::open(&path, 200).unwrap();
+        let log = LogFile::new(&path, 200);
         let mut out = log.stream("stdout");
         out.push(b"hello\nwor");
         out.push(b"ld\npartial");

@@ -35,7 +35,7 @@ pub struct PodSandboxStatus {
 }
 
 /// A directory a container sees.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Mount {
     /// Host directory.
     pub host_path: PathBuf,
@@ -43,6 +43,18 @@ pub struct Mount {
     pub container_path: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// Where the directory comes from.
+    pub source: MountSource,
+}
+
+/// Where a mounted directory comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MountSource {
+    /// Made by the agent for the pod: an emptyDir, or files of a ConfigMap or Secret.
+    #[default]
+    Pod,
+    /// A `hostPath` volume: a directory of the node itself, allowed only where the node says.
+    HostPath,
 }
 
 /// Resource limits of a container.

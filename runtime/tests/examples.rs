@@ -216,6 +216,7 @@ async fn examples_run_with_the_expected_output() {
             host_path: shared.clone(),
             container_path: "/data".into(),
             read_only: false,
+            ..Default::default()
         }]
     };
     let writer = n

@@ -20,14 +20,16 @@ use wasmtime::{
     Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
     ResourceLimiter, Store, UpdateDeadline,
 };
-use wasmtime_wasi::cli::AsyncStdoutStream;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::ContainerRuntime;
 use crate::error::{Error, Result, io};
-use crate::logs::LogFile;
+use crate::logs::{GuestOutput, LogFile};
 use crate::source::ModuleSource;
 use crate::state::{self, Container, Registry};
 use crate::types::*;
@@ -51,6 +53,9 @@ pub struct Config {
     pub trusted_keys: Vec<ed25519_dalek::VerifyingKey>,
     /// Refuse modules without a valid signature by a trusted key.
     pub require_signatures: bool,
+    /// Host directories that `hostPath` volumes may name (themselves or anything below them).
+    /// Empty: this node allows no `hostPath` volumes.
+    pub host_path_prefixes: Vec<PathBuf>,
 }
 
 impl Config {
@@ -61,10 +66,11 @@ impl Config {
             max_containers,
             max_memory_bytes: 256 << 20,
             tick: Duration::from_millis(1),
-            slice_ticks: 10,
+            slice_ticks: 5,
             log_max_bytes: 10 << 20,
             trusted_keys: Vec::new(),
             require_signatures: false,
+            host_path_prefixes: Vec::new(),
         }
     }
 }
@@ -87,6 +93,18 @@ struct Inner {
     images: Mutex<HashMap<String, Image>>,
     tasks: TaskTracker,
     guest_handle: tokio::runtime::Handle,
+    /// Running containers whose image is a `wasi:http/proxy` component, by container id.
+    serving: Mutex<HashMap<String, Arc<Serving>>>,
+}
+
+/// A container serving HTTP: no guest runs until a request comes, then a fresh instance per
+/// request.
+struct Serving {
+    pre: ProxyPre<Host>,
+    log: LogFile,
+    /// Cancelled by a graceful stop: no new requests, in-flight ones finish.
+    draining: tokio_util::sync::CancellationToken,
+    requests: TaskTracker,
 }
 
 #[derive(Clone)]
@@ -95,10 +113,17 @@ struct Image {
     pre: Pre,
 }
 
-/// A pulled image, pre-instantiated once: a preview 1 command module or a `wasi:cli/run`
-/// component.
+/// A pulled image, pre-instantiated once: a preview 1 command module, a `wasi:cli/run`
+/// component, or a `wasi:http/proxy` component.
 #[derive(Clone)]
 enum Pre {
+    Run(Command),
+    Http(ProxyPre<Host>),
+}
+
+/// Something that runs to completion.
+#[derive(Clone)]
+enum Command {
     Module(InstancePre<Host>),
     Component(CommandPre<Host>),
 }
@@ -106,8 +131,48 @@ enum Pre {
 /// A guest's host state.
 struct Host {
     wasi: WasiP1Ctx,
+    http: WasiHttpCtx,
+    egress: Egress,
     limits: Limiter,
 }
+
+/// Outgoing HTTP from guests. None is allowed yet: the agent's service proxy decides where a
+/// guest may connect.
+struct Egress;
+
+impl WasiHttpHooks for Egress {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<
+                        dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+                )>,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: self.wasi.ctx().table,
+            hooks: &mut self.egress,
+        }
+    }
+}
+
+/// The body of a response from a guest's HTTP handler.
+pub type HttpBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// Enforces `limits.memory`, remembering when it was the reason a guest died.
 struct Limiter {
@@ -162,6 +227,9 @@ impl WasmRuntime {
             .map_err(|e| Error::InvalidState(format!("cannot link WASI: {e:#}")))?;
         let mut component_linker = ComponentLinker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .and_then(|()| {
+                wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
+            })
             .map_err(|e| Error::InvalidState(format!("cannot link WASI 0.2: {e:#}")))?;
         // Guests run on their own executor. It checks timers after every task poll, so a guest
         // whose sleep ended runs at the next slice boundary even while others spin (tokio's
@@ -196,6 +264,7 @@ impl WasmRuntime {
                 images: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 guest_handle: guests.handle().clone(),
+                serving: Mutex::new(HashMap::new()),
             }),
             ticker_stop,
             guests: Some(guests),
@@ -255,7 +324,14 @@ impl WasmRuntime {
                 };
                 let serialized = if fresh { Some(c.serialize().map_err(invalid)?) } else { None };
                 let pre = inner.component_linker.instantiate_pre(&c).map_err(invalid)?;
-                (Pre::Component(CommandPre::new(pre).map_err(invalid)?), serialized)
+                let pre = match CommandPre::new(pre.clone()) {
+                    Ok(command) => Pre::Run(Command::Component(command)),
+                    Err(_) => Pre::Http(ProxyPre::new(pre).map_err(|_| Error::InvalidModule {
+                        image: image_name.clone(),
+                        reason: "the component exports neither wasi:cli/run (a command) nor wasi:http/incoming-handler (an HTTP handler)".into(),
+                    })?),
+                };
+                (pre, serialized)
             } else {
                 #[expect(unsafe_code, reason = "the artifact was written by this engine configuration (its hash names the directory) into the node's private cache")]
                 let loaded = cached.then(|| unsafe { Module::deserialize_file(&inner.engine, &artifact) }).and_then(|r| r.ok());
@@ -265,7 +341,7 @@ impl WasmRuntime {
                     None => Module::new(&inner.engine, &bytes).map_err(invalid)?,
                 };
                 let serialized = if fresh { Some(m.serialize().map_err(invalid)?) } else { None };
-                (Pre::Module(inner.linker.instantiate_pre(&m).map_err(invalid)?), serialized)
+                (Pre::Run(Command::Module(inner.linker.instantiate_pre(&m).map_err(invalid)?)), serialized)
             };
             if let Some(serialized) = serialized {
                 std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
@@ -279,14 +355,19 @@ impl WasmRuntime {
         .map_err(|e| Error::InvalidState(format!("compilation task failed: {e}")))?
     }
 
-    fn spawn(&self, c: Arc<Container>, image: Image) -> Result<()> {
+    /// A store for one run of a container (or one request to it): its WASI context with args,
+    /// env and volumes, stdio into its log, its memory limit and its CPU slicing.
+    fn new_store(
+        &self,
+        c: &Arc<Container>,
+        log: &LogFile,
+        oom: Arc<AtomicBool>,
+    ) -> Result<Store<Host>> {
         let config = &c.config;
         let create = |reason: String| Error::Create {
             name: config.name.clone(),
             reason,
         };
-        let log = LogFile::open(&config.log_path, self.inner.config.log_max_bytes)
-            .map_err(|e| create(format!("log file {}: {e}", config.log_path.display())))?;
         let mut wasi = WasiCtxBuilder::new();
         wasi.arg(&config.name).args(&config.args).envs(&config.env);
         if let Some(dir) = &config.working_dir {
@@ -301,18 +382,19 @@ impl WasmRuntime {
             wasi.preopened_dir(&m.host_path, &m.container_path, perms)
                 .map_err(|e| create(format!("volume {}: {e:#}", m.host_path.display())))?;
         }
-        wasi.stdout(AsyncStdoutStream::new(8192, log.stream("stdout")));
-        wasi.stderr(AsyncStdoutStream::new(8192, log.stream("stderr")));
-        let oom = Arc::new(AtomicBool::new(false));
+        wasi.stdout(GuestOutput::new(log, "stdout"));
+        wasi.stderr(GuestOutput::new(log, "stderr"));
         let limits = Limiter {
             max_memory: config.limits.memory_bytes.map(|m| m as usize),
-            oom: oom.clone(),
+            oom,
             container: c.clone(),
         };
         let mut store = Store::new(
             &self.inner.engine,
             Host {
                 wasi: wasi.build_p1(),
+                http: WasiHttpCtx::new(),
+                egress: Egress,
                 limits,
             },
         );
@@ -333,26 +415,37 @@ impl WasmRuntime {
             let yield_now: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
                 match pause {
                     Some(p) => Box::pin(tokio::time::sleep(p)),
-                    None => Box::pin(tokio::task::yield_now()),
+                    None => Box::pin(YieldOnce(false)),
                 };
             Ok(UpdateDeadline::YieldCustom(slice, yield_now))
         });
         // Instantiation can run guest code: the deadline must be set first.
         store.set_epoch_deadline(slice);
+        Ok(store)
+    }
+
+    fn spawn(&self, c: Arc<Container>, image: Image) -> Result<()> {
+        let log = LogFile::new(&c.config.log_path, self.inner.config.log_max_bytes);
+        let command = match image.pre {
+            Pre::Run(command) => command,
+            Pre::Http(pre) => return self.serve(c, pre, log),
+        };
+        let oom = Arc::new(AtomicBool::new(false));
+        let mut store = self.new_store(&c, &log, oom.clone())?;
         let started_at = SystemTime::now();
         c.set_state(ContainerState::Running { started_at });
         let tracked = self.inner.tasks.track_future(async move {
             let run = async {
-                match &image.pre {
-                    Pre::Module(pre) => {
+                match &command {
+                    Command::Module(pre) => {
                         let instance = pre.instantiate_async(&mut store).await?;
                         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
                         start.call_async(&mut store, ()).await
                     }
-                    Pre::Component(pre) => {
-                        let command = pre.instantiate_async(&mut store).await?;
+                    Command::Component(pre) => {
+                        let cli = pre.instantiate_async(&mut store).await?;
                         // `wasi:cli/run` reports only success or failure: exit code 0 or 1.
-                        match command.wasi_cli_run().call_run(&mut store).await? {
+                        match cli.wasi_cli_run().call_run(&mut store).await? {
                             Ok(()) => Ok(()),
                             Err(()) => Err(I32Exit(1).into()),
                         }
@@ -370,6 +463,155 @@ impl WasmRuntime {
         // Owned by the tracker; the handle is not needed to learn the outcome (the state is).
         drop(self.inner.guest_handle.spawn(tracked));
         Ok(())
+    }
+}
+
+impl WasmRuntime {
+    /// Starts a container whose image is an HTTP handler: it runs no guest code until requests
+    /// come, and stops once it has drained them (or at once when killed).
+    fn serve(&self, c: Arc<Container>, pre: ProxyPre<Host>, log: LogFile) -> Result<()> {
+        let serving = Arc::new(Serving {
+            pre,
+            log,
+            draining: tokio_util::sync::CancellationToken::new(),
+            requests: TaskTracker::new(),
+        });
+        self.inner
+            .serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(c.id.clone(), serving.clone());
+        let started_at = SystemTime::now();
+        c.set_state(ContainerState::Running { started_at });
+        let inner = self.inner.clone();
+        let tracked = self.inner.tasks.track_future(async move {
+            tokio::select! {
+                _ = c.kill.cancelled() => {}
+                _ = serving.draining.cancelled() => {}
+            }
+            serving.requests.close();
+            let state = tokio::select! {
+                _ = serving.requests.wait() => state::exited(started_at, 0, ExitReason::Completed, String::new()),
+                _ = c.kill.cancelled() => state::exited(started_at, 137, ExitReason::Error, "stopped by the runtime with requests in flight".into()),
+            };
+            inner.serving.lock().unwrap_or_else(|e| e.into_inner()).remove(&c.id);
+            c.set_state(state);
+        });
+        drop(self.inner.guest_handle.spawn(tracked));
+        Ok(())
+    }
+
+    /// Answers one HTTP request with a fresh instance of a running container's
+    /// `wasi:http/proxy` component, under the container's memory and CPU limits, its output
+    /// going to the container's log. A guest that fails (traps, exceeds its memory) fails only
+    /// this request: the error says why and is logged to the container's stderr.
+    pub async fn handle_http<B>(
+        &self,
+        container_id: &str,
+        request: http::Request<B>,
+    ) -> Result<http::Response<HttpBody>>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let c = self.inner.registry.container(container_id)?;
+        let serving = self
+            .inner
+            .serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(container_id)
+            .cloned()
+            .filter(|s| !s.draining.is_cancelled() && !c.kill.is_cancelled())
+            .ok_or_else(|| {
+                Error::InvalidState(format!(
+                    "container {container_id} is not serving HTTP (not running, stopping, or not a wasi:http/proxy component)"
+                ))
+            })?;
+        let failed = |reason: String| {
+            serving.log.record(
+                "stderr",
+                'F',
+                format!("request failed: {reason}").as_bytes(),
+            );
+            Error::Http {
+                container: c.config.name.clone(),
+                reason,
+            }
+        };
+        let oom = Arc::new(AtomicBool::new(false));
+        let mut store = self.new_store(&c, &serving.log, oom.clone())?;
+        let (respond, response) = tokio::sync::oneshot::channel();
+        let request = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|e| failed(format!("{e:#}")))?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(respond)
+            .map_err(|e| failed(format!("{e:#}")))?;
+        let pre = serving.pre.clone();
+        let kill = c.kill.clone();
+        // The instance lives on after answering, for as long as it streams the body.
+        let run = self
+            .inner
+            .guest_handle
+            .spawn(serving.requests.track_future(async move {
+                let handle = async {
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, request, out)
+                        .await
+                };
+                tokio::select! {
+                    result = handle => result,
+                    _ = kill.cancelled() => Err(wasmtime::format_err!("stopped by the runtime")),
+                }
+            }));
+        match response.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(failed(format!(
+                "the handler answered with an error: {code:?}"
+            ))),
+            Err(_) => {
+                let why = match run.await {
+                    Ok(Ok(())) => "the handler returned without setting a response".to_string(),
+                    Ok(Err(_)) if oom.load(Ordering::Relaxed) => format!(
+                        "OOMKilled: the handler exceeded its memory limit of {} bytes",
+                        c.config.limits.memory_bytes.unwrap_or_default()
+                    ),
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(e) => format!("the request task failed: {e}"),
+                };
+                Err(failed(why))
+            }
+        }
+    }
+}
+
+/// Gives the executor back for one turn: wakes itself and returns `Pending` once.
+///
+/// Unlike `tokio::task::yield_now`, whose deferred wake-up lands in the worker's LIFO slot (so
+/// a spinning guest would run again before anything queued behind it), a task that wakes itself
+/// while being polled goes to the back of the run queue: every other ready guest runs first.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
@@ -393,6 +635,32 @@ fn warn_if_host_caps_density(max_containers: u32) {
             "vm.max_map_count caps how many containers this node can run; raise it (sysctl -w vm.max_map_count={needed}) for the configured capacity"
         );
     }
+}
+
+/// A `hostPath` volume must resolve (symlinks and `..` followed) to one of the node's allowed
+/// directories or below.
+fn check_host_path(allowed: &[PathBuf], path: &std::path::Path) -> std::result::Result<(), String> {
+    if allowed.is_empty() {
+        return Err(format!(
+            "hostPath volume {} is not allowed: this node allows no hostPath volumes",
+            path.display()
+        ));
+    }
+    let real = std::fs::canonicalize(path)
+        .map_err(|e| format!("hostPath volume {}: {e}", path.display()))?;
+    if allowed
+        .iter()
+        .filter_map(|a| std::fs::canonicalize(a).ok())
+        .any(|a| real.starts_with(a))
+    {
+        return Ok(());
+    }
+    let list: Vec<String> = allowed.iter().map(|a| a.display().to_string()).collect();
+    Err(format!(
+        "hostPath volume {} is not allowed on this node (allowed: {})",
+        path.display(),
+        list.join(", ")
+    ))
 }
 
 /// Components have layer 1 in their preamble; core modules have version 1, layer 0.
@@ -472,6 +740,18 @@ impl ContainerRuntime for WasmRuntime {
 
     async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String> {
         let image = self.image(&config.image)?;
+        for m in config
+            .mounts
+            .iter()
+            .filter(|m| m.source == MountSource::HostPath)
+        {
+            check_host_path(&self.inner.config.host_path_prefixes, &m.host_path).map_err(
+                |reason| Error::Create {
+                    name: config.name.clone(),
+                    reason,
+                },
+            )?;
+        }
         Ok(self
             .inner
             .registry
@@ -496,8 +776,17 @@ impl ContainerRuntime for WasmRuntime {
         if !matches!(c.state(), ContainerState::Running { .. }) {
             return Ok(());
         }
-        // A preview 1 guest has no signal to receive: give it the grace period to finish on its
-        // own, then stop it.
+        // An HTTP handler stops taking requests and finishes those in flight. A command guest has
+        // no signal to receive: it gets the grace period to finish on its own. Then it is killed.
+        if let Some(serving) = self
+            .inner
+            .serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
+            serving.draining.cancel();
+        }
         if tokio::time::timeout(grace, c.exited()).await.is_err() {
             c.kill.cancel();
             c.exited().await;

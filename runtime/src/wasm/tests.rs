@@ -1,5 +1,6 @@
 //! The wasmtime backend against real modules (`.wat` fixtures), with limits that bite.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -220,6 +221,7 @@ async fn volumes_are_preopened_directories() {
         host_path: shared.clone(),
         container_path: "/data".into(),
         read_only: false,
+        ..Default::default()
     };
     let id = n
         .start("writer", "writer:1", Limits::default(), vec![mount.clone()])
@@ -333,4 +335,85 @@ async fn signatures_are_required_and_checked() {
         let err = rt.pull_image(image).await.unwrap_err().to_string();
         assert!(err.contains(why), "{image}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_paths_only_where_the_node_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("srv/shared");
+    let outside = dir.path().join("etc");
+    std::fs::create_dir_all(allowed.join("sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let source = Arc::new(MemorySource::new());
+    source.insert(
+        "writer",
+        wat::parse_str(include_str!("fixtures/writer.wat")).unwrap(),
+    );
+    let make = |prefixes: Vec<PathBuf>| {
+        let mut config = Config::new(dir.path().join("cache"), 4);
+        config.host_path_prefixes = prefixes;
+        WasmRuntime::new(config, source.clone()).unwrap()
+    };
+    let mount = |path: PathBuf| Mount {
+        host_path: path,
+        container_path: "/data".into(),
+        source: MountSource::HostPath,
+        ..Default::default()
+    };
+    let logs = dir.path().join("logs/w.log");
+    async fn create(rt: &WasmRuntime, mount: Mount, log_path: &Path) -> Result<String> {
+        rt.pull_image("writer:1").await.unwrap();
+        let sandbox = rt
+            .run_pod_sandbox(&PodSandboxConfig::default())
+            .await
+            .unwrap();
+        let config = ContainerConfig {
+            name: "w".into(),
+            image: "writer:1".into(),
+            mounts: vec![mount],
+            log_path: log_path.into(),
+            ..Default::default()
+        };
+        rt.create_container(&sandbox, &config).await
+    }
+
+    let closed = make(vec![]);
+    let err = create(&closed, mount(allowed.clone()), &logs)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("this node allows no hostPath volumes"),
+        "{err}"
+    );
+
+    let open = make(vec![allowed.clone()]);
+    let id = create(&open, mount(allowed.join("sub")), &logs)
+        .await
+        .unwrap();
+    open.start_container(&id).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !allowed.join("sub/out.txt").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the guest wrote nothing to the hostPath volume"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for escape in [outside.clone(), allowed.join("../../etc")] {
+        let err = create(&open, mount(escape), &logs)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is not allowed on this node (allowed: "),
+            "{err}"
+        );
+    }
+    std::os::unix::fs::symlink(&outside, allowed.join("link")).unwrap();
+    let err = create(&open, mount(allowed.join("link")), &logs)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not allowed on this node"), "{err}");
 }
