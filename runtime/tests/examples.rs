@@ -104,6 +104,51 @@ impl Node {
         }
     }
 
+    /// Turns the preview 1 module `name` into the component `<name>-component` with an adapter.
+    fn componentize(&self, name: &str, adapter: &[u8]) {
+        let modules = self.dir.path().join("modules");
+        let module = std::fs::read(modules.join(format!("{name}.wasm"))).unwrap();
+        let component = wit_component::ComponentEncoder::default()
+            .module(&module)
+            .unwrap()
+            .adapter("wasi_snapshot_preview1", adapter)
+            .unwrap()
+            .validate(true)
+            .encode()
+            .unwrap();
+        std::fs::write(modules.join(format!("{name}-component.wasm")), component).unwrap();
+    }
+
+    /// Sends one request to an HTTP function: status, content type and body, or the error.
+    async fn request(
+        &self,
+        id: &str,
+        method: &str,
+        path: &str,
+    ) -> Result<(u16, String, String), skiff_runtime::Error> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://function.local{path}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let response = self.rt.handle_http(id, request).await?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("the body streams to the end")
+            .to_bytes();
+        Ok((
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        ))
+    }
+
     async fn exit(&self, id: &str) -> (i32, ExitReason, String) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -240,21 +285,11 @@ async fn examples_run_with_the_expected_output() {
     );
 
     // The same programs as WASI 0.2 components (`wasi:cli/run`), through the same trait.
-    let modules = n.dir.path().join("modules");
     for name in ["compute", "crash"] {
-        let module = std::fs::read(modules.join(format!("{name}.wasm"))).unwrap();
-        let component = wit_component::ComponentEncoder::default()
-            .module(&module)
-            .unwrap()
-            .adapter(
-                "wasi_snapshot_preview1",
-                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
-            )
-            .unwrap()
-            .validate(true)
-            .encode()
-            .unwrap();
-        std::fs::write(modules.join(format!("{name}-component.wasm")), component).unwrap();
+        n.componentize(
+            name,
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        );
     }
     let job = n
         .run(
@@ -299,4 +334,105 @@ async fn examples_run_with_the_expected_output() {
             .unwrap();
         assert_eq!(n.exit(id).await.0, 137);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_function_answers_each_request_with_a_fresh_instance() {
+    let n = Node::new().await;
+    n.componentize(
+        "hello-http",
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
+    );
+    let id = n
+        .run(
+            "web",
+            "hello-http-component:1.0",
+            &[],
+            Limits {
+                memory_bytes: Some(16 << 20),
+                cpu_millis: None,
+            },
+            vec![],
+        )
+        .await;
+    assert!(matches!(
+        n.rt.container_status(&id).await.unwrap().state,
+        ContainerState::Running { .. }
+    ));
+
+    let ok = |method: &str, path: &str| {
+        (
+            200,
+            "text/plain".to_string(),
+            format!("Hello from a Wasm function! You asked for {method} {path}\n"),
+        )
+    };
+    assert_eq!(
+        n.request(&id, "GET", "/hello").await.unwrap(),
+        ok("GET", "/hello")
+    );
+    assert_eq!(
+        n.request(&id, "POST", "/orders?id=7").await.unwrap(),
+        ok("POST", "/orders?id=7")
+    );
+
+    // A trap fails that request only; the next one gets a fresh instance.
+    let err = n
+        .request(&id, "GET", "/crash")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"web\" failed to answer") && err.contains("wasm trap"),
+        "{err}"
+    );
+    assert_eq!(
+        n.request(&id, "GET", "/after").await.unwrap(),
+        ok("GET", "/after")
+    );
+
+    // So does crossing the memory limit.
+    let err = n.request(&id, "GET", "/hog").await.unwrap_err().to_string();
+    assert!(err.contains("OOMKilled"), "{err}");
+
+    // Requests run side by side, each in its own instance.
+    let paths: Vec<String> = (0..20).map(|i| format!("/r{i}")).collect();
+    let answers = futures::future::join_all(paths.iter().map(|p| n.request(&id, "GET", p))).await;
+    for (path, answer) in paths.iter().zip(answers) {
+        assert_eq!(answer.unwrap(), ok("GET", path));
+    }
+
+    let log = n.log("web");
+    assert!(
+        log.contains(&("stdout".to_string(), "GET /hello".to_string())),
+        "{log:?}"
+    );
+    assert!(
+        log.contains(&("stderr".to_string(), "crashing on purpose".to_string())),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|(s, t)| s == "stderr" && t.starts_with("request failed: ")),
+        "{log:?}"
+    );
+    assert!(
+        matches!(
+            n.rt.container_status(&id).await.unwrap().state,
+            ContainerState::Running { .. }
+        ),
+        "failed requests do not stop the function"
+    );
+
+    // A graceful stop drains and completes; afterwards requests are refused.
+    n.rt.stop_container(&id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(n.exit(&id).await, (0, ExitReason::Completed, String::new()));
+    let err = n
+        .request(&id, "GET", "/late")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not serving HTTP"), "{err}");
 }
