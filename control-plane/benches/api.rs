@@ -83,9 +83,16 @@ async fn bench_skiff() -> (f64, f64, f64, f64) {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
+    let nodes = apiserver::nodes::NodeRegistry::load(
+        dir.path().join("nodes"),
+        identity.node_secret.clone(),
+    )
+    .expect("nodes");
     let server = apiserver::Server::new(
         api.clone(),
         identity.admin_token.clone(),
+        nodes,
+        identity.ca_pem.clone(),
         addr.to_string(),
         shutdown.clone(),
     );

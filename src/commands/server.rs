@@ -99,9 +99,16 @@ impl Server {
         let tls = apiserver::tls_config(&identity).context("cannot configure TLS")?;
 
         let shutdown = CancellationToken::new();
+        let nodes = apiserver::nodes::NodeRegistry::load(
+            self.data_dir.join("pki").join("nodes"),
+            identity.node_secret.clone(),
+        )
+        .context("cannot load the node keys")?;
         let server = apiserver::Server::new(
             api.clone(),
             identity.admin_token.clone(),
+            nodes,
+            identity.ca_pem.clone(),
             format!("{host}:{}", addr.port()),
             shutdown.clone(),
         );

@@ -16,7 +16,7 @@ use skiff_api::fields::FieldSelector;
 use skiff_api::labels::Selector;
 
 use super::table::{self, IncludeObject};
-use super::{Server, discovery, protobuf};
+use super::{Server, User, discovery, protobuf};
 use crate::api::resources::{self, ResourceDef};
 use crate::api::{
     self, ApiError, DeleteOptions, FieldValidation, ListOptions, PatchType, Target, WatchEvent,
@@ -53,12 +53,15 @@ async fn route(
     if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
         return Ok(text(StatusCode::OK, "ok"));
     }
-    if server
-        .authenticate(req.headers().get(header::AUTHORIZATION))
-        .is_none()
-    {
-        return Err(ApiError::unauthorized());
+    if path == "/skiff/ca" && req.method() == Method::GET {
+        return Ok(text(StatusCode::OK, &server.ca_pem));
     }
+    if path == "/skiff/join" && req.method() == Method::POST {
+        return join(server, req).await;
+    }
+    let Some(user) = server.authenticate(req.headers().get(header::AUTHORIZATION)) else {
+        return Err(ApiError::unauthorized());
+    };
     let query: Query = req.uri().query().map(form_urlencoded).unwrap_or_default();
     let segs: Vec<&str> = path
         .trim_start_matches('/')
@@ -108,7 +111,118 @@ async fn route(
     };
     let target = parse_resource_path(group, version, rest).ok_or_else(ApiError::path_not_found)?;
     let (parts, body) = req.into_parts();
-    dispatch(server, &parts.method, &parts.headers, &query, target, body).await
+    if let User::Node(node) = &user {
+        authorize_node(server, node, &parts.method, &target)?;
+    }
+    dispatch(
+        server,
+        &user,
+        &parts.method,
+        &parts.headers,
+        &query,
+        target,
+        body,
+    )
+    .await
+}
+
+/// `POST /skiff/join`: an agent presents the node join token and its public key, and gets its
+/// node credential.
+async fn join(
+    server: &Arc<Server>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !server.nodes.is_join_token(token.trim()) {
+        return Err(ApiError::unauthorized());
+    }
+    let raw = read_body(req.into_body()).await?;
+    let request: super::nodes::JoinRequest = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid join request: {e}")))?;
+    let response = server.nodes.join(&request).map_err(ApiError::bad_request)?;
+    tracing::info!(node = %request.node_name, "node joined");
+    Ok(json_response(StatusCode::OK, &serde_json::json!(response)))
+}
+
+/// What a node may do: read, and write only its own Node and Lease, the status of pods bound
+/// to it (and their final deletion), and events. Creates are checked on the object's name in
+/// [`authorize_node_create`].
+fn authorize_node(
+    server: &Arc<Server>,
+    node: &str,
+    method: &Method,
+    target: &ResourcePath,
+) -> Result<(), ApiError> {
+    let res = target.res;
+    let name = target.name.as_deref().unwrap_or("");
+    let own_pod = || {
+        server
+            .api
+            .get(res, target.ns.as_deref(), name)
+            .ok()
+            .is_some_and(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
+    };
+    let allowed = match (method, target.name.as_deref(), target.sub.as_deref()) {
+        (&Method::GET, _, _) => true,
+        (&Method::POST, None, None) => matches!(res.kind, "Node" | "Lease" | "Event"),
+        (&Method::PUT | &Method::PATCH, Some(n), _) if res.kind == "Node" => n == node,
+        (&Method::PUT | &Method::PATCH, Some(n), None) if res.kind == "Lease" => {
+            n == node && target.ns.as_deref() == Some("kube-node-lease")
+        }
+        (&Method::PUT | &Method::PATCH, Some(_), Some("status")) if res.kind == "Pod" => own_pod(),
+        (&Method::DELETE, Some(_), None) if res.kind == "Pod" => own_pod(),
+        _ => false,
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(node_forbidden(node, method, target))
+}
+
+fn node_forbidden(node: &str, method: &Method, target: &ResourcePath) -> ApiError {
+    let verb = match *method {
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "get",
+    };
+    let resource = match &target.sub {
+        Some(sub) => format!("{}/{sub}", target.res.plural),
+        None => target.res.plural.to_string(),
+    };
+    let scope = match &target.ns {
+        Some(ns) => format!(" in the namespace \"{ns}\""),
+        None => " at the cluster scope".to_string(),
+    };
+    ApiError::forbidden(
+        target.res,
+        target.name.as_deref().unwrap_or(""),
+        format!(
+            "User \"system:node:{node}\" cannot {verb} resource \"{resource}\" in API group \"{}\"{scope}: a node may change only its own Node and Lease and the pods bound to it",
+            target.res.group
+        ),
+    )
+}
+
+/// A node creates only its own Node and Lease (in `kube-node-lease`), and events.
+fn authorize_node_create(node: &str, target: &ResourcePath, obj: &Value) -> Result<(), ApiError> {
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str);
+    let ok = match target.res.kind {
+        "Node" => name == Some(node),
+        "Lease" => name == Some(node) && target.ns.as_deref() == Some("kube-node-lease"),
+        "Event" => true,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(node_forbidden(node, &Method::POST, target))
 }
 
 /// A parsed resource path.
@@ -166,6 +280,7 @@ fn parse_resource_path(group: &str, version: &str, rest: &[&str]) -> Option<Reso
 
 async fn dispatch(
     server: &Arc<Server>,
+    user: &User,
     method: &Method,
     headers: &HeaderMap,
     query: &Query,
@@ -242,6 +357,9 @@ async fn dispatch(
         }
         (&Method::POST, None, None) => {
             let obj = read_object(headers, body, res).await?;
+            if let User::Node(node) = user {
+                authorize_node_create(node, &path, &obj)?;
+            }
             let written = api.create(res, ns, obj, &write_opts()?).await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &written.object),

@@ -5,6 +5,7 @@
 
 mod discovery;
 mod handlers;
+pub mod nodes;
 pub mod pki;
 mod protobuf;
 mod table;
@@ -26,28 +27,38 @@ use crate::api::Api;
 pub enum User {
     /// The cluster administrator (the kubeconfig written at start).
     Admin,
+    /// An agent, by node name (see [`nodes`]).
+    Node(String),
 }
 
 /// Everything the handlers share.
 pub struct Server {
     api: Api,
     admin_token: String,
+    nodes: nodes::NodeRegistry,
+    ca_pem: String,
     server_address: String,
     shutdown: CancellationToken,
     metrics: Mutex<BTreeMap<(String, u16), u64>>,
 }
 
 impl Server {
-    /// A server over `api` that accepts `admin_token` and reports `server_address` in discovery.
+    /// A server over `api` that accepts `admin_token` and the credentials of nodes that joined
+    /// (`nodes`), and reports `server_address` in discovery. `ca_pem` is served to joining
+    /// agents, which check it against the hash their join token pins.
     pub fn new(
         api: Api,
         admin_token: String,
+        nodes: nodes::NodeRegistry,
+        ca_pem: String,
         server_address: String,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             api,
             admin_token,
+            nodes,
+            ca_pem,
             server_address,
             shutdown,
             metrics: Mutex::new(BTreeMap::new()),
@@ -56,7 +67,10 @@ impl Server {
 
     fn authenticate(&self, header: Option<&http::HeaderValue>) -> Option<User> {
         let token = header?.to_str().ok()?.strip_prefix("Bearer ")?.trim();
-        constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()).then_some(User::Admin)
+        if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
+            return Some(User::Admin);
+        }
+        self.nodes.authenticate(token).map(User::Node)
     }
 
     fn count(&self, verb: &str, code: u16) {
