@@ -1,4 +1,120 @@
-//! The Skiff node agent (the kubelet of Skiff).
-//!
-//! Node registration, pod sync and the service gateway arrive with the agent issue; this crate
-//! holds the place the workspace layout reserves for them.
+//! The Skiff node agent (the kubelet of Skiff): joins the cluster with a node token, registers
+//! its Node and heartbeats its Lease, and runs the pods bound to it in the wasmtime runtime,
+//! reporting their status. It talks to the control plane only through the Kubernetes API.
+
+mod join;
+mod node;
+mod pods;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use skiff_runtime::{DirSource, ModuleSource, WasmConfig, WasmRuntime};
+use tokio_util::sync::CancellationToken;
+
+/// How an agent is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The API server, `https://HOST:PORT`.
+    pub server: String,
+    /// The node join token (`DIR/node-token` of the server).
+    pub token: String,
+    /// Where the agent keeps its identity, module cache, pods and logs.
+    pub data_dir: PathBuf,
+    /// The Node's name.
+    pub node_name: String,
+    /// The address reported for the node and its pods.
+    pub node_ip: Option<String>,
+    /// Where modules come from: a directory of `<name>.wasm` files.
+    pub module_dir: Option<PathBuf>,
+    /// Lease renewal interval.
+    pub heartbeat: Duration,
+    /// First restart back-off; it doubles per restart up to `backoff_max`.
+    pub backoff_base: Duration,
+    /// Longest restart back-off.
+    pub backoff_max: Duration,
+    /// Pods this node takes (sizes the runtime's instance pools).
+    pub max_pods: u32,
+}
+
+impl Config {
+    /// Defaults as the kubelet has them, with a Wasm node's pod capacity.
+    pub fn new(server: String, token: String, data_dir: PathBuf, node_name: String) -> Self {
+        Self {
+            server,
+            token,
+            data_dir,
+            node_name,
+            node_ip: None,
+            module_dir: None,
+            heartbeat: Duration::from_secs(10),
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            max_pods: 1000,
+        }
+    }
+}
+
+/// Runs the agent until `stop`.
+pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let creds = join::credentials(
+        &config.server,
+        &config.token,
+        &config.node_name,
+        &config.data_dir,
+    )
+    .await?;
+    let client = client(&config.server, &creds)?;
+    node::register(&client, &config)
+        .await
+        .context("cannot register the node")?;
+    tracing::info!(node = %config.node_name, server = %config.server, "node registered");
+
+    let source: Arc<dyn ModuleSource> = match &config.module_dir {
+        Some(dir) => Arc::new(DirSource::new(dir)),
+        None => anyhow::bail!("no module source: pass --module-dir"),
+    };
+    let runtime = Arc::new(WasmRuntime::new(
+        WasmConfig::new(config.data_dir.join("cache"), config.max_pods),
+        source,
+    )?);
+    let config = Arc::new(config);
+    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), stop.clone()));
+    let pods = pods::Pods::new(client, config, runtime);
+    pods.run(stop).await;
+    heartbeat.await?;
+    Ok(())
+}
+
+fn client(server: &str, creds: &join::Credentials) -> anyhow::Result<kube::Client> {
+    let der = pem_certs(&creds.ca_pem);
+    let mut config = kube::Config::new(server.parse().context("invalid --server URL")?);
+    config.root_cert = Some(der);
+    config.auth_info.token = Some(creds.token.clone().into());
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn pem_certs(pem: &str) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    let mut body = String::new();
+    let mut inside = false;
+    for line in pem.lines() {
+        if line.starts_with("-----BEGIN CERTIFICATE") {
+            inside = true;
+            body.clear();
+        } else if line.starts_with("-----END CERTIFICATE") {
+            inside = false;
+            if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(&body) {
+                out.push(der);
+            }
+        } else if inside {
+            body.push_str(line.trim());
+        }
+    }
+    out
+}

@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+mod agent;
 mod server;
 
 use clap::Subcommand;
@@ -9,12 +10,15 @@ use clap::Subcommand;
 pub enum Command {
     /// Run the control plane: store, API server (and, as they land, scheduler and controllers).
     Server(server::Server),
+    /// Run a node agent: join a cluster and run the Wasm pods bound to this node.
+    Agent(agent::Agent),
 }
 
 impl Command {
     pub async fn execute(self) -> anyhow::Result<()> {
         match self {
             Self::Server(c) => c.execute().await,
+            Self::Agent(c) => c.execute().await,
         }
     }
 }

@@ -1,0 +1,150 @@
+//! The agent's Node object and its Lease heartbeat.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::Config;
+
+/// Registers the Node (or takes over the one left by an earlier run) and sets its status.
+pub async fn register(client: &kube::Client, config: &Config) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let labels = BTreeMap::from([
+        ("kubernetes.io/hostname".to_string(), config.node_name.clone()),
+        ("kubernetes.io/os".to_string(), std::env::consts::OS.to_string()),
+        ("kubernetes.io/arch".to_string(), arch().to_string()),
+        ("skiff.dev/runtimes".to_string(), "wasm".to_string()),
+    ]);
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": config.node_name, "labels": labels},
+    }))?;
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            nodes
+                .patch(
+                    &config.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": labels}})),
+                )
+                .await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    nodes
+        .patch_status(
+            &config.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status(config)})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// What the node reports: capacity, addresses, conditions, runtime info.
+fn status(config: &Config) -> serde_json::Value {
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(1 << 20);
+    let capacity = json!({
+        "cpu": cpus.to_string(),
+        "memory": format!("{memory_kib}Ki"),
+        "pods": config.max_pods.to_string(),
+    });
+    let mut addresses = vec![json!({"type": "Hostname", "address": config.node_name})];
+    if let Some(ip) = &config.node_ip {
+        addresses.insert(0, json!({"type": "InternalIP", "address": ip}));
+    }
+    json!({
+        "capacity": capacity,
+        "allocatable": capacity,
+        "addresses": addresses,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "AgentReady",
+             "message": "skiff agent is posting ready status", "lastHeartbeatTime": now,
+             "lastTransitionTime": now},
+            {"type": "MemoryPressure", "status": "False", "reason": "AgentHasSufficientMemory",
+             "lastHeartbeatTime": now, "lastTransitionTime": now},
+            {"type": "DiskPressure", "status": "False", "reason": "AgentHasNoDiskPressure",
+             "lastHeartbeatTime": now, "lastTransitionTime": now},
+            {"type": "PIDPressure", "status": "False", "reason": "AgentHasSufficientPID",
+             "lastHeartbeatTime": now, "lastTransitionTime": now},
+        ],
+        "nodeInfo": {
+            "architecture": arch(),
+            "operatingSystem": std::env::consts::OS,
+            "kubeletVersion": concat!("v1.33.0-skiff.", env!("CARGO_PKG_VERSION")),
+            "kubeProxyVersion": "",
+            "containerRuntimeVersion": "wasmtime://48.0.8",
+            "kernelVersion": "",
+            "osImage": "Skiff",
+            "machineID": "",
+            "systemUUID": "",
+            "bootID": "",
+        },
+    })
+}
+
+/// Renews the node's Lease in `kube-node-lease` every `config.heartbeat` until cancelled.
+pub async fn heartbeat(
+    client: kube::Client,
+    config: std::sync::Arc<Config>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let duration = (config.heartbeat.as_secs() * 4).max(1);
+    loop {
+        let now = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        let lease = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": config.node_name, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": config.node_name, "leaseDurationSeconds": duration,
+                     "renewTime": now},
+        });
+        let renewed = match leases
+            .patch(
+                &config.node_name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"renewTime": now}})),
+            )
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 => match serde_json::from_value(lease) {
+                Ok(lease) => leases.create(&PostParams::default(), &lease).await.map(|_| ()),
+                Err(e) => Err(kube::Error::SerdeError(e)),
+            },
+            other => other.map(|_| ()),
+        };
+        if let Err(e) = renewed {
+            tracing::warn!(error = %e, "cannot renew the node lease (the control plane may be unreachable)");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.heartbeat) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// The architecture as Kubernetes names it.
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}

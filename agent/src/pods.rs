@@ -1,0 +1,836 @@
+//! Pods bound to this node: one worker per pod drives it through its lifecycle (volumes, image
+//! pulls, init containers in order, containers, restarts with back-off, graceful deletion) and
+//! reports its status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::TryStreamExt as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use skiff_runtime::{
+    ContainerConfig, ContainerRuntime, ContainerState, ExitReason, Limits, Mount, MountSource,
+    PodSandboxConfig, WasmRuntime,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+
+/// Everything a pod worker needs.
+pub struct Pods {
+    client: kube::Client,
+    config: Arc<Config>,
+    runtime: Arc<WasmRuntime>,
+    workers: Mutex<HashMap<String, Worker>>,
+}
+
+struct Worker {
+    spec: watch::Sender<Pod>,
+    gone: CancellationToken,
+}
+
+impl Pods {
+    /// A pod manager for this node.
+    pub fn new(client: kube::Client, config: Arc<Config>, runtime: Arc<WasmRuntime>) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            config,
+            runtime,
+            workers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Watches the pods bound to this node (list, then watch, resuming after errors) and keeps
+    /// one worker per pod until `stop`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let selector = format!("spec.nodeName={}", self.config.node_name);
+        let stream = watcher(pods, watcher::Config::default().fields(&selector));
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let event = tokio::select! {
+                e = stream.try_next() => e,
+                _ = stop.cancelled() => break,
+            };
+            match event {
+                Ok(Some(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                    self.clone().update(pod)
+                }
+                Ok(Some(watcher::Event::Delete(pod))) => self.forget(&pod),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching pods failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        for worker in self.workers.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            worker.gone.cancel();
+        }
+    }
+
+    fn update(self: Arc<Self>, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(worker) = workers.get(&uid) {
+            worker.spec.send_replace(pod);
+            return;
+        }
+        let (spec, rx) = watch::channel(pod);
+        let gone = CancellationToken::new();
+        workers.insert(
+            uid.clone(),
+            Worker {
+                spec,
+                gone: gone.clone(),
+            },
+        );
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut worker = PodWorker::new(this.clone(), rx, gone);
+            if let Err(e) = worker.run().await {
+                tracing::warn!(pod = %worker.key, error = %e, "pod worker failed");
+            }
+            this.workers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&uid);
+        });
+    }
+
+    fn forget(&self, pod: &Pod) {
+        if let Some(uid) = &pod.metadata.uid
+            && let Some(worker) = self
+                .workers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(uid)
+        {
+            worker.gone.cancel();
+        }
+    }
+}
+
+/// One container of a pod, as the worker tracks it.
+#[derive(Default)]
+struct Slot {
+    /// The runtime's container of the current attempt.
+    id: Option<String>,
+    image_id: String,
+    restarts: u32,
+    /// Why it is not running, while waiting (ErrImagePull, CrashLoopBackOff, ...).
+    waiting: Option<(String, String)>,
+    /// The previous attempt's end, shown as lastState.
+    last: Option<Value>,
+    /// When a restart is due.
+    restart_at: Option<Instant>,
+    /// Consecutive failed pull attempts.
+    pull_failures: u32,
+}
+
+struct PodWorker {
+    pods: Arc<Pods>,
+    spec: watch::Receiver<Pod>,
+    gone: CancellationToken,
+    key: String,
+    dir: PathBuf,
+    sandbox: Option<String>,
+    init: Vec<Slot>,
+    main: Vec<Slot>,
+    /// Index of the init container running or next to run; `init.len()` once all succeeded.
+    init_done: usize,
+    started_at: String,
+    reported: Value,
+}
+
+impl PodWorker {
+    fn new(pods: Arc<Pods>, spec: watch::Receiver<Pod>, gone: CancellationToken) -> Self {
+        let pod = spec.borrow().clone();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let dir = pods
+            .config
+            .data_dir
+            .join("pods")
+            .join(format!("{ns}_{name}_{uid}"));
+        let spec_ref = pod.spec.as_ref();
+        let init = spec_ref
+            .and_then(|s| s.init_containers.as_ref())
+            .map_or(0, Vec::len);
+        let main = spec_ref.map_or(0, |s| s.containers.len());
+        Self {
+            pods,
+            spec,
+            gone,
+            key: format!("{ns}/{name}"),
+            dir,
+            sandbox: None,
+            init: (0..init).map(|_| Slot::default()).collect(),
+            main: (0..main).map(|_| Slot::default()).collect(),
+            init_done: 0,
+            started_at: now(),
+            reported: Value::Null,
+        }
+    }
+
+    fn pod(&self) -> Pod {
+        self.spec.borrow().clone()
+    }
+
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let pod = self.pod();
+        let meta = &pod.metadata;
+        let sandbox = self
+            .pods
+            .runtime
+            .run_pod_sandbox(&PodSandboxConfig {
+                name: meta.name.clone().unwrap_or_default(),
+                namespace: meta.namespace.clone().unwrap_or_default(),
+                uid: meta.uid.clone().unwrap_or_default(),
+                log_directory: self.dir.join("logs"),
+                labels: meta.labels.clone().unwrap_or_default(),
+                ..Default::default()
+            })
+            .await?;
+        self.sandbox = Some(sandbox);
+        let mounts = match self.volumes(&pod).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.report_failure("FailedMount", &e.to_string()).await;
+                HashMap::new()
+            }
+        };
+        loop {
+            let pod = self.pod();
+            if self.gone.is_cancelled() {
+                self.stop_all(Duration::ZERO).await;
+                return self.cleanup().await;
+            }
+            if let Some(grace) = deleting(&pod) {
+                self.stop_all(grace).await;
+                self.report(&pod).await;
+                self.cleanup().await?;
+                return self.finish_deletion(&pod).await;
+            }
+            self.step(&pod, &mounts).await;
+            self.report(&pod).await;
+            tokio::select! {
+                _ = self.spec.changed() => {}
+                _ = self.gone.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// Moves the pod one step on: pulls, starts, notices exits, restarts.
+    async fn step(&mut self, pod: &Pod, mounts: &HashMap<String, PathBuf>) {
+        let Some(spec) = pod.spec.clone() else {
+            return;
+        };
+        let policy = spec.restart_policy.clone().unwrap_or("Always".into());
+        let init = spec.init_containers.clone().unwrap_or_default();
+        while self.init_done < init.len() {
+            let i = self.init_done;
+            let state = self.drive(pod, &init[i], true, i, mounts, "OnFailure").await;
+            match state {
+                Some(ContainerState::Exited { exit_code: 0, .. }) => self.init_done += 1,
+                Some(ContainerState::Exited { .. }) if policy == "Never" => return,
+                _ => return,
+            }
+        }
+        for (i, c) in spec.containers.iter().enumerate() {
+            self.drive(pod, c, false, i, mounts, &policy).await;
+        }
+    }
+
+    /// Brings one container towards running: pull, create and start, or restart when its
+    /// policy says so and its back-off has passed. Returns its state.
+    async fn drive(
+        &mut self,
+        pod: &Pod,
+        container: &Container,
+        init: bool,
+        index: usize,
+        mounts: &HashMap<String, PathBuf>,
+        policy: &str,
+    ) -> Option<ContainerState> {
+        let runtime = self.pods.runtime.clone();
+        let config = self.pods.config.clone();
+        let image = container.image.clone().unwrap_or_default();
+        let current = match &self.slot(init, index).id {
+            Some(id) => runtime.container_status(id).await.ok().map(|s| s.state),
+            None => None,
+        };
+        match &current {
+            Some(ContainerState::Running { .. } | ContainerState::Created) => return current,
+            Some(ContainerState::Exited {
+                exit_code,
+                reason,
+                message,
+                started_at,
+                finished_at,
+            }) => {
+                let restart = match policy {
+                    "Always" => true,
+                    "OnFailure" => *exit_code != 0,
+                    _ => false,
+                };
+                let id = self.slot(init, index).id.clone().unwrap_or_default();
+                let terminated = json!({"terminated": {
+                    "exitCode": exit_code, "reason": reason_name(*reason),
+                    "message": (!message.is_empty()).then_some(message),
+                    "startedAt": rfc3339(*started_at), "finishedAt": rfc3339(*finished_at),
+                    "containerID": format!("wasm://{id}"),
+                }});
+                if !restart {
+                    return current;
+                }
+                let slot = self.slot_mut(init, index);
+                match slot.restart_at {
+                    None => {
+                        let backoff = config
+                            .backoff_base
+                            .saturating_mul(1 << slot.restarts.min(10))
+                            .min(config.backoff_max);
+                        slot.restart_at = Some(Instant::now() + backoff);
+                        slot.last = Some(terminated);
+                        slot.waiting = Some((
+                            "CrashLoopBackOff".into(),
+                            format!(
+                                "back-off {}s restarting failed container={} pod={}",
+                                backoff.as_secs(),
+                                container.name,
+                                pod.metadata.name.as_deref().unwrap_or("")
+                            ),
+                        ));
+                        return current;
+                    }
+                    Some(at) if Instant::now() < at => return current,
+                    Some(_) => {
+                        slot.restarts += 1;
+                        slot.restart_at = None;
+                        let _ = runtime.remove_container(&id).await;
+                        slot.id = None;
+                    }
+                }
+            }
+            None => {}
+        }
+        // Pull (again, after a back-off, if it failed before).
+        let slot = self.slot_mut(init, index);
+        if let Some(at) = slot.restart_at
+            && slot.id.is_none()
+            && Instant::now() < at
+        {
+            return None;
+        }
+        match runtime.pull_image(&image).await {
+            Ok(id) => {
+                let slot = self.slot_mut(init, index);
+                slot.image_id = id;
+                slot.pull_failures = 0;
+                slot.restart_at = None;
+            }
+            Err(e) => {
+                let slot = self.slot_mut(init, index);
+                slot.pull_failures += 1;
+                let reason = if slot.pull_failures > 1 {
+                    "ImagePullBackOff"
+                } else {
+                    "ErrImagePull"
+                };
+                slot.waiting = Some((reason.into(), e.to_string()));
+                let backoff = config
+                    .backoff_base
+                    .saturating_mul(1 << slot.pull_failures.min(10))
+                    .min(config.backoff_max);
+                slot.restart_at = Some(Instant::now() + backoff);
+                return None;
+            }
+        }
+        let attempt = self.slot(init, index).restarts;
+        let cfg = match self.container_config(pod, container, attempt, mounts).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.slot_mut(init, index).waiting =
+                    Some(("CreateContainerConfigError".into(), e.to_string()));
+                return None;
+            }
+        };
+        let sandbox = self.sandbox.clone().unwrap_or_default();
+        let started = match runtime.create_container(&sandbox, &cfg).await {
+            Ok(id) => runtime.start_container(&id).await.map(|()| id),
+            Err(e) => Err(e),
+        };
+        let slot = self.slot_mut(init, index);
+        match started {
+            Ok(id) => {
+                slot.id = Some(id);
+                slot.waiting = None;
+            }
+            Err(e) => slot.waiting = Some(("CreateContainerError".into(), e.to_string())),
+        }
+        None
+    }
+
+    fn slot(&self, init: bool, index: usize) -> &Slot {
+        if init { &self.init[index] } else { &self.main[index] }
+    }
+
+    fn slot_mut(&mut self, init: bool, index: usize) -> &mut Slot {
+        if init {
+            &mut self.init[index]
+        } else {
+            &mut self.main[index]
+        }
+    }
+
+    /// The runtime's view of a container: command, env (literals, ConfigMaps, Secrets, the
+    /// downward API), mounts and limits.
+    async fn container_config(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        mounts: &HashMap<String, PathBuf>,
+    ) -> anyhow::Result<ContainerConfig> {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let mut env: Vec<(String, String)> = Vec::new();
+        for from in c.env_from.iter().flatten() {
+            let prefix = from.prefix.clone().unwrap_or_default();
+            if let Some(r) = &from.config_map_ref {
+                for (k, v) in self.config_map(&ns, &r.name).await?.data.unwrap_or_default() {
+                    env.push((format!("{prefix}{k}"), v));
+                }
+            }
+            if let Some(r) = &from.secret_ref {
+                for (k, v) in self.secret(&ns, &r.name).await?.data.unwrap_or_default() {
+                    env.push((format!("{prefix}{k}"), String::from_utf8_lossy(&v.0).into()));
+                }
+            }
+        }
+        for e in c.env.iter().flatten() {
+            let value = match (&e.value, &e.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(from)) => {
+                    if let Some(r) = &from.config_map_key_ref {
+                        let data = self.config_map(&ns, &r.name).await?.data.unwrap_or_default();
+                        match data.get(&r.key) {
+                            Some(v) => v.clone(),
+                            None if r.optional == Some(true) => continue,
+                            None => anyhow::bail!(
+                                "couldn't find key {} in ConfigMap {ns}/{}",
+                                r.key,
+                                r.name
+                            ),
+                        }
+                    } else if let Some(r) = &from.secret_key_ref {
+                        let data = self.secret(&ns, &r.name).await?.data.unwrap_or_default();
+                        match data.get(&r.key) {
+                            Some(v) => String::from_utf8_lossy(&v.0).into(),
+                            None if r.optional == Some(true) => continue,
+                            None => anyhow::bail!(
+                                "couldn't find key {} in Secret {ns}/{}",
+                                r.key,
+                                r.name
+                            ),
+                        }
+                    } else if let Some(f) = &from.field_ref {
+                        downward(pod, &f.field_path, &self.pods.config)
+                    } else {
+                        String::new()
+                    }
+                }
+                (None, None) => String::new(),
+            };
+            env.push((e.name.clone(), value));
+        }
+        let mut container_mounts = Vec::new();
+        for m in c.volume_mounts.iter().flatten() {
+            let host_path = mounts.get(&m.name).cloned().ok_or_else(|| {
+                anyhow::anyhow!("volume {:?} is not defined in the pod", m.name)
+            })?;
+            let is_host = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.volumes.as_ref())
+                .and_then(|v| v.iter().find(|v| v.name == m.name))
+                .is_some_and(|v| v.host_path.is_some());
+            container_mounts.push(Mount {
+                host_path,
+                container_path: m.mount_path.clone(),
+                read_only: m.read_only.unwrap_or(false),
+                source: if is_host {
+                    MountSource::HostPath
+                } else {
+                    MountSource::Pod
+                },
+            });
+        }
+        let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+        let quantity = |name: &str| {
+            limits
+                .and_then(|l| l.get(name))
+                .and_then(|q| skiff_api::quantity::parse_milli(&q.0).ok())
+        };
+        let mut args: Vec<String> = c.command.clone().unwrap_or_default();
+        args.extend(c.args.clone().unwrap_or_default());
+        Ok(ContainerConfig {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            args,
+            env,
+            working_dir: c.working_dir.clone(),
+            mounts: container_mounts,
+            limits: Limits {
+                memory_bytes: quantity("memory").map(|m| (m / 1000) as u64),
+                cpu_millis: quantity("cpu").map(|m| m as u64),
+            },
+            log_path: self.dir.join("logs").join(&c.name).join(format!("{attempt}.log")),
+            attempt,
+        })
+    }
+
+    async fn config_map(&self, ns: &str, name: &str) -> anyhow::Result<ConfigMap> {
+        let api: Api<ConfigMap> = Api::namespaced(self.pods.client.clone(), ns);
+        api.get(name)
+            .await
+            .map_err(|e| anyhow::anyhow!("configmap {name:?} not found: {e}"))
+    }
+
+    async fn secret(&self, ns: &str, name: &str) -> anyhow::Result<Secret> {
+        let api: Api<Secret> = Api::namespaced(self.pods.client.clone(), ns);
+        api.get(name)
+            .await
+            .map_err(|e| anyhow::anyhow!("secret {name:?} not found: {e}"))
+    }
+
+    /// Makes the pod's volumes: emptyDir directories, ConfigMap and Secret files, hostPath.
+    async fn volumes(&self, pod: &Pod) -> anyhow::Result<HashMap<String, PathBuf>> {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let mut out = HashMap::new();
+        for v in pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default()
+        {
+            let dir = self.dir.join("volumes").join(&v.name);
+            if let Some(h) = &v.host_path {
+                out.insert(v.name.clone(), PathBuf::from(&h.path));
+                continue;
+            }
+            std::fs::create_dir_all(&dir)?;
+            let files: BTreeMap<String, Vec<u8>> = if let Some(cm) = &v.config_map {
+                let data = self.config_map(&ns, &cm.name).await?;
+                data.data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .chain(
+                        data.binary_data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0)),
+                    )
+                    .collect()
+            } else if let Some(s) = &v.secret {
+                let name = s.secret_name.clone().unwrap_or_default();
+                self.secret(&ns, &name)
+                    .await?
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            };
+            let items = v
+                .config_map
+                .as_ref()
+                .and_then(|c| c.items.clone())
+                .or_else(|| v.secret.as_ref().and_then(|s| s.items.clone()));
+            for (key, bytes) in &files {
+                let path = match &items {
+                    Some(items) => match items.iter().find(|i| &i.key == key) {
+                        Some(i) => i.path.clone(),
+                        None => continue,
+                    },
+                    None => key.clone(),
+                };
+                let target = dir.join(&path);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(target, bytes)?;
+            }
+            out.insert(v.name.clone(), dir);
+        }
+        Ok(out)
+    }
+
+    async fn stop_all(&mut self, grace: Duration) {
+        let runtime = self.pods.runtime.clone();
+        let ids: Vec<String> = self
+            .init
+            .iter()
+            .chain(&self.main)
+            .filter_map(|s| s.id.clone())
+            .collect();
+        futures::future::join_all(ids.iter().map(|id| runtime.stop_container(id, grace))).await;
+    }
+
+    async fn cleanup(&mut self) -> anyhow::Result<()> {
+        if let Some(sandbox) = self.sandbox.take() {
+            self.pods.runtime.stop_pod_sandbox(&sandbox).await?;
+            self.pods.runtime.remove_pod_sandbox(&sandbox).await?;
+        }
+        let _ = std::fs::remove_dir_all(self.dir.join("volumes"));
+        Ok(())
+    }
+
+    /// After the grace period the agent completes the deletion, as the kubelet does.
+    async fn finish_deletion(&self, pod: &Pod) -> anyhow::Result<()> {
+        let api: Api<Pod> = Api::namespaced(
+            self.pods.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api
+            .delete(pod.metadata.name.as_deref().unwrap_or(""), &params)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn report_failure(&mut self, reason: &str, message: &str) {
+        tracing::warn!(pod = %self.key, reason, message);
+    }
+
+    /// Writes the pod's status when it changed.
+    async fn report(&mut self, pod: &Pod) {
+        let status = self.status(pod).await;
+        if status == self.reported {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.pods.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        match api
+            .patch_status(
+                pod.metadata.name.as_deref().unwrap_or(""),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+        {
+            Ok(_) => self.reported = status,
+            Err(e) => tracing::debug!(pod = %self.key, error = %e, "cannot report pod status"),
+        }
+    }
+
+    async fn status(&self, pod: &Pod) -> Value {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec.restart_policy.clone().unwrap_or("Always".into());
+        let init_specs = spec.init_containers.clone().unwrap_or_default();
+        let mut init_statuses = Vec::new();
+        for (i, c) in init_specs.iter().enumerate() {
+            init_statuses.push(self.container_status(c, &self.init[i]).await);
+        }
+        let mut statuses = Vec::new();
+        for (i, c) in spec.containers.iter().enumerate() {
+            statuses.push(self.container_status(c, &self.main[i]).await);
+        }
+        let initialized = self.init_done >= init_specs.len();
+        let running = |s: &Value| s.pointer("/state/running").is_some();
+        let terminated_code = |s: &Value| {
+            s.pointer("/state/terminated/exitCode")
+                .and_then(Value::as_i64)
+        };
+        let all_ready = !statuses.is_empty() && statuses.iter().all(running);
+        let all_done = statuses.iter().all(|s| terminated_code(s).is_some());
+        let init_failed = init_statuses.iter().any(|s| {
+            terminated_code(s).is_some_and(|c| c != 0) && policy == "Never"
+        });
+        let phase = if init_failed {
+            "Failed"
+        } else if !initialized {
+            "Pending"
+        } else if all_done && policy != "Always" {
+            let failed = statuses.iter().any(|s| terminated_code(s) != Some(0));
+            if !failed {
+                "Succeeded"
+            } else if policy == "Never" {
+                "Failed"
+            } else {
+                "Running"
+            }
+        } else if statuses.iter().any(|s| s.pointer("/state/waiting").is_none()) {
+            "Running"
+        } else {
+            "Pending"
+        };
+        let condition = |kind: &str, ok: bool, reason: Option<&str>| {
+            json!({"type": kind, "status": if ok {"True"} else {"False"},
+                   "lastTransitionTime": self.started_at, "reason": reason})
+        };
+        let completed = matches!(phase, "Succeeded" | "Failed");
+        let not_ready = (!all_ready).then_some(if completed {
+            "PodCompleted"
+        } else {
+            "ContainersNotReady"
+        });
+        let node_ip = self.pods.config.node_ip.clone();
+        json!({
+            "phase": phase,
+            "conditions": [
+                condition("PodReadyToStartContainers", self.sandbox.is_some(), None),
+                condition("Initialized", initialized, (!initialized).then_some("ContainersNotInitialized")),
+                condition("Ready", all_ready, not_ready),
+                condition("ContainersReady", all_ready, not_ready),
+                condition("PodScheduled", true, None),
+            ],
+            "hostIP": node_ip,
+            "hostIPs": node_ip.as_ref().map(|ip| vec![json!({"ip": ip})]),
+            "podIP": node_ip,
+            "podIPs": node_ip.as_ref().map(|ip| vec![json!({"ip": ip})]),
+            "startTime": self.started_at,
+            "initContainerStatuses": (!init_statuses.is_empty()).then_some(init_statuses),
+            "containerStatuses": statuses,
+        })
+    }
+
+    async fn container_status(&self, c: &Container, slot: &Slot) -> Value {
+        let runtime = &self.pods.runtime;
+        let state = match &slot.id {
+            Some(id) => runtime.container_status(id).await.ok().map(|s| s.state),
+            None => None,
+        };
+        let container_id = slot.id.as_ref().map(|id| format!("wasm://{id}"));
+        let (state, running) = match (&slot.waiting, state) {
+            (Some((reason, message)), _) if slot.restart_at.is_some() || slot.id.is_none() => (
+                json!({"waiting": {"reason": reason, "message": message}}),
+                false,
+            ),
+            (_, Some(ContainerState::Running { started_at })) => {
+                (json!({"running": {"startedAt": rfc3339(started_at)}}), true)
+            }
+            (
+                _,
+                Some(ContainerState::Exited {
+                    exit_code,
+                    reason,
+                    message,
+                    started_at,
+                    finished_at,
+                }),
+            ) => (
+                json!({"terminated": {
+                    "exitCode": exit_code, "reason": reason_name(reason),
+                    "message": (!message.is_empty()).then_some(message),
+                    "startedAt": rfc3339(started_at), "finishedAt": rfc3339(finished_at),
+                    "containerID": container_id,
+                }}),
+                false,
+            ),
+            _ => (json!({"waiting": {"reason": "ContainerCreating"}}), false),
+        };
+        json!({
+            "name": c.name,
+            "image": c.image,
+            "imageID": slot.image_id,
+            "containerID": container_id,
+            "state": state,
+            "lastState": slot.last.clone().unwrap_or(json!({})),
+            "ready": running,
+            "started": running,
+            "restartCount": slot.restarts,
+        })
+    }
+}
+
+/// The grace period if the pod is being deleted.
+fn deleting(pod: &Pod) -> Option<Duration> {
+    pod.metadata.deletion_timestamp.as_ref()?;
+    let seconds = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
+        .unwrap_or(30);
+    Some(Duration::from_secs(seconds.max(0) as u64))
+}
+
+/// A downward-API field.
+fn downward(pod: &Pod, path: &str, config: &Config) -> String {
+    let meta = &pod.metadata;
+    match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => config.node_name.clone(),
+        "spec.serviceAccountName" => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.hostIP" | "status.podIP" => config.node_ip.clone().unwrap_or_default(),
+        other => {
+            if let Some(key) = other
+                .strip_prefix("metadata.labels['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
+                return meta
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(key).cloned())
+                    .unwrap_or_default();
+            }
+            if let Some(key) = other
+                .strip_prefix("metadata.annotations['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
+                return meta
+                    .annotations
+                    .as_ref()
+                    .and_then(|l| l.get(key).cloned())
+                    .unwrap_or_default();
+            }
+            String::new()
+        }
+    }
+}
+
+fn reason_name(reason: ExitReason) -> &'static str {
+    reason.as_str()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    jiff::Timestamp::try_from(t)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+fn now() -> String {
+    rfc3339(SystemTime::now())
+}

@@ -1,0 +1,72 @@
+//! `skiff agent`: a node that runs Wasm pods.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::server::parse_duration;
+
+/// Run a node agent: join the cluster and run the pods bound to this node.
+#[derive(Args)]
+pub struct Agent {
+    /// The API server, e.g. https://10.0.0.1:6443.
+    #[arg(long)]
+    server: String,
+    /// The node join token (the server's DATA_DIR/node-token); it pins the server's CA.
+    #[arg(long, env = "SKIFF_NODE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Directory for the node's identity, module cache, pods and logs.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The address reported for the node and its pods.
+    #[arg(long)]
+    node_ip: Option<String>,
+    /// A directory of modules (`NAME.wasm`, optionally `NAME.wasm.sig`) for local development.
+    #[arg(long)]
+    module_dir: Option<PathBuf>,
+    /// How often the node renews its Lease.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    heartbeat: Duration,
+    /// First restart back-off of a crashing container (doubles up to 5 minutes).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    crash_backoff: Duration,
+    /// Pods this node takes.
+    #[arg(long, default_value_t = 1000)]
+    max_pods: u32,
+}
+
+impl Agent {
+    pub async fn execute(self) -> anyhow::Result<()> {
+        let node_name = match self.node_name {
+            Some(n) => n,
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_lowercase())
+                .unwrap_or_else(|_| "skiff-node".into()),
+        };
+        let mut config = skiff_agent::Config::new(
+            self.server.trim_end_matches('/').to_string(),
+            self.token.trim().to_string(),
+            self.data_dir,
+            node_name,
+        );
+        config.node_ip = self.node_ip;
+        config.module_dir = self.module_dir;
+        config.heartbeat = self.heartbeat;
+        config.backoff_base = self.crash_backoff;
+        config.max_pods = self.max_pods;
+        let stop = CancellationToken::new();
+        let mut agent = tokio::spawn(skiff_agent::run(config, stop.clone()));
+        tokio::select! {
+            result = &mut agent => return result?,
+            _ = super::shutdown_signal() => {}
+        }
+        // Pods keep running only while the agent does: stop them with it.
+        stop.cancel();
+        agent.await?
+    }
+}
