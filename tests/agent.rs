@@ -1,0 +1,286 @@
+//! A real server and real agents on loopback, driven with the real kubectl: pods bound to a
+//! node run their Wasm modules, restart, report status and are deleted gracefully.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Kc, Kubectl, Server};
+
+/// A running `skiff agent`.
+struct Agent {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Agent {
+    fn start(server: &Server, name: &str, modules: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = std::fs::read_to_string(server.dir.path().join("node-token")).expect("token");
+        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["agent", "--server", &server.url, "--node-name", name])
+            .args([
+                "--node-ip",
+                "127.0.0.1",
+                "--heartbeat",
+                "1s",
+                "--crash-backoff",
+                "1s",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--module-dir")
+            .arg(modules)
+            .env("SKIFF_NODE_TOKEN", token.trim())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("skiff agent runs");
+        Self { dir, child }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// The first log file of a pod's container, as the runtime wrote it.
+    fn container_log(&self, pod: &str, container: &str) -> String {
+        let pods = self.dir.path().join("data/pods");
+        let Ok(entries) = std::fs::read_dir(&pods) else {
+            return String::new();
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(&format!("default_{pod}_")) {
+                let path = e.path().join(format!("logs/{container}/0.log"));
+                return std::fs::read_to_string(path).unwrap_or_default();
+            }
+        }
+        String::new()
+    }
+
+    fn credential(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/node.credential")).expect("credential")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn build_examples() -> PathBuf {
+    let out = std::env::temp_dir().join(format!("skiff-agent-examples-{}", std::process::id()));
+    let status = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wasm/build.sh"))
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("bash");
+    assert!(status.success(), "examples/wasm/build.sh failed");
+    out
+}
+
+fn wait_for(what: &str, agent: &Agent, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; agent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pod(name: &str, node: &str, container: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
+            "spec": {{"nodeName": "{node}", "terminationGracePeriodSeconds": 1, {container}}}}}"#
+    )
+}
+
+#[test]
+fn agents_run_pods_restart_them_and_report_status() {
+    let modules = build_examples();
+    let server = Server::start();
+    let kc = Kc::new(Kubectl::version("33"), &server);
+    let edge1 = Agent::start(&server, "edge-1", &modules);
+    let edge2 = Agent::start(&server, "edge-2", &modules);
+    for node in ["edge-1", "edge-2"] {
+        wait_for(&format!("{node} to be Ready"), &edge1, || {
+            kc.run_stdin(
+                &[
+                    "get",
+                    "node",
+                    node,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+                None,
+            )
+            .stdout
+                == b"True"
+        });
+    }
+    let labels = kc.ok(&["get", "node", "edge-1", "-o", "jsonpath={.metadata.labels}"]);
+    assert!(
+        labels.contains("\"skiff.dev/runtimes\":\"wasm\""),
+        "{labels}"
+    );
+    assert!(
+        labels.contains("\"kubernetes.io/hostname\":\"edge-1\""),
+        "{labels}"
+    );
+    let leases = kc.ok(&["get", "lease", "-n", "kube-node-lease"]);
+    assert!(
+        leases.contains("edge-1") && leases.contains("edge-2"),
+        "{leases}"
+    );
+
+    // Env from a ConfigMap and a Secret reaches the guest.
+    kc.ok(&[
+        "create",
+        "configmap",
+        "greet",
+        "--from-literal=GREETING=Ahoy",
+    ]);
+    kc.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "words",
+        "--from-literal=GREETING=Sesame",
+    ]);
+    let container = r#""containers": [{"name": "hello", "image": "hello:1.0",
+        "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "greet", "key": "GREETING"}}}]}]"#;
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod("hello", "edge-1", container)),
+    );
+    let container = r#""containers": [{"name": "hello", "image": "hello:1.0",
+        "envFrom": [{"secretRef": {"name": "words"}}]}]"#;
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod("secret-hello", "edge-2", container)),
+    );
+    wait_for("hello to run and greet", &edge1, || {
+        edge1
+            .container_log("hello", "hello")
+            .contains("stdout F Ahoy from a Wasm container!")
+    });
+    wait_for("secret-hello to greet", &edge2, || {
+        edge2
+            .container_log("secret-hello", "hello")
+            .contains("stdout F Sesame from a Wasm container!")
+    });
+    wait_for("hello to be reported Running", &edge1, || {
+        kc.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.phase}"]) == "Running"
+    });
+    let ready = kc.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.podIP} {.status.containerStatuses[0].imageID}"]);
+    assert!(ready.starts_with("True 127.0.0.1 sha256:"), "{ready}");
+
+    // A crashing container restarts with back-off; its exit code is kept in lastState.
+    let container = r#""containers": [{"name": "crash", "image": "crash:1.0"}]"#;
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod("crash", "edge-1", container)),
+    );
+    wait_for("crash to restart twice", &edge1, || {
+        kc.ok(&[
+            "get",
+            "pod",
+            "crash",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ])
+        .parse::<u32>()
+        .is_ok_and(|n| n >= 2)
+    });
+    let last = kc.ok(&["get", "pod", "crash", "-o", "jsonpath={.status.containerStatuses[0].lastState.terminated.exitCode} {.status.containerStatuses[0].lastState.terminated.reason}"]);
+    assert_eq!(last, "3 Error");
+
+    // A memory limit ends in OOMKilled; a finite job succeeds.
+    let container = r#""restartPolicy": "Never", "containers": [{"name": "hog", "image": "hog:1.0",
+        "resources": {"limits": {"memory": "16Mi"}}}]"#;
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod("hog", "edge-2", container)),
+    );
+    let container = r#""restartPolicy": "Never", "containers": [{"name": "compute", "image": "compute:1.0",
+        "env": [{"name": "LIMIT", "value": "1000"}]}]"#;
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod("compute", "edge-2", container)),
+    );
+    wait_for("hog to fail", &edge2, || {
+        kc.ok(&["get", "pod", "hog", "-o", "jsonpath={.status.phase}"]) == "Failed"
+    });
+    let hog = kc.ok(&["get", "pod", "hog", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.reason} {.status.containerStatuses[0].state.terminated.exitCode}"]);
+    assert_eq!(hog, "OOMKilled 137");
+    wait_for("compute to succeed", &edge2, || {
+        kc.ok(&["get", "pod", "compute", "-o", "jsonpath={.status.phase}"]) == "Succeeded"
+    });
+    assert!(
+        edge2
+            .container_log("compute", "compute")
+            .contains("primes below 1000: 168")
+    );
+
+    // Graceful deletion: the agent stops the pod and completes the deletion.
+    kc.ok(&["delete", "pod", "hello", "--wait=false"]);
+    wait_for("hello to be gone", &edge1, || {
+        !kc.run_stdin(&["get", "pod", "hello"], None)
+            .status
+            .success()
+    });
+
+    // A node may write only what is its own.
+    let credential = edge1.credential();
+    let client = server.client();
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let patch = |path: &str| {
+        tokio.block_on(async {
+            client
+                .patch(format!("{}{path}", server.url))
+                .bearer_auth(&credential)
+                .header("content-type", "application/merge-patch+json")
+                .body(r#"{"metadata": {"labels": {"owned": "yes"}}}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    assert_eq!(patch("/api/v1/nodes/edge-1"), 200);
+    assert_eq!(patch("/api/v1/nodes/edge-2"), 403);
+    assert_eq!(
+        patch("/api/v1/namespaces/default/pods/secret-hello/status"),
+        403
+    );
+    let (code, text) = tokio.block_on(async {
+        let r = client
+            .post(format!(
+                "{}/api/v1/namespaces/default/configmaps",
+                server.url
+            ))
+            .bearer_auth(&credential)
+            .json(&serde_json::json!({"metadata": {"name": "sneaky"}}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    assert_eq!(code, 403);
+    assert!(
+        text.contains("User \\\"system:node:edge-1\\\" cannot create"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(modules);
+}
