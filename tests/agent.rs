@@ -29,6 +29,8 @@ impl Agent {
                 "1s",
                 "--crash-backoff",
                 "1s",
+                "--port",
+                "0",
             ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
@@ -182,6 +184,24 @@ fn agents_run_pods_restart_them_and_report_status() {
     wait_for("hello to be reported Running", &edge1, || {
         kc.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.phase}"]) == "Running"
     });
+    // kubectl logs reaches the guest's output through the API server and the agent.
+    wait_for("hello to tick", &edge1, || {
+        kc.ok(&["logs", "hello"]).contains("tick 2")
+    });
+    let logs = kc.ok(&["logs", "hello"]);
+    assert!(
+        logs.starts_with("Ahoy from a Wasm container!\ntick 1\n"),
+        "{logs}"
+    );
+    let tail = kc.ok(&["logs", "hello", "--tail=1", "--timestamps"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    assert!(tail.contains("Z tick "), "{tail}");
+    let follow = kc.run_stdin(&["logs", "hello", "-f", "--request-timeout=3s"], None);
+    let followed = String::from_utf8_lossy(&follow.stdout);
+    assert!(
+        followed.contains("tick 3"),
+        "following shows new lines: {followed}"
+    );
     let ready = kc.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.podIP} {.status.containerStatuses[0].imageID}"]);
     assert!(ready.starts_with("True 127.0.0.1 sha256:"), "{ready}");
 
@@ -204,6 +224,8 @@ fn agents_run_pods_restart_them_and_report_status() {
     });
     let last = kc.ok(&["get", "pod", "crash", "-o", "jsonpath={.status.containerStatuses[0].lastState.terminated.exitCode} {.status.containerStatuses[0].lastState.terminated.reason}"]);
     assert_eq!(last, "3 Error");
+    let previous = kc.ok(&["logs", "crash", "--previous"]);
+    assert!(previous.contains("something went wrong"), "{previous}");
 
     // A memory limit ends in OOMKilled; a finite job succeeds.
     let container = r#""restartPolicy": "Never", "containers": [{"name": "hog", "image": "hog:1.0",

@@ -16,26 +16,48 @@ pub struct Credentials {
     pub token: String,
 }
 
-/// Loads the identity kept in `dir`, or joins with `join_token` and keeps what it got. A
-/// restarted agent reuses its key and credential without asking the server.
+/// Joins with `join_token` and this node's key (made at first start), presenting the endpoint
+/// certificate `serving_cert`, and keeps what it got in `dir`. When the server cannot be reached
+/// a node that joined before goes on with what it kept: it must work offline.
 pub async fn credentials(
     server: &str,
     join_token: &str,
     node_name: &str,
+    serving_cert: &str,
+    dir: &Path,
+) -> anyhow::Result<Credentials> {
+    let (ca_path, token_path) = (dir.join("ca.crt"), dir.join("node.credential"));
+    match join(server, join_token, node_name, serving_cert, dir).await {
+        Ok(c) => Ok(c),
+        Err(e) => match (
+            std::fs::read_to_string(&ca_path),
+            std::fs::read_to_string(&token_path),
+        ) {
+            (Ok(ca_pem), Ok(token))
+                if token
+                    .trim()
+                    .starts_with(&format!("skiff-node.{node_name}.")) =>
+            {
+                tracing::warn!(error = %format!("{e:#}"), "cannot join now; going on with the credential kept from an earlier join");
+                Ok(Credentials {
+                    ca_pem,
+                    token: token.trim().to_string(),
+                })
+            }
+            _ => Err(e),
+        },
+    }
+}
+
+async fn join(
+    server: &str,
+    join_token: &str,
+    node_name: &str,
+    serving_cert: &str,
     dir: &Path,
 ) -> anyhow::Result<Credentials> {
     let (ca_path, token_path) = (dir.join("ca.crt"), dir.join("node.credential"));
     let key = node_key(dir)?;
-    if let (Ok(ca_pem), Ok(token)) = (
-        std::fs::read_to_string(&ca_path),
-        std::fs::read_to_string(&token_path),
-    ) && token.trim().starts_with(&format!("skiff-node.{node_name}."))
-    {
-        return Ok(Credentials {
-            ca_pem,
-            token: token.trim().to_string(),
-        });
-    }
     let pinned = join_token
         .strip_prefix("skiff1:")
         .and_then(|rest| rest.split_once(':'))
@@ -77,11 +99,19 @@ pub async fn credentials(
     let response = client
         .post(format!("{server}/skiff/join"))
         .bearer_auth(join_token)
-        .json(&serde_json::json!({
-            "nodeName": node_name,
-            "publicKey": base64::engine::general_purpose::STANDARD
-                .encode(key.verifying_key().as_bytes()),
-        }))
+        .json(&{
+            use ed25519_dalek::Signer as _;
+            let public_key =
+                base64::engine::general_purpose::STANDARD.encode(key.verifying_key().as_bytes());
+            let signed = format!("skiff-join-v1\n{node_name}\n{public_key}\n{serving_cert}");
+            serde_json::json!({
+                "nodeName": node_name,
+                "publicKey": public_key,
+                "servingCert": serving_cert,
+                "signature": base64::engine::general_purpose::STANDARD
+                    .encode(key.sign(signed.as_bytes()).to_bytes()),
+            })
+        })
         .send()
         .await?;
     if !response.status().is_success() {
@@ -101,6 +131,14 @@ pub async fn credentials(
     Ok(Credentials { ca_pem, token })
 }
 
+/// The token the API server presents to this agent, derived from the node's credential.
+pub fn agent_token(credential: &str) -> String {
+    sha2::Sha256::digest(format!("skiff-agent-api\n{credential}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The node's ed25519 key, made at first start.
 fn node_key(dir: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
     let path = dir.join("node.key");
@@ -115,9 +153,9 @@ fn node_key(dir: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
     Ok(key)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .create(true)

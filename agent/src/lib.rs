@@ -2,6 +2,7 @@
 //! its Node and heartbeats its Lease, and runs the pods bound to it in the wasmtime runtime,
 //! reporting their status. It talks to the control plane only through the Kubernetes API.
 
+mod endpoint;
 mod join;
 mod node;
 mod pods;
@@ -37,6 +38,8 @@ pub struct Config {
     pub backoff_max: Duration,
     /// Pods this node takes (sizes the runtime's instance pools).
     pub max_pods: u32,
+    /// Port of the agent's endpoint for the API server (logs); 0 picks a free one.
+    pub port: u16,
 }
 
 impl Config {
@@ -53,6 +56,7 @@ impl Config {
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             max_pods: 1000,
+            port: 10250,
         }
     }
 }
@@ -61,15 +65,24 @@ impl Config {
 pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let mut names = vec![config.node_name.clone()];
+    names.extend(config.node_ip.clone());
+    let identity = endpoint::serving_identity(&config.data_dir, names)?;
+    let bind = config.node_ip.clone().unwrap_or("0.0.0.0".into());
+    let listener = tokio::net::TcpListener::bind((bind.as_str(), config.port))
+        .await
+        .with_context(|| format!("cannot listen on {bind}:{}", config.port))?;
+    let port = listener.local_addr()?.port();
     let creds = join::credentials(
         &config.server,
         &config.token,
         &config.node_name,
+        &identity.0,
         &config.data_dir,
     )
     .await?;
     let client = client(&config.server, &creds)?;
-    node::register(&client, &config)
+    node::register(&client, &config, port)
         .await
         .context("cannot register the node")?;
     tracing::info!(node = %config.node_name, server = %config.server, "node registered");
@@ -82,11 +95,24 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
         WasmConfig::new(config.data_dir.join("cache"), config.max_pods),
         source,
     )?);
+    let serving = tokio::spawn(endpoint::serve(
+        listener,
+        identity,
+        join::agent_token(&creds.token),
+        config.data_dir.join("pods"),
+        runtime.clone(),
+        stop.clone(),
+    ));
     let config = Arc::new(config);
-    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), stop.clone()));
+    let heartbeat = tokio::spawn(node::heartbeat(
+        client.clone(),
+        config.clone(),
+        stop.clone(),
+    ));
     let pods = pods::Pods::new(client, config, runtime);
     pods.run(stop).await;
     heartbeat.await?;
+    serving.await??;
     Ok(())
 }
 

@@ -10,11 +10,17 @@ use serde_json::json;
 use crate::Config;
 
 /// Registers the Node (or takes over the one left by an earlier run) and sets its status.
-pub async fn register(client: &kube::Client, config: &Config) -> anyhow::Result<()> {
+pub async fn register(client: &kube::Client, config: &Config, port: u16) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let labels = BTreeMap::from([
-        ("kubernetes.io/hostname".to_string(), config.node_name.clone()),
-        ("kubernetes.io/os".to_string(), std::env::consts::OS.to_string()),
+        (
+            "kubernetes.io/hostname".to_string(),
+            config.node_name.clone(),
+        ),
+        (
+            "kubernetes.io/os".to_string(),
+            std::env::consts::OS.to_string(),
+        ),
         ("kubernetes.io/arch".to_string(), arch().to_string()),
         ("skiff.dev/runtimes".to_string(), "wasm".to_string()),
     ]);
@@ -40,15 +46,17 @@ pub async fn register(client: &kube::Client, config: &Config) -> anyhow::Result<
         .patch_status(
             &config.node_name,
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": status(config)})),
+            &Patch::Merge(json!({"status": status(config, port)})),
         )
         .await?;
     Ok(())
 }
 
 /// What the node reports: capacity, addresses, conditions, runtime info.
-fn status(config: &Config) -> serde_json::Value {
-    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+fn status(config: &Config, port: u16) -> serde_json::Value {
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let memory_kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -71,6 +79,7 @@ fn status(config: &Config) -> serde_json::Value {
         "capacity": capacity,
         "allocatable": capacity,
         "addresses": addresses,
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
         "conditions": [
             {"type": "Ready", "status": "True", "reason": "AgentReady",
              "message": "skiff agent is posting ready status", "lastHeartbeatTime": now,
@@ -125,7 +134,10 @@ pub async fn heartbeat(
             .await
         {
             Err(kube::Error::Api(e)) if e.code == 404 => match serde_json::from_value(lease) {
-                Ok(lease) => leases.create(&PostParams::default(), &lease).await.map(|_| ()),
+                Ok(lease) => leases
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map(|_| ()),
                 Err(e) => Err(kube::Error::SerdeError(e)),
             },
             other => other.map(|_| ()),

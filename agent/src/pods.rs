@@ -70,7 +70,12 @@ impl Pods {
                 }
             }
         }
-        for worker in self.workers.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        for worker in self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             worker.gone.cancel();
         }
     }
@@ -240,7 +245,9 @@ impl PodWorker {
         let init = spec.init_containers.clone().unwrap_or_default();
         while self.init_done < init.len() {
             let i = self.init_done;
-            let state = self.drive(pod, &init[i], true, i, mounts, "OnFailure").await;
+            let state = self
+                .drive(pod, &init[i], true, i, mounts, "OnFailure")
+                .await;
             match state {
                 Some(ContainerState::Exited { exit_code: 0, .. }) => self.init_done += 1,
                 Some(ContainerState::Exited { .. }) if policy == "Never" => return,
@@ -383,7 +390,11 @@ impl PodWorker {
     }
 
     fn slot(&self, init: bool, index: usize) -> &Slot {
-        if init { &self.init[index] } else { &self.main[index] }
+        if init {
+            &self.init[index]
+        } else {
+            &self.main[index]
+        }
     }
 
     fn slot_mut(&mut self, init: bool, index: usize) -> &mut Slot {
@@ -408,7 +419,12 @@ impl PodWorker {
         for from in c.env_from.iter().flatten() {
             let prefix = from.prefix.clone().unwrap_or_default();
             if let Some(r) = &from.config_map_ref {
-                for (k, v) in self.config_map(&ns, &r.name).await?.data.unwrap_or_default() {
+                for (k, v) in self
+                    .config_map(&ns, &r.name)
+                    .await?
+                    .data
+                    .unwrap_or_default()
+                {
                     env.push((format!("{prefix}{k}"), v));
                 }
             }
@@ -423,7 +439,11 @@ impl PodWorker {
                 (Some(v), _) => v.clone(),
                 (None, Some(from)) => {
                     if let Some(r) = &from.config_map_key_ref {
-                        let data = self.config_map(&ns, &r.name).await?.data.unwrap_or_default();
+                        let data = self
+                            .config_map(&ns, &r.name)
+                            .await?
+                            .data
+                            .unwrap_or_default();
                         match data.get(&r.key) {
                             Some(v) => v.clone(),
                             None if r.optional == Some(true) => continue,
@@ -456,9 +476,10 @@ impl PodWorker {
         }
         let mut container_mounts = Vec::new();
         for m in c.volume_mounts.iter().flatten() {
-            let host_path = mounts.get(&m.name).cloned().ok_or_else(|| {
-                anyhow::anyhow!("volume {:?} is not defined in the pod", m.name)
-            })?;
+            let host_path = mounts
+                .get(&m.name)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("volume {:?} is not defined in the pod", m.name))?;
             let is_host = pod
                 .spec
                 .as_ref()
@@ -495,7 +516,11 @@ impl PodWorker {
                 memory_bytes: quantity("memory").map(|m| (m / 1000) as u64),
                 cpu_millis: quantity("cpu").map(|m| m as u64),
             },
-            log_path: self.dir.join("logs").join(&c.name).join(format!("{attempt}.log")),
+            log_path: self
+                .dir
+                .join("logs")
+                .join(&c.name)
+                .join(format!("{attempt}.log")),
             attempt,
         })
     }
@@ -670,9 +695,9 @@ impl PodWorker {
         };
         let all_ready = !statuses.is_empty() && statuses.iter().all(running);
         let all_done = statuses.iter().all(|s| terminated_code(s).is_some());
-        let init_failed = init_statuses.iter().any(|s| {
-            terminated_code(s).is_some_and(|c| c != 0) && policy == "Never"
-        });
+        let init_failed = init_statuses
+            .iter()
+            .any(|s| terminated_code(s).is_some_and(|c| c != 0) && policy == "Never");
         let phase = if init_failed {
             "Failed"
         } else if !initialized {
@@ -686,7 +711,10 @@ impl PodWorker {
             } else {
                 "Running"
             }
-        } else if statuses.iter().any(|s| s.pointer("/state/waiting").is_none()) {
+        } else if statuses
+            .iter()
+            .any(|s| s.pointer("/state/waiting").is_none())
+        {
             "Running"
         } else {
             "Pending"

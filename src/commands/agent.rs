@@ -38,6 +38,9 @@ pub struct Agent {
     /// Pods this node takes.
     #[arg(long, default_value_t = 1000)]
     max_pods: u32,
+    /// Port of the agent's endpoint for the API server (logs); 0 picks a free port.
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
 }
 
 impl Agent {
@@ -59,6 +62,7 @@ impl Agent {
         config.heartbeat = self.heartbeat;
         config.backoff_base = self.crash_backoff;
         config.max_pods = self.max_pods;
+        config.port = self.port;
         let stop = CancellationToken::new();
         let mut agent = tokio::spawn(skiff_agent::run(config, stop.clone()));
         tokio::select! {

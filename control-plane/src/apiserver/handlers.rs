@@ -19,7 +19,7 @@ use super::table::{self, IncludeObject};
 use super::{Server, User, discovery, protobuf};
 use crate::api::resources::{self, ResourceDef};
 use crate::api::{
-    self, ApiError, DeleteOptions, FieldValidation, ListOptions, PatchType, Target, WatchEvent,
+    ApiError, DeleteOptions, FieldValidation, ListOptions, PatchType, Target, WatchEvent,
     WriteOptions, object,
 };
 
@@ -333,7 +333,7 @@ async fn dispatch(
                 None | Some("status") => api.get(res, ns, name)?,
                 Some("scale") => api.get_scale(res, ns, name)?,
                 Some("log") if res.kind == "Pod" => {
-                    return pod_log(api, ns.unwrap_or_default(), name, query);
+                    return pod_log(server, ns.unwrap_or_default(), name, query).await;
                 }
                 _ => return Err(ApiError::path_not_found()),
             };
@@ -727,12 +727,13 @@ impl WatchState {
 
 /// `pods/<name>/log`. Containers run on agents; until a pod is running there is no log, and the
 /// answer says why, as the kubelet would.
-fn pod_log(
-    api: &api::Api,
+async fn pod_log(
+    server: &Server,
     ns: &str,
     name: &str,
     query: &Query,
 ) -> Result<Response<Body>, ApiError> {
+    let api = &server.api;
     let pods = resources::core("pods");
     let pod = api.get(pods, Some(ns), name)?;
     let containers: Vec<String> = pod
@@ -757,9 +758,47 @@ fn pod_log(
             )));
         }
     };
-    Err(ApiError::bad_request(format!(
-        "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
-    )))
+    let status = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .and_then(|all| all.iter().find(|s| s["name"] == container.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    let has_run =
+        status["containerID"].is_string() || status.pointer("/lastState/terminated").is_some();
+    match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+        Some(node) if has_run => {
+            let passed: Vec<String> = [
+                "follow",
+                "tailLines",
+                "timestamps",
+                "previous",
+                "sinceSeconds",
+                "sinceTime",
+                "limitBytes",
+            ]
+            .iter()
+            .filter_map(|k| {
+                let v = query.get(*k)?;
+                let safe = v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-:.".contains(c));
+                safe.then(|| format!("{k}={v}"))
+            })
+            .collect();
+            let path = format!("/containerLogs/{ns}/{name}/{container}");
+            super::agents::container_logs(server, node, &path, &passed.join("&")).await
+        }
+        _ => {
+            let reason = status
+                .pointer("/state/waiting/reason")
+                .and_then(Value::as_str)
+                .unwrap_or("ContainerCreating");
+            Err(ApiError::bad_request(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"
+            )))
+        }
+    }
 }
 
 fn metrics(server: &Server) -> String {

@@ -3,6 +3,7 @@
 //! Handlers stay thin: they parse the request into a resource, verb and options, call the API
 //! layer, and encode the answer (JSON, Table, or a watch stream).
 
+mod agents;
 mod discovery;
 mod handlers;
 pub mod nodes;

@@ -21,6 +21,19 @@ pub struct JoinRequest {
     pub node_name: String,
     /// Its ed25519 public key, base64.
     pub public_key: String,
+    /// The certificate (PEM) its log endpoint serves; the server pins it when it connects.
+    #[serde(default)]
+    pub serving_cert: String,
+    /// Ed25519 signature (base64) by the node key over [`JoinRequest::signed_text`]: only the
+    /// holder of the key gets the key's credential.
+    pub signature: String,
+}
+
+impl JoinRequest {
+    /// What the node signs.
+    pub fn signed_text(node_name: &str, public_key: &str, serving_cert: &str) -> String {
+        format!("skiff-join-v1\n{node_name}\n{public_key}\n{serving_cert}")
+    }
 }
 
 /// The answer: the node's credential.
@@ -85,12 +98,26 @@ impl NodeRegistry {
                 "invalid node name {name:?}: it must be a lowercase RFC 1123 subdomain"
             ));
         }
-        let key = base64::engine::general_purpose::STANDARD
+        let raw: [u8; 32] = base64::engine::general_purpose::STANDARD
             .decode(&request.public_key)
             .ok()
-            .filter(|k| k.len() == 32)
+            .and_then(|k| k.try_into().ok())
             .ok_or("publicKey must be a base64 ed25519 public key (32 bytes)")?;
-        let key = base64::engine::general_purpose::STANDARD.encode(key);
+        let verifying = ed25519_dalek::VerifyingKey::from_bytes(&raw)
+            .map_err(|_| "publicKey is not a valid ed25519 public key")?;
+        let signature: [u8; 64] = base64::engine::general_purpose::STANDARD
+            .decode(&request.signature)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or("signature must be a base64 ed25519 signature (64 bytes)")?;
+        let text = JoinRequest::signed_text(name, &request.public_key, &request.serving_cert);
+        verifying
+            .verify_strict(
+                text.as_bytes(),
+                &ed25519_dalek::Signature::from_bytes(&signature),
+            )
+            .map_err(|_| "the join request is not signed by the node key it names")?;
+        let key = base64::engine::general_purpose::STANDARD.encode(raw);
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         match keys.get(name) {
             Some(existing) if *existing != key => {
@@ -104,6 +131,10 @@ impl NodeRegistry {
                     .map_err(|e| format!("cannot record the node key: {e}"))?;
                 keys.insert(name.clone(), key.clone());
             }
+        }
+        if !request.serving_cert.is_empty() {
+            std::fs::write(self.dir.join(format!("{name}.crt")), &request.serving_cert)
+                .map_err(|e| format!("cannot record the node's serving certificate: {e}"))?;
         }
         Ok(JoinResponse {
             token: format!("skiff-node.{name}.{}", self.mac(name, &key)),
@@ -120,6 +151,29 @@ impl NodeRegistry {
             .then(|| name.to_string())
     }
 
+    /// The certificate a node's log endpoint must present (DER), as it joined with it.
+    pub fn serving_cert(&self, name: &str) -> Option<Vec<u8>> {
+        let pem = std::fs::read_to_string(self.dir.join(format!("{name}.crt"))).ok()?;
+        let body: String = pem
+            .lines()
+            .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("-----END"))
+            .collect();
+        base64::engine::general_purpose::STANDARD.decode(body).ok()
+    }
+
+    /// The token the server presents to a node's agent (derived from the node's credential,
+    /// which the agent knows and can derive the same way).
+    pub fn agent_token(&self, name: &str) -> Option<String> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let key = keys.get(name)?;
+        Some(agent_token(&format!(
+            "skiff-node.{name}.{}",
+            self.mac(name, key)
+        )))
+    }
+
     fn mac(&self, name: &str, key: &str) -> String {
         let mut h = Sha256::new();
         for part in [self.secret.as_str(), name, key] {
@@ -128,6 +182,14 @@ impl NodeRegistry {
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// The token that opens a node's agent endpoints, derived from its credential.
+pub fn agent_token(credential: &str) -> String {
+    Sha256::digest(format!("skiff-agent-api\n{credential}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -140,11 +202,21 @@ mod tests {
         let nodes = NodeRegistry::load(dir.path().into(), "s3cret".into()).unwrap();
         assert!(nodes.is_join_token("skiff1:abcd:s3cret"));
         assert!(!nodes.is_join_token("skiff1:abcd:wrong"));
-        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let signer = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let key =
+            base64::engine::general_purpose::STANDARD.encode(signer.verifying_key().as_bytes());
+        let sign = |name: &str, key: &str| {
+            use ed25519_dalek::Signer as _;
+            let text = JoinRequest::signed_text(name, key, "");
+            base64::engine::general_purpose::STANDARD
+                .encode(signer.sign(text.as_bytes()).to_bytes())
+        };
         let join = |name: &str, key: &str| {
             nodes.join(&JoinRequest {
                 node_name: name.into(),
                 public_key: key.into(),
+                serving_cert: String::new(),
+                signature: sign(name, key),
             })
         };
         let token = join("edge-1", &key).unwrap().token;
