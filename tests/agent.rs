@@ -224,6 +224,17 @@ fn agents_run_pods_restart_them_and_report_status() {
     });
     let last = kc.ok(&["get", "pod", "crash", "-o", "jsonpath={.status.containerStatuses[0].lastState.terminated.exitCode} {.status.containerStatuses[0].lastState.terminated.reason}"]);
     assert_eq!(last, "3 Error");
+    wait_for("the back-off event", &edge1, || {
+        kc.ok(&["describe", "pod", "crash"])
+            .contains("Back-off restarting failed container crash in pod crash")
+    });
+    let described = kc.ok(&["describe", "pod", "crash"]);
+    for reason in ["Pulled", "Created", "Started", "BackOff"] {
+        assert!(
+            described.contains(reason),
+            "describe shows {reason}: {described}"
+        );
+    }
     let previous = kc.ok(&["logs", "crash", "--previous"]);
     assert!(previous.contains("something went wrong"), "{previous}");
 

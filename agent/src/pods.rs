@@ -221,6 +221,15 @@ impl PodWorker {
                 return self.cleanup().await;
             }
             if let Some(grace) = deleting(&pod) {
+                for c in pod.spec.iter().flat_map(|s| &s.containers) {
+                    self.event(
+                        &pod,
+                        Some(&c.name),
+                        "Normal",
+                        "Killing",
+                        format!("Stopping container {}", c.name),
+                    );
+                }
                 self.stop_all(grace).await;
                 self.report(&pod).await;
                 self.cleanup().await?;
@@ -310,6 +319,11 @@ impl PodWorker {
                             .min(config.backoff_max);
                         slot.restart_at = Some(Instant::now() + backoff);
                         slot.last = Some(terminated);
+                        let message = format!(
+                            "Back-off restarting failed container {} in pod {}",
+                            container.name,
+                            pod.metadata.name.as_deref().unwrap_or("")
+                        );
                         slot.waiting = Some((
                             "CrashLoopBackOff".into(),
                             format!(
@@ -319,6 +333,7 @@ impl PodWorker {
                                 pod.metadata.name.as_deref().unwrap_or("")
                             ),
                         ));
+                        self.event(pod, Some(&container.name), "Warning", "BackOff", message);
                         return current;
                     }
                     Some(at) if Instant::now() < at => return current,
@@ -340,8 +355,28 @@ impl PodWorker {
         {
             return None;
         }
+        let present = matches!(runtime.image_status(&image).await, Ok(Some(_)));
+        let pull_started = Instant::now();
+        if !present {
+            self.event(
+                pod,
+                Some(&container.name),
+                "Normal",
+                "Pulling",
+                format!("Pulling image \"{image}\""),
+            );
+        }
         match runtime.pull_image(&image).await {
             Ok(id) => {
+                let message = if present {
+                    format!("Container image \"{image}\" already present on machine")
+                } else {
+                    format!(
+                        "Successfully pulled image \"{image}\" in {}ms",
+                        pull_started.elapsed().as_millis()
+                    )
+                };
+                self.event(pod, Some(&container.name), "Normal", "Pulled", message);
                 let slot = self.slot_mut(init, index);
                 slot.image_id = id;
                 slot.pull_failures = 0;
@@ -356,11 +391,17 @@ impl PodWorker {
                     "ErrImagePull"
                 };
                 slot.waiting = Some((reason.into(), e.to_string()));
+                let (event, message) = if reason == "ErrImagePull" {
+                    ("Failed", format!("Failed to pull image \"{image}\": {e}"))
+                } else {
+                    ("BackOff", format!("Back-off pulling image \"{image}\""))
+                };
                 let backoff = config
                     .backoff_base
                     .saturating_mul(1 << slot.pull_failures.min(10))
                     .min(config.backoff_max);
                 slot.restart_at = Some(Instant::now() + backoff);
+                self.event(pod, Some(&container.name), "Warning", event, message);
                 return None;
             }
         }
@@ -378,15 +419,70 @@ impl PodWorker {
             Ok(id) => runtime.start_container(&id).await.map(|()| id),
             Err(e) => Err(e),
         };
-        let slot = self.slot_mut(init, index);
+        let name = container.name.as_str();
         match started {
             Ok(id) => {
+                let slot = self.slot_mut(init, index);
                 slot.id = Some(id);
                 slot.waiting = None;
+                self.event(
+                    pod,
+                    Some(name),
+                    "Normal",
+                    "Created",
+                    format!("Created container {name}"),
+                );
+                self.event(
+                    pod,
+                    Some(name),
+                    "Normal",
+                    "Started",
+                    format!("Started container {name}"),
+                );
             }
-            Err(e) => slot.waiting = Some(("CreateContainerError".into(), e.to_string())),
+            Err(e) => {
+                self.slot_mut(init, index).waiting =
+                    Some(("CreateContainerError".into(), e.to_string()));
+                self.event(pod, Some(name), "Warning", "Failed", format!("Error: {e}"));
+            }
         }
         None
+    }
+
+    /// Records an event on the pod (for `kubectl describe`), without waiting for it.
+    fn event(&self, pod: &Pod, container: Option<&str>, kind: &str, reason: &str, message: String) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let event = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": format!("{name}.{:x}", now.as_nanosecond()),
+                "namespace": ns,
+            },
+            "involvedObject": {
+                "apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name,
+                "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version,
+                "fieldPath": container.map(|c| format!("spec.containers{{{c}}}")),
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "count": 1,
+            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "source": {"component": "kubelet", "host": self.pods.config.node_name},
+            "reportingComponent": "skiff-agent",
+            "reportingInstance": self.pods.config.node_name,
+        });
+        let api: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.pods.client.clone(), &ns);
+        tokio::spawn(async move {
+            if let Ok(event) = serde_json::from_value(event) {
+                let _ = api.create(&Default::default(), &event).await;
+            }
+        });
     }
 
     fn slot(&self, init: bool, index: usize) -> &Slot {
