@@ -17,6 +17,11 @@ struct Agent {
 
 impl Agent {
     fn start(server: &Server, name: &str, modules: &Path) -> Self {
+        let flags = ["--module-dir".into(), modules.display().to_string()];
+        Self::start_with(server, name, &flags)
+    }
+
+    fn start_with(server: &Server, name: &str, flags: &[String]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = std::fs::read_to_string(server.dir.path().join("node-token")).expect("token");
         let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
@@ -34,8 +39,7 @@ impl Agent {
             ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .arg("--module-dir")
-            .arg(modules)
+            .args(flags)
             .env("SKIFF_NODE_TOKEN", token.trim())
             .stdout(Stdio::null())
             .stderr(log)
@@ -315,5 +319,150 @@ fn agents_run_pods_restart_them_and_report_status() {
         text.contains("User \\\"system:node:edge-1\\\" cannot create"),
         "{text}"
     );
+    let _ = std::fs::remove_dir_all(modules);
+}
+
+fn skiff(server: &Server, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(args)
+        .env("KUBECONFIG", server.kubeconfig())
+        .output()
+        .expect("skiff runs")
+}
+
+#[test]
+fn modules_are_pushed_signed_and_pulled_by_agents() {
+    let modules = build_examples();
+    let server = Server::start();
+    let kc = Kc::new(Kubectl::version("33"), &server);
+    let module = |name: &str| modules.join(format!("{name}.wasm")).display().to_string();
+
+    // Push, list, dedupe, refuse what is not Wasm.
+    let pushed = skiff(&server, &["push", &module("hello"), "hello:1.0"]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&pushed.stdout)
+            .contains("module.skiff.dev/hello.1.0 pushed: sha256:")
+    );
+    assert!(
+        skiff(&server, &["push", &module("hello"), "hello:latest"])
+            .status
+            .success()
+    );
+    let listed = kc.ok(&["get", "modules"]);
+    assert!(
+        listed.contains("hello.1.0") && listed.contains("hello.latest"),
+        "{listed}"
+    );
+    let digests = kc.ok(&["get", "modules", "-o", "jsonpath={.items[*].spec.digest}"]);
+    let d: Vec<&str> = digests.split(' ').collect();
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0], d[1], "same content, same digest");
+    let blobs = std::fs::read_dir(server.dir.path().join("modules/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 1, "stored once");
+    let not_wasm = server.dir.path().join("notes.txt");
+    std::fs::write(&not_wasm, "hello").unwrap();
+    let refused = skiff(&server, &["push", not_wasm.to_str().unwrap(), "notes:1"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is not a WebAssembly module"));
+
+    // A signed module; a node that requires signatures runs it and refuses unsigned ones.
+    let key = server.dir.path().join("publisher.key");
+    let keygen = skiff(&server, &["keygen", key.to_str().unwrap()]);
+    assert!(keygen.status.success());
+    let public = String::from_utf8_lossy(&keygen.stdout).trim().to_string();
+    let signed = skiff(
+        &server,
+        &[
+            "push",
+            &module("compute"),
+            "compute:1.0",
+            "--sign",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let signed_by = kc.ok(&[
+        "get",
+        "module",
+        "compute.1.0",
+        "-o",
+        "jsonpath={.spec.signedBy}",
+    ]);
+    assert_eq!(signed_by, public);
+
+    let plain = Agent::start_with(&server, "plain", &[]);
+    let strict = Agent::start_with(
+        &server,
+        "strict",
+        &[
+            "--require-signatures".into(),
+            "--trusted-key".into(),
+            public,
+        ],
+    );
+    let pod = |name: &str, node: &str, image: &str| {
+        let container = format!(
+            r#""restartPolicy": "Never", "containers": [{{"name": "c", "image": "{image}", "env": [{{"name": "LIMIT", "value": "100"}}]}}]"#
+        );
+        kc.ok_stdin(
+            &["apply", "-f", "-"],
+            Some(&self::pod(name, node, &container)),
+        );
+    };
+    let phase = |name: &str| kc.ok(&["get", "pod", name, "-o", "jsonpath={.status.phase}"]);
+    let waiting = |name: &str| {
+        kc.ok(&["get", "pod", name, "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}"])
+    };
+    pod("from-store", "plain", "hello:1.0");
+    wait_for("the pushed module to run", &plain, || {
+        phase("from-store") == "Running"
+    });
+    wait_for("its output", &plain, || {
+        kc.ok(&["logs", "from-store"])
+            .contains("from a Wasm container!")
+    });
+    pod("unknown", "plain", "nothing:1.0");
+    wait_for("an unknown module to fail its pull", &plain, || {
+        let w = waiting("unknown");
+        (w.starts_with("ErrImagePull") || w.starts_with("ImagePullBackOff"))
+            && w.contains("module nothing:1.0 not found")
+    });
+    pod("signed", "strict", "compute:1.0");
+    wait_for(
+        "the signed module to run on the strict node",
+        &strict,
+        || phase("signed") == "Succeeded",
+    );
+    pod("unsigned", "strict", "hello:1.0");
+    wait_for(
+        "the strict node to refuse an unsigned module",
+        &strict,
+        || waiting("unsigned").contains("this node requires signed modules"),
+    );
+    let events = kc.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=unsigned",
+    ]);
+    assert!(
+        events.contains("Failed") || events.contains("BackOff"),
+        "{events}"
+    );
+
+    // Modules are removable.
+    kc.ok(&["delete", "module", "hello.latest"]);
+    assert!(!kc.ok(&["get", "modules"]).contains("hello.latest"));
     let _ = std::fs::remove_dir_all(modules);
 }

@@ -4,6 +4,7 @@
 
 mod endpoint;
 mod join;
+mod modules;
 mod node;
 mod pods;
 
@@ -28,8 +29,13 @@ pub struct Config {
     pub node_name: String,
     /// The address reported for the node and its pods.
     pub node_ip: Option<String>,
-    /// Where modules come from: a directory of `<name>.wasm` files.
+    /// Where modules come from for local development: a directory of `<name>.wasm` files.
+    /// Without it, modules come from the control plane's module store.
     pub module_dir: Option<PathBuf>,
+    /// Publisher keys whose module signatures this node accepts.
+    pub trusted_keys: Vec<skiff_runtime::VerifyingKey>,
+    /// Run only modules signed by a trusted key.
+    pub require_signatures: bool,
     /// Lease renewal interval.
     pub heartbeat: Duration,
     /// First restart back-off; it doubles per restart up to `backoff_max`.
@@ -52,6 +58,8 @@ impl Config {
             node_name,
             node_ip: None,
             module_dir: None,
+            trusted_keys: Vec::new(),
+            require_signatures: false,
             heartbeat: Duration::from_secs(10),
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
@@ -89,12 +97,17 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
 
     let source: Arc<dyn ModuleSource> = match &config.module_dir {
         Some(dir) => Arc::new(DirSource::new(dir)),
-        None => anyhow::bail!("no module source: pass --module-dir"),
+        None => Arc::new(modules::ControlPlaneSource::new(
+            http_client(&creds)?,
+            config.server.clone(),
+            creds.token.clone(),
+            config.data_dir.join("modules"),
+        )),
     };
-    let runtime = Arc::new(WasmRuntime::new(
-        WasmConfig::new(config.data_dir.join("cache"), config.max_pods),
-        source,
-    )?);
+    let mut wasm = WasmConfig::new(config.data_dir.join("cache"), config.max_pods);
+    wasm.trusted_keys = config.trusted_keys.clone();
+    wasm.require_signatures = config.require_signatures;
+    let runtime = Arc::new(WasmRuntime::new(wasm, source)?);
     let serving = tokio::spawn(endpoint::serve(
         listener,
         identity,
@@ -122,6 +135,13 @@ fn client(server: &str, creds: &join::Credentials) -> anyhow::Result<kube::Clien
     config.root_cert = Some(der);
     config.auth_info.token = Some(creds.token.clone().into());
     Ok(kube::Client::try_from(config)?)
+}
+
+fn http_client(creds: &join::Credentials) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(creds.ca_pem.as_bytes())?)
+        .tls_built_in_root_certs(false)
+        .build()?)
 }
 
 fn pem_certs(pem: &str) -> Vec<Vec<u8>> {

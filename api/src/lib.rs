@@ -4,7 +4,9 @@
 pub mod cron;
 pub mod fields;
 pub mod labels;
+pub mod module;
 pub mod quantity;
+pub mod signature;
 pub mod validation;
 
 pub use k8s_openapi;

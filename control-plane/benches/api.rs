@@ -92,6 +92,7 @@ async fn bench_skiff() -> (f64, f64, f64, f64) {
         api.clone(),
         identity.admin_token.clone(),
         nodes,
+        apiserver::modules::ModuleStore::new(dir.path().join("modules")),
         identity.ca_pem.clone(),
         addr.to_string(),
         shutdown.clone(),

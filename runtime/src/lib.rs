@@ -8,7 +8,6 @@
 mod error;
 mod fake;
 mod logs;
-mod signature;
 mod source;
 mod state;
 mod types;
@@ -17,7 +16,7 @@ mod wasm;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{Error, Result};
 pub use fake::FakeRuntime;
-pub use signature::{sign_module, verify_module};
+pub use skiff_api::signature::{sign_module, verify_module};
 pub use source::{DirSource, FetchFuture, Fetched, MemorySource, ModuleSource};
 pub use types::*;
 pub use wasm::{Config as WasmConfig, HttpBody, WasmRuntime};

@@ -26,9 +26,17 @@ pub struct Agent {
     /// The address reported for the node and its pods.
     #[arg(long)]
     node_ip: Option<String>,
-    /// A directory of modules (`NAME.wasm`, optionally `NAME.wasm.sig`) for local development.
+    /// A directory of modules (`NAME.wasm`, optionally `NAME.wasm.sig`) for local development;
+    /// without it modules come from the control plane's module store (`skiff push`).
     #[arg(long)]
     module_dir: Option<PathBuf>,
+    /// A publisher key (base64, as `skiff keygen` prints it) whose signatures this node accepts;
+    /// repeatable.
+    #[arg(long = "trusted-key")]
+    trusted_keys: Vec<String>,
+    /// Run only modules signed by a trusted key.
+    #[arg(long)]
+    require_signatures: bool,
     /// How often the node renews its Lease.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     heartbeat: Duration,
@@ -59,6 +67,24 @@ impl Agent {
         );
         config.node_ip = self.node_ip;
         config.module_dir = self.module_dir;
+        config.require_signatures = self.require_signatures;
+        for key in &self.trusted_keys {
+            use base64::Engine as _;
+            let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
+                .decode(key.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--trusted-key {key}: not a base64 ed25519 public key")
+                })?;
+            config
+                .trusted_keys
+                .push(
+                    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| {
+                        anyhow::anyhow!("--trusted-key {key}: not a valid ed25519 public key")
+                    })?,
+                );
+        }
         config.heartbeat = self.heartbeat;
         config.backoff_base = self.crash_backoff;
         config.max_pods = self.max_pods;

@@ -1,6 +1,8 @@
 //! One file per subcommand.
 
 mod agent;
+mod kubeconfig;
+mod push;
 mod server;
 
 use clap::Subcommand;
@@ -12,6 +14,10 @@ pub enum Command {
     Server(server::Server),
     /// Run a node agent: join a cluster and run the Wasm pods bound to this node.
     Agent(agent::Agent),
+    /// Store a Wasm module in the cluster's module store as NAME:TAG.
+    Push(push::Push),
+    /// Make an ed25519 publisher key for signing modules.
+    Keygen(push::Keygen),
 }
 
 impl Command {
@@ -19,6 +25,8 @@ impl Command {
         match self {
             Self::Server(c) => c.execute().await,
             Self::Agent(c) => c.execute().await,
+            Self::Push(c) => c.execute().await,
+            Self::Keygen(c) => c.execute().await,
         }
     }
 }

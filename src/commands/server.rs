@@ -108,6 +108,7 @@ impl Server {
             api.clone(),
             identity.admin_token.clone(),
             nodes,
+            apiserver::modules::ModuleStore::new(self.data_dir.join("modules")),
             identity.ca_pem.clone(),
             format!("{host}:{}", addr.port()),
             shutdown.clone(),

@@ -112,6 +112,22 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
             status.phase.get_or_insert_with(|| "Active".into());
         }),
         ("", "Node") => run::<core::Node>(ctx, obj, |_, _, _| {}),
+        ("skiff.dev", "Module") => run::<skiff_api::module::Module>(ctx, obj, |m, _, e| {
+            let spec = &m.spec;
+            if let Err(msg) =
+                skiff_api::module::parse_reference(&format!("{}:{}", spec.repository, spec.tag))
+            {
+                e.push(FieldError::invalid("spec", quoted(&spec.repository), &msg));
+            }
+            let hex = spec.digest.strip_prefix("sha256:").unwrap_or("");
+            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                e.push(FieldError::invalid(
+                    "spec.digest",
+                    quoted(&spec.digest),
+                    "must be sha256:<64 hex digits>",
+                ));
+            }
+        }),
         ("", "Service") => run::<core::Service>(ctx, obj, |s, old, e| {
             default_service(s);
             validate_service(s, old, e);
@@ -423,6 +439,7 @@ macro_rules! has_meta {
     ($($t:ty),*) => { $(impl HasMeta for $t { fn meta(&self) -> &ObjectMeta { &self.metadata } })* };
 }
 has_meta!(
+    skiff_api::module::Module,
     core::Pod,
     core::Namespace,
     core::Node,

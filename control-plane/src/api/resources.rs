@@ -108,6 +108,7 @@ pub static RESOURCES: &[ResourceDef] = &[
     def!("batch", "v1", "jobs", "job", "Job", ns=true, short=[], cat=["all"], status=true, scale=false, generation=true),
     def!("batch", "v1", "cronjobs", "cronjob", "CronJob", ns=true, short=["cj"], cat=["all"], status=true, scale=false, generation=true),
     def!("coordination.k8s.io", "v1", "leases", "lease", "Lease", ns=true, short=[], cat=[], status=false, scale=false, generation=false),
+    def!("skiff.dev", "v1", "modules", "module", "Module", ns=false, short=["mod"], cat=[], status=false, scale=false, generation=false),
     def!("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", ns=true, short=["hpa"], cat=["all"], status=true, scale=false, generation=true),
     def!("autoscaling", "v1", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", ns=true, short=["hpa"], cat=["all"], status=true, scale=false, generation=true),
     def!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", ns=true, short=[], cat=[], status=false, scale=false, generation=false),

@@ -63,6 +63,42 @@ async fn route(
         return Err(ApiError::unauthorized());
     };
     let query: Query = req.uri().query().map(form_urlencoded).unwrap_or_default();
+    if let Some(reference) = path.strip_prefix("/skiff/modules/") {
+        let reference = percent_decode(reference);
+        return match (req.method().clone(), &user) {
+            (Method::PUT, User::Admin) => {
+                let (parts, body) = req.into_parts();
+                let bytes = read_body_up_to(body, super::modules::MAX_MODULE)
+                    .await
+                    .map_err(|e| {
+                        if e.code == 413 {
+                            ApiError::new(
+                                413,
+                                "RequestEntityTooLarge",
+                                format!(
+                                    "module {reference} is larger than the {} MiB limit",
+                                    super::modules::MAX_MODULE >> 20
+                                ),
+                            )
+                        } else {
+                            e
+                        }
+                    })?;
+                super::modules::push(server, &reference, &parts.headers, bytes).await
+            }
+            (Method::GET, _) => super::modules::fetch(
+                server,
+                &reference,
+                query.get("resolve").is_some_and(|v| v == "true"),
+            ),
+            (Method::PUT, User::Node(node)) => Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("User \"system:node:{node}\" cannot push modules"),
+            )),
+            _ => Err(ApiError::new(405, "MethodNotAllowed", "use GET or PUT")),
+        };
+    }
     let segs: Vec<&str> = path
         .trim_start_matches('/')
         .split('/')
@@ -525,7 +561,11 @@ fn delete_options(query: &Query, body: Bytes) -> Result<DeleteOptions, ApiError>
 }
 
 async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    read_body_up_to(body, MAX_BODY).await
+}
+
+async fn read_body_up_to(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)

@@ -6,6 +6,7 @@
 mod agents;
 mod discovery;
 mod handlers;
+pub mod modules;
 pub mod nodes;
 pub mod pki;
 mod protobuf;
@@ -37,6 +38,7 @@ pub struct Server {
     api: Api,
     admin_token: String,
     nodes: nodes::NodeRegistry,
+    modules: modules::ModuleStore,
     ca_pem: String,
     server_address: String,
     shutdown: CancellationToken,
@@ -51,6 +53,7 @@ impl Server {
         api: Api,
         admin_token: String,
         nodes: nodes::NodeRegistry,
+        modules: modules::ModuleStore,
         ca_pem: String,
         server_address: String,
         shutdown: CancellationToken,
@@ -59,6 +62,7 @@ impl Server {
             api,
             admin_token,
             nodes,
+            modules,
             ca_pem,
             server_address,
             shutdown,
