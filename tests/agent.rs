@@ -13,6 +13,8 @@ use common::{Kc, Kubectl, Server};
 struct Agent {
     dir: tempfile::TempDir,
     child: Child,
+    args: Vec<String>,
+    token: String,
 }
 
 impl Agent {
@@ -24,10 +26,12 @@ impl Agent {
     fn start_with(server: &Server, name: &str, flags: &[String]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = std::fs::read_to_string(server.dir.path().join("node-token")).expect("token");
-        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(["agent", "--server", &server.url, "--node-name", name])
-            .args([
+        let mut args: Vec<String> = ["agent", "--server", &server.url, "--node-name", name]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(
+            [
                 "--node-ip",
                 "127.0.0.1",
                 "--heartbeat",
@@ -36,16 +40,42 @@ impl Agent {
                 "1s",
                 "--port",
                 "0",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(flags)
-            .env("SKIFF_NODE_TOKEN", token.trim())
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        args.push("--data-dir".into());
+        args.push(dir.path().join("data").display().to_string());
+        args.extend(flags.iter().cloned());
+        let child = Self::spawn(&dir, &args, token.trim());
+        Self {
+            dir,
+            child,
+            args,
+            token: token.trim().to_string(),
+        }
+    }
+
+    fn spawn(dir: &tempfile::TempDir, args: &[String], token: &str) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("agent.log"))
+            .expect("log");
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(args)
+            .env("SKIFF_NODE_TOKEN", token)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("skiff agent runs");
-        Self { dir, child }
+            .expect("skiff agent runs")
+    }
+
+    /// kill -9 and start again on the same data directory, as a gateway reboot would.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.dir, &self.args, &self.token);
     }
 
     fn log(&self) -> String {
@@ -464,5 +494,73 @@ fn modules_are_pushed_signed_and_pulled_by_agents() {
     // Modules are removable.
     kc.ok(&["delete", "module", "hello.latest"]);
     assert!(!kc.ok(&["get", "modules"]).contains("hello.latest"));
+    let _ = std::fs::remove_dir_all(modules);
+}
+
+#[test]
+fn pods_keep_running_while_the_control_plane_is_down() {
+    let modules = build_examples();
+    let mut server = Server::start();
+    server.pin_port();
+    let kc = Kc::new(Kubectl::version("33"), &server);
+    let mut edge = Agent::start(&server, "edge", &modules);
+    let container = r#""containers": [{"name": "hello", "image": "hello:1.0"}]"#;
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod("hello", "edge", container)),
+    );
+    wait_for("hello to tick", &edge, || {
+        edge.container_log("hello", "hello").contains("tick 1")
+    });
+    let uid = kc.ok(&["get", "pod", "hello", "-o", "jsonpath={.metadata.uid}"]);
+    let started = "jsonpath={.status.containerStatuses[0].state.running.startedAt}";
+    wait_for("hello to be reported running", &edge, || {
+        !kc.ok(&["get", "pod", "hello", "-o", started]).is_empty()
+    });
+    let first_start = kc.ok(&["get", "pod", "hello", "-o", started]);
+    // Start times have a resolution of a second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let count =
+        |edge: &Agent, what: &str| edge.container_log("hello", "hello").matches(what).count();
+
+    // The control plane goes away: the pod keeps running.
+    drop(kc);
+    server.kill9();
+    let ticks = count(&edge, "tick");
+    wait_for("ticks while the control plane is down", &edge, || {
+        count(&edge, "tick") >= ticks + 2
+    });
+
+    // The gateway reboots while the control plane is still down: the agent brings the pod back.
+    assert_eq!(count(&edge, "from a Wasm container!"), 1);
+    edge.restart();
+    wait_for(
+        "the pod to come back without the control plane",
+        &edge,
+        || count(&edge, "from a Wasm container!") == 2,
+    );
+
+    // The link returns: status is reported again and the pod is not recreated.
+    server.launch(vec![]);
+    let kc = Kc::new(Kubectl::version("33"), &server);
+    wait_for("the node to report the restarted container", &edge, || {
+        let now = kc
+            .run_stdin(&["get", "pod", "hello", "-o", started], None)
+            .stdout;
+        !now.is_empty() && now != first_start.as_bytes()
+    });
+    assert_eq!(
+        kc.ok(&["get", "pod", "hello", "-o", "jsonpath={.metadata.uid}"]),
+        uid
+    );
+    let ticks = count(&edge, "tick");
+    wait_for("more ticks after the resync", &edge, || {
+        count(&edge, "tick") >= ticks + 2
+    });
+    assert_eq!(
+        count(&edge, "from a Wasm container!"),
+        2,
+        "the running pod was not restarted on resync"
+    );
     let _ = std::fs::remove_dir_all(modules);
 }

@@ -90,10 +90,29 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
     )
     .await?;
     let client = client(&config.server, &creds)?;
-    node::register(&client, &config, port)
-        .await
-        .context("cannot register the node")?;
-    tracing::info!(node = %config.node_name, server = %config.server, "node registered");
+    // Registration waits for the control plane; the pods this node had run meanwhile.
+    let registration = {
+        let (client, config, stop) = (client.clone(), config.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match node::register(&client, &config, port).await {
+                    Ok(()) => {
+                        tracing::info!(node = %config.node_name, server = %config.server, "node registered");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot register the node yet; retrying")
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        })
+    };
 
     let source: Arc<dyn ModuleSource> = match &config.module_dir {
         Some(dir) => Arc::new(DirSource::new(dir)),
@@ -123,7 +142,9 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
         stop.clone(),
     ));
     let pods = pods::Pods::new(client, config, runtime);
+    pods.clone().resume_local();
     pods.run(stop).await;
+    registration.abort();
     heartbeat.await?;
     serving.await??;
     Ok(())

@@ -27,6 +27,8 @@ pub struct Pods {
     config: Arc<Config>,
     runtime: Arc<WasmRuntime>,
     workers: Mutex<HashMap<String, Worker>>,
+    /// Set when the agent stops: its pods stop with it but stay kept for the next start.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 struct Worker {
@@ -42,27 +44,83 @@ impl Pods {
             config,
             runtime,
             workers: Mutex::new(HashMap::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
+    /// Where the pods bound to this node are kept, so they run on while the control plane is
+    /// out of reach, also across an agent restart.
+    fn local_dir(&self) -> PathBuf {
+        self.config.data_dir.join("state").join("pods")
+    }
+
+    fn keep_local(&self, pod: &Pod) {
+        let (Some(uid), Ok(bytes)) = (&pod.metadata.uid, serde_json::to_vec(pod)) else {
+            return;
+        };
+        let dir = self.local_dir();
+        let path = dir.join(format!("{uid}.json"));
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::create_dir_all(&dir);
+        if std::fs::write(&tmp, bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+
+    fn drop_local(&self, uid: &str) {
+        let _ = std::fs::remove_file(self.local_dir().join(format!("{uid}.json")));
+    }
+
+    /// Starts the pods kept locally (after a restart, before the control plane answers).
+    pub fn resume_local(self: Arc<Self>) {
+        let Ok(entries) = std::fs::read_dir(self.local_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if let Some(pod) = std::fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Pod>(&b).ok())
+            {
+                tracing::info!(pod = ?pod.metadata.name, "resuming a pod kept locally");
+                self.clone().update(pod);
+            }
+        }
+    }
+
     /// Watches the pods bound to this node (list, then watch, resuming after errors) and keeps
-    /// one worker per pod until `stop`.
+    /// one worker per pod until `stop`. After each (re)list, pods that are no longer bound here
+    /// are stopped; the others go on without being recreated.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let pods: Api<Pod> = Api::all(self.client.clone());
         let selector = format!("spec.nodeName={}", self.config.node_name);
         let stream = watcher(pods, watcher::Config::default().fields(&selector));
         let mut stream = std::pin::pin!(stream);
+        let mut listed: Option<std::collections::HashSet<String>> = None;
         loop {
             let event = tokio::select! {
                 e = stream.try_next() => e,
                 _ = stop.cancelled() => break,
             };
             match event {
-                Ok(Some(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                Ok(Some(watcher::Event::Init)) => listed = Some(Default::default()),
+                Ok(Some(watcher::Event::InitApply(pod))) => {
+                    if let (Some(set), Some(uid)) = (&mut listed, &pod.metadata.uid) {
+                        set.insert(uid.clone());
+                    }
                     self.clone().update(pod)
                 }
+                Ok(Some(watcher::Event::InitDone)) => {
+                    if let Some(set) = listed.take() {
+                        let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+                        for (uid, worker) in workers.iter() {
+                            if !set.contains(uid) {
+                                worker.gone.cancel();
+                            }
+                        }
+                    }
+                }
+                Ok(Some(watcher::Event::Apply(pod))) => self.clone().update(pod),
                 Ok(Some(watcher::Event::Delete(pod))) => self.forget(&pod),
-                Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "watching pods failed; retrying");
@@ -84,6 +142,7 @@ impl Pods {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
+        self.keep_local(&pod);
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(worker) = workers.get(&uid) {
             worker.spec.send_replace(pod);
@@ -101,8 +160,12 @@ impl Pods {
         let this = self.clone();
         tokio::spawn(async move {
             let mut worker = PodWorker::new(this.clone(), rx, gone);
-            if let Err(e) = worker.run().await {
-                tracing::warn!(pod = %worker.key, error = %e, "pod worker failed");
+            match worker.run().await {
+                Ok(()) if !this.stopping.load(std::sync::atomic::Ordering::Relaxed) => {
+                    this.drop_local(&uid)
+                }
+                Ok(()) => {}
+                Err(e) => tracing::warn!(pod = %worker.key, error = %e, "pod worker failed"),
             }
             this.workers
                 .lock()

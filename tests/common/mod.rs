@@ -15,6 +15,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     pub url: String,
+    /// `--listen`; `pin_port` keeps the current port for the next launch.
+    listen: String,
 }
 
 impl Server {
@@ -29,6 +31,7 @@ impl Server {
             dir,
             child: None,
             url: String::new(),
+            listen: "127.0.0.1:0".into(),
         };
         s.launch(flags.iter().map(|f| f.to_string()).collect());
         s
@@ -46,7 +49,7 @@ impl Server {
             .arg("server")
             .arg("--data-dir")
             .arg(self.dir.path())
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &self.listen])
             .args(extra)
             .env(
                 "SKIFF_LOG",
@@ -91,6 +94,11 @@ impl Server {
             .parse()
             .expect("address");
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+    }
+
+    /// Makes the next `launch` listen on the port the server has now (agents keep its URL).
+    pub fn pin_port(&mut self) {
+        self.listen = self.url.trim_start_matches("https://").to_string();
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
