@@ -236,6 +236,16 @@ fn agents_run_pods_restart_them_and_report_status() {
         followed.contains("tick 3"),
         "following shows new lines: {followed}"
     );
+    wait_for("the node to list its cached module", &edge1, || {
+        kc.ok(&[
+            "get",
+            "node",
+            "edge-1",
+            "-o",
+            "jsonpath={.status.images[*].names}",
+        ])
+        .contains("hello:1.0")
+    });
     let ready = kc.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.podIP} {.status.containerStatuses[0].imageID}"]);
     assert!(ready.starts_with("True 127.0.0.1 sha256:"), "{ready}");
 

@@ -141,11 +141,18 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
         config.clone(),
         stop.clone(),
     ));
+    let images = tokio::spawn(node::report_images(
+        client.clone(),
+        config.clone(),
+        runtime.clone(),
+        stop.clone(),
+    ));
     let pods = pods::Pods::new(client, config, runtime);
     pods.clone().resume_local();
     pods.run(stop).await;
     registration.abort();
     heartbeat.await?;
+    images.await?;
     serving.await??;
     Ok(())
 }

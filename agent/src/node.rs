@@ -152,6 +152,60 @@ pub async fn heartbeat(
     }
 }
 
+/// Keeps `status.images` (the modules cached on this node, which the scheduler prefers to
+/// place pods near) current, writing only when the set changes.
+pub async fn report_images(
+    client: kube::Client,
+    config: std::sync::Arc<Config>,
+    runtime: std::sync::Arc<skiff_runtime::WasmRuntime>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use skiff_runtime::ContainerRuntime as _;
+    let nodes: Api<Node> = Api::all(client);
+    let mut reported = serde_json::Value::Null;
+    loop {
+        let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for image in runtime.list_images().await.unwrap_or_default() {
+            if let Ok(Some(id)) = runtime.image_status(&image).await {
+                by_id.entry(id).or_default().push(image);
+            }
+        }
+        let images: Vec<serde_json::Value> = by_id
+            .into_iter()
+            .map(|(id, mut names)| {
+                let hex = id.trim_start_matches("sha256:");
+                let size = std::fs::metadata(
+                    config
+                        .data_dir
+                        .join("cache/modules")
+                        .join(format!("{hex}.wasm")),
+                )
+                .map_or(0, |m| m.len());
+                names.push(id.clone());
+                json!({"names": names, "sizeBytes": size})
+            })
+            .collect();
+        let images = json!(images);
+        if images != reported {
+            match nodes
+                .patch_status(
+                    &config.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"images": images}})),
+                )
+                .await
+            {
+                Ok(_) => reported = images,
+                Err(e) => tracing::debug!(error = %e, "cannot report cached modules"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.heartbeat.min(std::time::Duration::from_secs(5))) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 /// The architecture as Kubernetes names it.
 fn arch() -> &'static str {
     match std::env::consts::ARCH {
