@@ -309,6 +309,41 @@ fn agents_run_pods_restart_them_and_report_status() {
             .contains("primes below 1000: 168")
     );
 
+    // Pods that name no node go through the scheduler, as `kubectl run` makes them.
+    kc.ok(&["run", "web", "--image=hello:1.0", "--env=GREETING=Hi"]);
+    wait_for("web to be scheduled and run", &edge1, || {
+        kc.ok(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"]) == "Running"
+    });
+    wait_for("web's output", &edge1, || {
+        kc.ok(&["logs", "web"])
+            .contains("Hi from a Wasm container!")
+    });
+    let described = kc.ok(&["describe", "pod", "web"]);
+    assert!(
+        described.contains("Successfully assigned default/web to edge-"),
+        "{described}"
+    );
+    let huge = r#"{"spec": {"containers": [{"name": "huge", "image": "hello:1.0", "resources": {"requests": {"cpu": "1000"}}}]}}"#;
+    kc.ok(&[
+        "run",
+        "huge",
+        "--image=hello:1.0",
+        &format!("--overrides={huge}"),
+    ]);
+    wait_for("huge to be refused by the scheduler", &edge1, || {
+        kc.ok(&[
+            "get",
+            "pod",
+            "huge",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        ]) == "0/2 nodes are available: 2 Insufficient cpu."
+    });
+    assert!(
+        kc.ok(&["describe", "pod", "huge"])
+            .contains("FailedScheduling")
+    );
+
     // Graceful deletion: the agent stops the pod and completes the deletion.
     kc.ok(&["delete", "pod", "hello", "--wait=false"]);
     wait_for("hello to be gone", &edge1, || {

@@ -3,4 +3,5 @@
 
 pub mod api;
 pub mod apiserver;
+pub mod scheduler;
 pub mod store;

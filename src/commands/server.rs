@@ -115,9 +115,14 @@ impl Server {
         );
         tracing::info!(%url, kubeconfig = %self.data_dir.join("kubeconfig").display(), "serving");
         let serving = tokio::spawn(apiserver::run(server, listener, tls));
+        let scheduler = tokio::spawn(skiff_control_plane::scheduler::run(
+            api.clone(),
+            shutdown.clone(),
+        ));
         super::shutdown_signal().await;
         shutdown.cancel();
         serving.await?;
+        scheduler.await?;
         api.shutdown().await;
         tracing::info!("stopped");
         Ok(())

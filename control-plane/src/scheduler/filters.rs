@@ -1,0 +1,337 @@
+//! Which nodes a pod fits on, why the others do not, and which fitting node is best.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use skiff_api::quantity::parse_milli;
+
+/// The best node for `pod`, or the Kubernetes-style message saying why none fits.
+pub fn place<'a>(
+    pod: &Value,
+    nodes: &BTreeMap<String, Value>,
+    pods: impl Iterator<Item = &'a Value>,
+) -> Result<String, String> {
+    if nodes.is_empty() {
+        return Err("no nodes available to schedule pods".into());
+    }
+    let mut used: BTreeMap<&str, Resources> = BTreeMap::new();
+    for p in pods {
+        let node = p
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let done = matches!(
+            p.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        );
+        if !node.is_empty() && !done {
+            let r = used.entry(node).or_default();
+            r.add(&requests(p));
+            r.pods += 1;
+        }
+    }
+    let want = requests(pod);
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut best: Option<(f64, &str)> = None;
+    for (name, node) in nodes {
+        let failed = filter(pod, node, &want, used.get(name.as_str()));
+        if failed.is_empty() {
+            let score = least_allocated(node, &want, used.get(name.as_str()));
+            if best.is_none_or(|(s, _)| score > s) {
+                best = Some((score, name));
+            }
+        }
+        for reason in failed {
+            *reasons.entry(reason).or_default() += 1;
+        }
+    }
+    if let Some((_, name)) = best {
+        return Ok(name.to_string());
+    }
+    let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    Err(format!(
+        "0/{} nodes are available: {}.",
+        nodes.len(),
+        parts.join(", ")
+    ))
+}
+
+/// Requested cpu (millicores), memory (bytes) and pods.
+#[derive(Debug, Default, Clone, Copy)]
+struct Resources {
+    cpu: i128,
+    memory: i128,
+    pods: i128,
+}
+
+impl Resources {
+    fn add(&mut self, other: &Resources) {
+        self.cpu += other.cpu;
+        self.memory += other.memory;
+    }
+}
+
+fn requests(pod: &Value) -> Resources {
+    let mut r = Resources::default();
+    for c in pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let res = &c["resources"];
+        let get = |name: &str| {
+            res["requests"][name]
+                .as_str()
+                .or_else(|| res["limits"][name].as_str())
+                .and_then(|q| parse_milli(q).ok())
+                .unwrap_or(0)
+        };
+        r.cpu += get("cpu");
+        r.memory += get("memory") / 1000;
+    }
+    r
+}
+
+fn allocatable(node: &Value) -> Resources {
+    let get = |name: &str| {
+        node.pointer(&format!("/status/allocatable/{name}"))
+            .and_then(Value::as_str)
+            .and_then(|q| parse_milli(q).ok())
+    };
+    Resources {
+        cpu: get("cpu").unwrap_or(0),
+        memory: get("memory").map_or(0, |m| m / 1000),
+        pods: get("pods").map_or(110, |p| p / 1000),
+    }
+}
+
+/// The reasons `node` does not fit `pod` (none: it fits).
+fn filter(pod: &Value, node: &Value, want: &Resources, used: Option<&Resources>) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let ready = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    if !ready {
+        reasons.push("node(s) were not ready".into());
+    }
+    if node.pointer("/spec/unschedulable") == Some(&Value::Bool(true)) {
+        reasons.push("node(s) were unschedulable".into());
+    }
+    let tolerations = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for taint in node
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let effect = taint["effect"].as_str().unwrap_or("");
+        if matches!(effect, "NoSchedule" | "NoExecute")
+            && !tolerations.iter().any(|t| tolerates(t, taint))
+        {
+            reasons.push(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint["key"].as_str().unwrap_or(""),
+                taint["value"].as_str().unwrap_or("")
+            ));
+            break;
+        }
+    }
+    let cap = allocatable(node);
+    let used = used.copied().unwrap_or_default();
+    if used.pods + 1 > cap.pods {
+        reasons.push("Too many pods".into());
+    }
+    if want.cpu > 0 && used.cpu + want.cpu > cap.cpu {
+        reasons.push("Insufficient cpu".into());
+    }
+    if want.memory > 0 && used.memory + want.memory > cap.memory {
+        reasons.push("Insufficient memory".into());
+    }
+    if !matches_selector(pod, node) {
+        reasons.push("node(s) didn't match Pod's node affinity/selector".into());
+    }
+    reasons
+}
+
+fn tolerates(toleration: &Value, taint: &Value) -> bool {
+    let effect = toleration["effect"].as_str().unwrap_or("");
+    if !effect.is_empty() && Some(effect) != taint["effect"].as_str() {
+        return false;
+    }
+    let key = toleration["key"].as_str().unwrap_or("");
+    let op = toleration["operator"].as_str().unwrap_or("Equal");
+    if key.is_empty() {
+        return op == "Exists";
+    }
+    if Some(key) != taint["key"].as_str() {
+        return false;
+    }
+    match op {
+        "Exists" => true,
+        _ => toleration["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or(""),
+    }
+}
+
+fn matches_selector(pod: &Value, node: &Value) -> bool {
+    let labels = node
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let label = |k: &str| labels.get(k).and_then(Value::as_str);
+    if let Some(selector) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object)
+        && selector.iter().any(|(k, v)| label(k) != v.as_str())
+    {
+        return false;
+    }
+    let Some(terms) = pod
+        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array)
+    else {
+        return true;
+    };
+    let name = node.pointer("/metadata/name").and_then(Value::as_str);
+    // Terms are ORed; the requirements within one term are ANDed.
+    terms.iter().any(|term| {
+        let exprs = term["matchExpressions"].as_array().into_iter().flatten();
+        let fields = term["matchFields"].as_array().into_iter().flatten();
+        let mut any = false;
+        let ok = exprs
+            .map(|e| (e, label(e["key"].as_str().unwrap_or(""))))
+            .chain(fields.map(|e| (e, name.filter(|_| e["key"] == "metadata.name"))))
+            .all(|(e, value)| {
+                any = true;
+                requirement(e, value)
+            });
+        ok && any
+    })
+}
+
+fn requirement(e: &Value, value: Option<&str>) -> bool {
+    let values: Vec<&str> = e["values"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let number = |s: &str| s.parse::<i64>().ok();
+    match e["operator"].as_str().unwrap_or("") {
+        "In" => value.is_some_and(|v| values.contains(&v)),
+        "NotIn" => !value.is_some_and(|v| values.contains(&v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" => {
+            matches!((value.and_then(number), values.first().and_then(|v| number(v))), (Some(a), Some(b)) if a > b)
+        }
+        "Lt" => {
+            matches!((value.and_then(number), values.first().and_then(|v| number(v))), (Some(a), Some(b)) if a < b)
+        }
+        _ => false,
+    }
+}
+
+/// Higher for nodes with more cpu and memory left after placing the pod.
+fn least_allocated(node: &Value, want: &Resources, used: Option<&Resources>) -> f64 {
+    let cap = allocatable(node);
+    let used = used.copied().unwrap_or_default();
+    let free = |total: i128, taken: i128| {
+        if total <= 0 {
+            0.0
+        } else {
+            (total - taken).max(0) as f64 / total as f64
+        }
+    };
+    (free(cap.cpu, used.cpu + want.cpu)
+        + free(cap.memory, used.memory + want.memory)
+        + free(cap.pods, used.pods + 1))
+        / 3.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, cpu: &str, extra: Value) -> (String, Value) {
+        let mut n = json!({
+            "metadata": {"name": name, "labels": {"zone": name}},
+            "spec": {},
+            "status": {"allocatable": {"cpu": cpu, "memory": "1Gi", "pods": "10"},
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        });
+        crate::api::patch::apply(&mut n, crate::api::PatchType::Merge, &extra, "Node").unwrap();
+        (name.into(), n)
+    }
+
+    fn pod(spec: Value) -> Value {
+        let mut p = json!({"metadata": {"name": "p", "namespace": "default"},
+                           "spec": {"containers": [{"name": "c", "image": "x"}]}});
+        crate::api::patch::apply(
+            &mut p,
+            crate::api::PatchType::Merge,
+            &json!({"spec": spec}),
+            "Pod",
+        )
+        .unwrap();
+        p
+    }
+
+    #[test]
+    fn filters_and_counts_reasons() {
+        let nodes: BTreeMap<String, Value> = [
+            node("a", "1", json!({})),
+            node("b", "4", json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}})),
+            node("c", "4", json!({"spec": {"unschedulable": true}})),
+        ]
+        .into_iter()
+        .collect();
+        let big = pod(
+            json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "2"}}}]}),
+        );
+        assert_eq!(
+            place(&big, &nodes, std::iter::empty()).unwrap_err(),
+            "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) were unschedulable."
+        );
+        let tolerant = pod(
+            json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "2"}}}],
+                                  "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]}),
+        );
+        assert_eq!(place(&tolerant, &nodes, std::iter::empty()).unwrap(), "b");
+        let selected = pod(json!({"nodeSelector": {"zone": "a"}}));
+        assert_eq!(place(&selected, &nodes, std::iter::empty()).unwrap(), "a");
+        let affinity = pod(
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}]}}},
+            "tolerations": [{"operator": "Exists"}]}),
+        );
+        assert_eq!(place(&affinity, &nodes, std::iter::empty()).unwrap(), "b");
+        // Bound pods use up what a node has.
+        let bound: Vec<Value> = (0..10)
+            .map(|_| json!({"spec": {"nodeName": "a", "containers": []}}))
+            .collect();
+        let err = place(&selected, &nodes, bound.iter()).unwrap_err();
+        assert!(err.contains("1 Too many pods"), "{err}");
+        assert_eq!(
+            place(&pod(json!({})), &BTreeMap::new(), std::iter::empty()).unwrap_err(),
+            "no nodes available to schedule pods"
+        );
+    }
+
+    #[test]
+    fn prefers_the_least_allocated_node() {
+        let nodes: BTreeMap<String, Value> = [node("a", "4", json!({})), node("b", "4", json!({}))]
+            .into_iter()
+            .collect();
+        let busy = vec![json!({"spec": {"nodeName": "a", "containers": [
+            {"name": "c", "resources": {"requests": {"cpu": "3"}}}]}})];
+        assert_eq!(place(&pod(json!({})), &nodes, busy.iter()).unwrap(), "b");
+    }
+}
