@@ -330,7 +330,7 @@ mod tests {
         let nodes: BTreeMap<String, Value> = [node("a", "4", json!({})), node("b", "4", json!({}))]
             .into_iter()
             .collect();
-        let busy = vec![json!({"spec": {"nodeName": "a", "containers": [
+        let busy = [json!({"spec": {"nodeName": "a", "containers": [
             {"name": "c", "resources": {"requests": {"cpu": "3"}}}]}})];
         assert_eq!(place(&pod(json!({})), &nodes, busy.iter()).unwrap(), "b");
     }
