@@ -309,6 +309,41 @@ fn agents_run_pods_restart_them_and_report_status() {
             .contains("primes below 1000: 168")
     );
 
+    // Volumes: two containers share an emptyDir; a ConfigMap's keys become files.
+    let container = r#""restartPolicy": "OnFailure", "volumes": [{"name": "shared", "emptyDir": {}}],
+        "containers": [
+          {"name": "writer", "image": "writer:1.0", "volumeMounts": [{"name": "shared", "mountPath": "/data"}]},
+          {"name": "reader", "image": "reader:1.0", "volumeMounts": [{"name": "shared", "mountPath": "/data"}]}]"#;
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod("pair", "edge-1", container)),
+    );
+    wait_for("the reader to see the writer's lines", &edge1, || {
+        String::from_utf8_lossy(&kc.run_stdin(&["logs", "pair", "-c", "reader"], None).stdout)
+            .contains("read 3 lines")
+    });
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "notes"}, "data": {"shared.txt": "one\ntwo\nthree\n"}}"#,
+        ),
+    );
+    let container = r#""restartPolicy": "Never", "volumes": [{"name": "notes", "configMap": {"name": "notes"}}],
+        "containers": [{"name": "reader", "image": "reader:1.0",
+          "volumeMounts": [{"name": "notes", "mountPath": "/data", "readOnly": true}]}]"#;
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod("files", "edge-2", container)),
+    );
+    wait_for("the reader to read the ConfigMap's file", &edge2, || {
+        kc.ok(&["get", "pod", "files", "-o", "jsonpath={.status.phase}"]) == "Succeeded"
+    });
+    assert!(
+        kc.ok(&["logs", "files"])
+            .contains("read 3 lines, newest: three")
+    );
+
     // Pods that name no node go through the scheduler, as `kubectl run` makes them.
     kc.ok(&["run", "web", "--image=hello:1.0", "--env=GREETING=Hi"]);
     wait_for("web to be scheduled and run", &edge1, || {

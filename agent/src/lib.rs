@@ -36,6 +36,8 @@ pub struct Config {
     pub trusted_keys: Vec<skiff_runtime::VerifyingKey>,
     /// Run only modules signed by a trusted key.
     pub require_signatures: bool,
+    /// Host directories `hostPath` volumes may name (themselves or below); none: no hostPath.
+    pub host_path_prefixes: Vec<PathBuf>,
     /// Lease renewal interval.
     pub heartbeat: Duration,
     /// First restart back-off; it doubles per restart up to `backoff_max`.
@@ -60,6 +62,7 @@ impl Config {
             module_dir: None,
             trusted_keys: Vec::new(),
             require_signatures: false,
+            host_path_prefixes: Vec::new(),
             heartbeat: Duration::from_secs(10),
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
@@ -126,6 +129,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
     let mut wasm = WasmConfig::new(config.data_dir.join("cache"), config.max_pods);
     wasm.trusted_keys = config.trusted_keys.clone();
     wasm.require_signatures = config.require_signatures;
+    wasm.host_path_prefixes = config.host_path_prefixes.clone();
     let runtime = Arc::new(WasmRuntime::new(wasm, source)?);
     let serving = tokio::spawn(endpoint::serve(
         listener,

@@ -37,6 +37,10 @@ pub struct Agent {
     /// Run only modules signed by a trusted key.
     #[arg(long)]
     require_signatures: bool,
+    /// A host directory that `hostPath` volumes may name (it or anything below); repeatable.
+    /// Without it this node refuses hostPath volumes.
+    #[arg(long = "allow-host-path")]
+    host_path_prefixes: Vec<PathBuf>,
     /// How often the node renews its Lease.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     heartbeat: Duration,
@@ -68,6 +72,7 @@ impl Agent {
         config.node_ip = self.node_ip;
         config.module_dir = self.module_dir;
         config.require_signatures = self.require_signatures;
+        config.host_path_prefixes = self.host_path_prefixes;
         for key in &self.trusted_keys {
             use base64::Engine as _;
             let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
