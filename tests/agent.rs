@@ -309,6 +309,25 @@ fn agents_run_pods_restart_them_and_report_status() {
             .contains("primes below 1000: 168")
     );
 
+    // Init containers run first, in order; the downward API reaches env.
+    let container = r#""initContainers": [{"name": "prepare", "image": "compute:1.0", "env": [{"name": "LIMIT", "value": "100"}]}],
+        "containers": [{"name": "hello", "image": "hello:1.0",
+          "env": [{"name": "GREETING", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]"#;
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod("init", "edge-2", container)),
+    );
+    wait_for("init's main container to greet", &edge2, || {
+        String::from_utf8_lossy(&kc.run_stdin(&["logs", "init", "-c", "hello"], None).stdout)
+            .contains("init from a Wasm container!")
+    });
+    let init = kc.ok(&["get", "pod", "init", "-o", "jsonpath={.status.initContainerStatuses[0].state.terminated.reason} {.status.conditions[?(@.type==\"Initialized\")].status}"]);
+    assert_eq!(init, "Completed True");
+    assert!(
+        kc.ok(&["logs", "init", "-c", "prepare"])
+            .contains("primes below 100: 25")
+    );
+
     // Volumes: two containers share an emptyDir; a ConfigMap's keys become files.
     let container = r#""restartPolicy": "OnFailure", "volumes": [{"name": "shared", "emptyDir": {}}],
         "containers": [
@@ -425,6 +444,35 @@ fn agents_run_pods_restart_them_and_report_status() {
         (r.status().as_u16(), r.text().await.unwrap())
     });
     assert_eq!(code, 403);
+    let read_as = |credential: &str, path: &str| {
+        tokio.block_on(async {
+            client
+                .get(format!("{}{path}", server.url))
+                .bearer_auth(credential)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let words = "/api/v1/namespaces/default/secrets/words";
+    assert_eq!(
+        read_as(&edge2.credential(), words),
+        200,
+        "secret-hello on edge-2 names it"
+    );
+    assert_eq!(
+        read_as(&credential, words),
+        403,
+        "no pod on edge-1 names it"
+    );
+    assert_eq!(
+        read_as(&credential, "/api/v1/namespaces/default/secrets"),
+        403,
+        "nodes do not list secrets"
+    );
+    assert_eq!(read_as(&credential, "/api/v1/namespaces/default/pods"), 200);
     assert!(
         text.contains("User \\\"system:node:edge-1\\\" cannot create"),
         "{text}"

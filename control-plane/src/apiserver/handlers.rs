@@ -204,6 +204,17 @@ fn authorize_node(
             .is_some_and(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
     };
     let allowed = match (method, target.name.as_deref(), target.sub.as_deref()) {
+        // Secrets and ConfigMaps: only those a pod bound to this node names.
+        (&Method::GET, Some(n), None) if matches!(res.kind, "Secret" | "ConfigMap") => {
+            needed_by_node(
+                server,
+                node,
+                target.ns.as_deref().unwrap_or(""),
+                res.kind,
+                n,
+            )
+        }
+        (&Method::GET, None, _) if matches!(res.kind, "Secret" | "ConfigMap") => false,
         (&Method::GET, _, _) => true,
         (&Method::POST, None, None) => matches!(res.kind, "Node" | "Lease" | "Event"),
         (&Method::PUT | &Method::PATCH, Some(n), _) if res.kind == "Node" => n == node,
@@ -218,6 +229,51 @@ fn authorize_node(
         return Ok(());
     }
     Err(node_forbidden(node, method, target))
+}
+
+/// Whether a pod bound to `node` in `ns` names the Secret or ConfigMap `name` (env, envFrom or
+/// a volume).
+fn needed_by_node(server: &Server, node: &str, ns: &str, kind: &str, name: &str) -> bool {
+    let Ok(fields) = skiff_api::fields::FieldSelector::parse(&format!("spec.nodeName={node}"))
+    else {
+        return false;
+    };
+    let opts = ListOptions {
+        fields,
+        ..Default::default()
+    };
+    let Ok(pods) = server.api.list(resources::core("pods"), Some(ns), &opts) else {
+        return false;
+    };
+    let (env_ref, from_ref, volume, volume_key) = match kind {
+        "Secret" => ("secretKeyRef", "secretRef", "secret", "secretName"),
+        _ => ("configMapKeyRef", "configMapRef", "configMap", "name"),
+    };
+    let names = |v: &Value| v.as_str() == Some(name);
+    pods.items.iter().any(|pod| {
+        let spec = &pod["spec"];
+        let containers = ["containers", "initContainers"]
+            .iter()
+            .flat_map(|k| spec[*k].as_array().into_iter().flatten());
+        let in_containers = containers.clone().any(|c| {
+            c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| names(&e["valueFrom"][env_ref]["name"]))
+                || c["envFrom"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| names(&e[from_ref]["name"]))
+        });
+        in_containers
+            || spec["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|v| names(&v[volume][volume_key]))
+    })
 }
 
 fn node_forbidden(node: &str, method: &Method, target: &ResourcePath) -> ApiError {
@@ -240,7 +296,7 @@ fn node_forbidden(node: &str, method: &Method, target: &ResourcePath) -> ApiErro
         target.res,
         target.name.as_deref().unwrap_or(""),
         format!(
-            "User \"system:node:{node}\" cannot {verb} resource \"{resource}\" in API group \"{}\"{scope}: a node may change only its own Node and Lease and the pods bound to it",
+            "User \"system:node:{node}\" cannot {verb} resource \"{resource}\" in API group \"{}\"{scope}: a node may change only its own Node and Lease and the pods bound to it, and read only the secrets and configmaps those pods name",
             target.res.group
         ),
     )
@@ -776,15 +832,17 @@ async fn pod_log(
     let api = &server.api;
     let pods = resources::core("pods");
     let pod = api.get(pods, Some(ns), name)?;
-    let containers: Vec<String> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["name"].as_str().map(String::from))
-        .collect();
+    let names = |field: &str| -> Vec<String> {
+        pod.pointer(&format!("/spec/{field}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(String::from))
+            .collect()
+    };
+    let (containers, init) = (names("containers"), names("initContainers"));
     let container = match query.get("container") {
-        Some(c) if containers.contains(c) => c.clone(),
+        Some(c) if containers.contains(c) || init.contains(c) => c.clone(),
         Some(c) => {
             return Err(ApiError::bad_request(format!(
                 "container {c} is not valid for pod {name}"
@@ -792,16 +850,22 @@ async fn pod_log(
         }
         None if containers.len() == 1 => containers[0].clone(),
         None => {
+            let init = if init.is_empty() {
+                String::new()
+            } else {
+                format!(" or one of the init containers: [{}]", init.join(" "))
+            };
             return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
+                "a container name must be specified for pod {name}, choose one of: [{}]{init}",
                 containers.join(" ")
             )));
         }
     };
-    let status = pod
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .and_then(|all| all.iter().find(|s| s["name"] == container.as_str()))
+    let status = ["/status/containerStatuses", "/status/initContainerStatuses"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .find(|s| s["name"] == container.as_str())
         .cloned()
         .unwrap_or_default();
     let has_run =
