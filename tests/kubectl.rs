@@ -435,6 +435,9 @@ kind: Node
 metadata:
   name: edge-1
   labels: {kubernetes.io/hostname: edge-1}
+spec:
+  # No agent runs behind this node: keep the scheduler from placing the scenario's pods on it.
+  taints: [{key: skiff.dev/no-agent, value: "true", effect: NoSchedule}]
 status:
   conditions:
   - {type: Ready, status: "True", reason: KubeletReady, message: ready}

@@ -226,12 +226,32 @@ mod tests {
             token,
             "rejoining with the same key"
         );
-        let other = base64::engine::general_purpose::STANDARD.encode([8u8; 32]);
-        assert!(
-            join("edge-1", &other)
-                .unwrap_err()
-                .contains("another node key")
-        );
+        // Another key asking for the name, properly signed by itself, is refused.
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
+        let other_key =
+            base64::engine::general_purpose::STANDARD.encode(other.verifying_key().as_bytes());
+        let other_signature = {
+            use ed25519_dalek::Signer as _;
+            let text = JoinRequest::signed_text("edge-1", &other_key, "");
+            base64::engine::general_purpose::STANDARD.encode(other.sign(text.as_bytes()).to_bytes())
+        };
+        let err = nodes
+            .join(&JoinRequest {
+                node_name: "edge-1".into(),
+                public_key: other_key,
+                serving_cert: String::new(),
+                signature: other_signature,
+            })
+            .unwrap_err();
+        assert!(err.contains("another node key"), "{err}");
+        // Knowing a node's public key is not enough: the request must be signed by it.
+        let forged = nodes.join(&JoinRequest {
+            node_name: "edge-1".into(),
+            public_key: key.clone(),
+            serving_cert: String::new(),
+            signature: base64::engine::general_purpose::STANDARD.encode([0u8; 64]),
+        });
+        assert!(forged.unwrap_err().contains("not signed by the node key"));
         assert!(
             join("Edge_1", &key)
                 .unwrap_err()

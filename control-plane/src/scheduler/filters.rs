@@ -5,38 +5,26 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use skiff_api::quantity::parse_milli;
 
+/// A node as the scheduler sees it: the object and what its bound pods use.
+pub struct NodeInfo {
+    /// The Node object.
+    pub node: Value,
+    /// Requests of the unfinished pods bound to it.
+    pub used: Resources,
+}
+
 /// The best node for `pod`, or the Kubernetes-style message saying why none fits.
-pub fn place<'a>(
-    pod: &Value,
-    nodes: &BTreeMap<String, Value>,
-    pods: impl Iterator<Item = &'a Value>,
-) -> Result<String, String> {
+pub fn place(pod: &Value, nodes: &BTreeMap<String, NodeInfo>) -> Result<String, String> {
     if nodes.is_empty() {
         return Err("no nodes available to schedule pods".into());
-    }
-    let mut used: BTreeMap<&str, Resources> = BTreeMap::new();
-    for p in pods {
-        let node = p
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let done = matches!(
-            p.pointer("/status/phase").and_then(Value::as_str),
-            Some("Succeeded" | "Failed")
-        );
-        if !node.is_empty() && !done {
-            let r = used.entry(node).or_default();
-            r.add(&requests(p));
-            r.pods += 1;
-        }
     }
     let want = requests(pod);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut best: Option<(f64, &str)> = None;
-    for (name, node) in nodes {
-        let failed = filter(pod, node, &want, used.get(name.as_str()));
+    for (name, info) in nodes {
+        let failed = filter(pod, &info.node, &want, &info.used);
         if failed.is_empty() {
-            let score = least_allocated(node, &want, used.get(name.as_str()));
+            let score = least_allocated(&info.node, &want, &info.used);
             if best.is_none_or(|(s, _)| score > s) {
                 best = Some((score, name));
             }
@@ -56,23 +44,39 @@ pub fn place<'a>(
     ))
 }
 
+/// Whether a pod still holds its node's resources (bound and not finished).
+pub fn holds_resources(pod: &Value) -> Option<&str> {
+    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str)?;
+    let done = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    (!node.is_empty() && !done).then_some(node)
+}
+
 /// Requested cpu (millicores), memory (bytes) and pods.
-#[derive(Debug, Default, Clone, Copy)]
-struct Resources {
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
     cpu: i128,
     memory: i128,
     pods: i128,
 }
 
 impl Resources {
-    fn add(&mut self, other: &Resources) {
-        self.cpu += other.cpu;
-        self.memory += other.memory;
+    /// Adds (`sign` 1) or removes (`sign` -1) a pod's requests.
+    pub fn account(&mut self, pod: &Resources, sign: i128) {
+        self.cpu += sign * pod.cpu;
+        self.memory += sign * pod.memory;
+        self.pods += sign * pod.pods;
     }
 }
 
-fn requests(pod: &Value) -> Resources {
-    let mut r = Resources::default();
+/// A pod's requests (it counts as one pod).
+pub fn requests(pod: &Value) -> Resources {
+    let mut r = Resources {
+        pods: 1,
+        ..Default::default()
+    };
     for c in pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -107,7 +111,7 @@ fn allocatable(node: &Value) -> Resources {
 }
 
 /// The reasons `node` does not fit `pod` (none: it fits).
-fn filter(pod: &Value, node: &Value, want: &Resources, used: Option<&Resources>) -> Vec<String> {
+fn filter(pod: &Value, node: &Value, want: &Resources, used: &Resources) -> Vec<String> {
     let mut reasons = Vec::new();
     let ready = node
         .pointer("/status/conditions")
@@ -145,7 +149,6 @@ fn filter(pod: &Value, node: &Value, want: &Resources, used: Option<&Resources>)
         }
     }
     let cap = allocatable(node);
-    let used = used.copied().unwrap_or_default();
     if used.pods + 1 > cap.pods {
         reasons.push("Too many pods".into());
     }
@@ -239,9 +242,8 @@ fn requirement(e: &Value, value: Option<&str>) -> bool {
 }
 
 /// Higher for nodes with more cpu and memory left after placing the pod.
-fn least_allocated(node: &Value, want: &Resources, used: Option<&Resources>) -> f64 {
+fn least_allocated(node: &Value, want: &Resources, used: &Resources) -> f64 {
     let cap = allocatable(node);
-    let used = used.copied().unwrap_or_default();
     let free = |total: i128, taken: i128| {
         if total <= 0 {
             0.0
@@ -259,6 +261,27 @@ fn least_allocated(node: &Value, want: &Resources, used: Option<&Resources>) -> 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn nodes(list: Vec<(String, Value)>, bound: &[Value]) -> BTreeMap<String, NodeInfo> {
+        let mut out: BTreeMap<String, NodeInfo> = list
+            .into_iter()
+            .map(|(n, node)| {
+                (
+                    n,
+                    NodeInfo {
+                        node,
+                        used: Resources::default(),
+                    },
+                )
+            })
+            .collect();
+        for p in bound {
+            if let Some(info) = holds_resources(p).and_then(|n| out.get_mut(n)) {
+                info.used.account(&requests(p), 1);
+            }
+        }
+        out
+    }
 
     fn node(name: &str, cpu: &str, extra: Value) -> (String, Value) {
         let mut n = json!({
@@ -286,52 +309,56 @@ mod tests {
 
     #[test]
     fn filters_and_counts_reasons() {
-        let nodes: BTreeMap<String, Value> = [
+        let list = vec![
             node("a", "1", json!({})),
-            node("b", "4", json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}})),
+            node(
+                "b",
+                "4",
+                json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}),
+            ),
             node("c", "4", json!({"spec": {"unschedulable": true}})),
-        ]
-        .into_iter()
-        .collect();
+        ];
+        let nodes = nodes(list.clone(), &[]);
         let big = pod(
             json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "2"}}}]}),
         );
         assert_eq!(
-            place(&big, &nodes, std::iter::empty()).unwrap_err(),
+            place(&big, &nodes).unwrap_err(),
             "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) were unschedulable."
         );
         let tolerant = pod(
             json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "2"}}}],
                                   "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]}),
         );
-        assert_eq!(place(&tolerant, &nodes, std::iter::empty()).unwrap(), "b");
+        assert_eq!(place(&tolerant, &nodes).unwrap(), "b");
         let selected = pod(json!({"nodeSelector": {"zone": "a"}}));
-        assert_eq!(place(&selected, &nodes, std::iter::empty()).unwrap(), "a");
+        assert_eq!(place(&selected, &nodes).unwrap(), "a");
         let affinity = pod(
             json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}]}}},
             "tolerations": [{"operator": "Exists"}]}),
         );
-        assert_eq!(place(&affinity, &nodes, std::iter::empty()).unwrap(), "b");
+        assert_eq!(place(&affinity, &nodes).unwrap(), "b");
         // Bound pods use up what a node has.
         let bound: Vec<Value> = (0..10)
             .map(|_| json!({"spec": {"nodeName": "a", "containers": []}}))
             .collect();
-        let err = place(&selected, &nodes, bound.iter()).unwrap_err();
+        let err = place(&selected, &self::nodes(list, &bound)).unwrap_err();
         assert!(err.contains("1 Too many pods"), "{err}");
         assert_eq!(
-            place(&pod(json!({})), &BTreeMap::new(), std::iter::empty()).unwrap_err(),
+            place(&pod(json!({})), &BTreeMap::new()).unwrap_err(),
             "no nodes available to schedule pods"
         );
     }
 
     #[test]
     fn prefers_the_least_allocated_node() {
-        let nodes: BTreeMap<String, Value> = [node("a", "4", json!({})), node("b", "4", json!({}))]
-            .into_iter()
-            .collect();
         let busy = [json!({"spec": {"nodeName": "a", "containers": [
             {"name": "c", "resources": {"requests": {"cpu": "3"}}}]}})];
-        assert_eq!(place(&pod(json!({})), &nodes, busy.iter()).unwrap(), "b");
+        let nodes = nodes(
+            vec![node("a", "4", json!({})), node("b", "4", json!({}))],
+            &busy,
+        );
+        assert_eq!(place(&pod(json!({})), &nodes).unwrap(), "b");
     }
 }

@@ -12,6 +12,8 @@ mod filters;
 
 use std::collections::{BTreeMap, HashMap};
 
+use filters::{NodeInfo, Resources};
+
 use futures::{FutureExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -23,14 +25,54 @@ use crate::api::{
 /// The scheduler name this scheduler answers to.
 pub const NAME: &str = "default-scheduler";
 
-/// Node and pod state as the watches last reported it.
+/// Node and pod state as the watches last reported it, with each node's bound requests kept
+/// current as pods come and go (placing a pod costs one pass over the nodes, not the pods).
 #[derive(Default)]
 struct Cache {
-    nodes: BTreeMap<String, Value>,
+    nodes: BTreeMap<String, NodeInfo>,
     /// Every pod, by `namespace/name`.
     pods: HashMap<String, Value>,
     /// Pods that did not fit; tried again when the cluster changes.
     unschedulable: BTreeMap<String, String>,
+}
+
+impl Cache {
+    /// Moves a pod's requests off its old node and onto its new one.
+    fn account(&mut self, old: Option<&Value>, new: Option<&Value>) {
+        for (pod, sign) in [(old, -1), (new, 1)] {
+            let Some(pod) = pod else { continue };
+            if let Some(info) = filters::holds_resources(pod).and_then(|n| self.nodes.get_mut(n)) {
+                info.used.account(&filters::requests(pod), sign);
+            }
+        }
+    }
+
+    fn set_node(&mut self, node: Value) {
+        let name = object::name(&node).to_string();
+        match self.nodes.get_mut(&name) {
+            Some(info) => info.node = node,
+            None => {
+                let mut used = Resources::default();
+                for pod in self.pods.values() {
+                    if filters::holds_resources(pod) == Some(name.as_str()) {
+                        used.account(&filters::requests(pod), 1);
+                    }
+                }
+                self.nodes.insert(name, NodeInfo { node, used });
+            }
+        }
+    }
+
+    fn set_pod(&mut self, key: String, pod: Value) {
+        let old = self.pods.remove(&key);
+        self.account(old.as_ref(), Some(&pod));
+        self.pods.insert(key, pod);
+    }
+
+    fn remove_pod(&mut self, key: &str) {
+        let old = self.pods.remove(key);
+        self.account(old.as_ref(), None);
+    }
 }
 
 /// Runs until `stop`.
@@ -70,7 +112,7 @@ pub async fn run(api: Api, stop: CancellationToken) {
             let mut handle = |is_node: bool, event: WatchEvent, cache: &mut Cache| match event {
                 WatchEvent::Added(o) | WatchEvent::Modified(o) if is_node => {
                     retry = true;
-                    cache.nodes.insert(object::name(&o).to_string(), o);
+                    cache.set_node(o);
                 }
                 WatchEvent::Deleted(o) if is_node => {
                     cache.nodes.remove(object::name(&o));
@@ -80,11 +122,11 @@ pub async fn run(api: Api, stop: CancellationToken) {
                     if wants_scheduling(&o) && !cache.unschedulable.contains_key(&key) {
                         fresh.push(key.clone());
                     }
-                    cache.pods.insert(key, o);
+                    cache.set_pod(key, o);
                 }
                 WatchEvent::Deleted(o) => {
                     let key = format!("{}/{}", object::namespace(&o), object::name(&o));
-                    cache.pods.remove(&key);
+                    cache.remove_pod(&key);
                     cache.unschedulable.remove(&key);
                     retry = true;
                 }
@@ -135,7 +177,7 @@ async fn schedule(api: &Api, cache: &mut Cache, key: &str) {
         object::namespace(&pod).to_string(),
         object::name(&pod).to_string(),
     );
-    match filters::place(&pod, &cache.nodes, cache.pods.values()) {
+    match filters::place(&pod, &cache.nodes) {
         Ok(node) => {
             let binding = json!({"apiVersion": "v1", "kind": "Binding",
                                  "metadata": {"name": name, "namespace": ns},
@@ -144,9 +186,9 @@ async fn schedule(api: &Api, cache: &mut Cache, key: &str) {
                 Ok(_) => {
                     cache.unschedulable.remove(key);
                     // Count it on its node now; the watch confirms it soon.
-                    if let Some(p) = cache.pods.get_mut(key) {
-                        p["spec"]["nodeName"] = json!(node);
-                    }
+                    let mut bound = pod.clone();
+                    bound["spec"]["nodeName"] = json!(node);
+                    cache.set_pod(key.to_string(), bound);
                     event(
                         api,
                         &pod,
