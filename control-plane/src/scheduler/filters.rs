@@ -5,6 +5,12 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use skiff_api::quantity::parse_milli;
 
+// Score weights, as kube-scheduler's default profile weighs the same plugins.
+const WEIGHT_RESOURCES: f64 = 1.0;
+const WEIGHT_NODE_AFFINITY: f64 = 2.0;
+const WEIGHT_TAINTS: f64 = 3.0;
+const WEIGHT_LOCALITY: f64 = 1.0;
+
 /// A node as the scheduler sees it: the object and what its bound pods use.
 pub struct NodeInfo {
     /// The Node object.
@@ -24,7 +30,10 @@ pub fn place(pod: &Value, nodes: &BTreeMap<String, NodeInfo>) -> Result<String, 
     for (name, info) in nodes {
         let failed = filter(pod, &info.node, &want, &info.used);
         if failed.is_empty() {
-            let score = least_allocated(&info.node, &want, &info.used);
+            let score = WEIGHT_RESOURCES * least_allocated(&info.node, &want, &info.used)
+                + WEIGHT_NODE_AFFINITY * preferred_affinity(pod, &info.node)
+                + WEIGHT_TAINTS * prefer_no_schedule(pod, &info.node)
+                + WEIGHT_LOCALITY * module_locality(pod, &info.node);
             if best.is_none_or(|(s, _)| score > s) {
                 best = Some((score, name));
             }
@@ -158,10 +167,100 @@ fn filter(pod: &Value, node: &Value, want: &Resources, used: &Resources) -> Vec<
     if want.memory > 0 && used.memory + want.memory > cap.memory {
         reasons.push("Insufficient memory".into());
     }
+    if let Some(runtime) = needed_runtime(pod) {
+        let offered = node
+            .pointer("/metadata/labels/skiff.dev~1runtimes")
+            .and_then(Value::as_str)
+            .unwrap_or("wasm");
+        if !offered.split(',').any(|r| r.trim() == runtime) {
+            reasons.push(format!("node(s) didn't have the pod's runtime ({runtime})"));
+        }
+    }
     if !matches_selector(pod, node) {
         reasons.push("node(s) didn't match Pod's node affinity/selector".into());
     }
     reasons
+}
+
+/// The runtime a pod needs beyond Wasm: its `runtimeClassName` names it (`containerd` for OCI
+/// images); Wasm pods (no class, or `wasm`/`wasmtime`) run on every node.
+fn needed_runtime(pod: &Value) -> Option<&str> {
+    match pod
+        .pointer("/spec/runtimeClassName")
+        .and_then(Value::as_str)?
+    {
+        "" | "wasm" | "wasmtime" => None,
+        other => Some(other),
+    }
+}
+
+/// Preferred node affinity: the weight of the matching preferred terms, as a share of all.
+fn preferred_affinity(pod: &Value, node: &Value) -> f64 {
+    let Some(terms) = pod
+        .pointer("/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution")
+        .and_then(Value::as_array)
+    else {
+        return 0.0;
+    };
+    let labels = node.pointer("/metadata/labels");
+    let (mut matched, mut total) = (0.0, 0.0);
+    for term in terms {
+        let weight = term["weight"].as_f64().unwrap_or(0.0);
+        total += weight;
+        let exprs = term["preference"]["matchExpressions"].as_array();
+        let ok = exprs.is_some_and(|exprs| {
+            exprs.iter().all(|e| {
+                let key = e["key"].as_str().unwrap_or("");
+                requirement(e, labels.and_then(|l| l[key].as_str()))
+            })
+        });
+        if ok {
+            matched += weight;
+        }
+    }
+    if total > 0.0 { matched / total } else { 0.0 }
+}
+
+/// PreferNoSchedule taints the pod does not tolerate count against a node.
+fn prefer_no_schedule(pod: &Value, node: &Value) -> f64 {
+    let tolerations = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let untolerated = node
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|t| t["effect"] == "PreferNoSchedule")
+        .filter(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
+        .count();
+    1.0 / (1.0 + untolerated as f64)
+}
+
+/// Module locality: the share of the pod's modules the node already has (`status.images`), so
+/// edge bandwidth goes to other things.
+fn module_locality(pod: &Value, node: &Value) -> f64 {
+    let images: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["image"].as_str())
+        .collect();
+    if images.is_empty() {
+        return 0.0;
+    }
+    let cached: Vec<&str> = node
+        .pointer("/status/images")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|i| i["names"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    images.iter().filter(|i| cached.contains(i)).count() as f64 / images.len() as f64
 }
 
 fn tolerates(toleration: &Value, taint: &Value) -> bool {
@@ -349,6 +448,43 @@ mod tests {
             place(&pod(json!({})), &BTreeMap::new()).unwrap_err(),
             "no nodes available to schedule pods"
         );
+    }
+
+    #[test]
+    fn runtimes_preferences_and_locality() {
+        let list = vec![
+            node(
+                "a",
+                "4",
+                json!({"metadata": {"labels": {"skiff.dev/runtimes": "wasm"}},
+                                  "status": {"images": [{"names": ["hello:1.0", "sha256:ab"]}]}}),
+            ),
+            node(
+                "b",
+                "4",
+                json!({"metadata": {"labels": {"skiff.dev/runtimes": "wasm,containerd"}},
+                                  "spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}}),
+            ),
+        ];
+        let nodes = nodes(list, &[]);
+        // An OCI pod goes only where containerd runs.
+        let oci = pod(json!({"runtimeClassName": "containerd"}));
+        assert_eq!(place(&oci, &nodes).unwrap(), "b");
+        let only_a = self::nodes(vec![node("a", "4", json!({}))], &[]);
+        assert_eq!(
+            place(&oci, &only_a).unwrap_err(),
+            "0/1 nodes are available: 1 node(s) didn't have the pod's runtime (containerd)."
+        );
+        // A node that has the module already, and no PreferNoSchedule taint, wins.
+        let hello = pod(json!({"containers": [{"name": "c", "image": "hello:1.0"}]}));
+        assert_eq!(place(&hello, &nodes).unwrap(), "a");
+        // Preferred node affinity outweighs that.
+        let prefers_b = pod(json!({"containers": [{"name": "c", "image": "hello:1.0"}],
+            "tolerations": [{"key": "k", "operator": "Exists"}],
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 50, "preference": {"matchExpressions": [
+                    {"key": "zone", "operator": "In", "values": ["b"]}]}}]}}}));
+        assert_eq!(place(&prefers_b, &nodes).unwrap(), "b");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! This first version filters on node readiness and `unschedulable`, taints against
 //! tolerations, resource requests (cpu, memory, pod count) against what is allocatable minus
-//! what is bound, `nodeSelector` and required node affinity; it prefers the least allocated
-//! node. A pod that fits nowhere gets a `FailedScheduling` event and a PodScheduled=False
+//! what is bound, `nodeSelector`, required node affinity and the runtime a pod's
+//! `runtimeClassName` needs; it scores the least allocated node, preferred node affinity,
+//! untolerated PreferNoSchedule taints and module locality (weighted as kube-scheduler does). A pod that fits nowhere gets a `FailedScheduling` event and a PodScheduled=False
 //! condition that count the reasons as Kubernetes does, and is tried again when a node changes
 //! or a pod goes away.
 
