@@ -20,15 +20,23 @@ pub struct NodeInfo {
 }
 
 /// The best node for `pod`, or the Kubernetes-style message saying why none fits.
-pub fn place(pod: &Value, nodes: &BTreeMap<String, NodeInfo>) -> Result<String, String> {
+pub fn place<'a>(
+    pod: &Value,
+    nodes: &BTreeMap<String, NodeInfo>,
+    pods: impl Fn() -> Box<dyn Iterator<Item = &'a Value> + 'a>,
+) -> Result<String, String> {
     if nodes.is_empty() {
         return Err("no nodes available to schedule pods".into());
     }
     let want = requests(pod);
+    let inter_pod = InterPod::of(pod, nodes, pods);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut best: Option<(f64, &str)> = None;
     for (name, info) in nodes {
-        let failed = filter(pod, &info.node, &want, &info.used);
+        let mut failed = filter(pod, &info.node, &want, &info.used);
+        if let Some(reason) = inter_pod.as_ref().and_then(|r| r.refuses(&info.node)) {
+            failed.push(reason);
+        }
         if failed.is_empty() {
             let score = WEIGHT_RESOURCES * least_allocated(&info.node, &want, &info.used)
                 + WEIGHT_NODE_AFFINITY * preferred_affinity(pod, &info.node)
@@ -51,6 +59,93 @@ pub fn place(pod: &Value, nodes: &BTreeMap<String, NodeInfo>) -> Result<String, 
         nodes.len(),
         parts.join(", ")
     ))
+}
+
+/// Required pod affinity and anti-affinity: for each term, the topology values (of its
+/// `topologyKey`) where pods matching it run.
+struct InterPod {
+    /// (topology key, values where matching pods run, affinity (true) or anti-affinity).
+    terms: Vec<(String, std::collections::HashSet<String>, bool)>,
+}
+
+impl InterPod {
+    fn of<'a>(
+        pod: &Value,
+        nodes: &BTreeMap<String, NodeInfo>,
+        pods: impl Fn() -> Box<dyn Iterator<Item = &'a Value> + 'a>,
+    ) -> Option<Self> {
+        let ns = pod
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let mut terms = Vec::new();
+        for (path, affinity) in [
+            (
+                "/spec/affinity/podAffinity/requiredDuringSchedulingIgnoredDuringExecution",
+                true,
+            ),
+            (
+                "/spec/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution",
+                false,
+            ),
+        ] {
+            for term in pod
+                .pointer(path)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let key = term["topologyKey"].as_str().unwrap_or("").to_string();
+                let selector = serde_json::from_value(term["labelSelector"].clone())
+                    .ok()
+                    .and_then(|s| skiff_api::labels::Selector::from_label_selector(&s).ok());
+                let namespaces: Vec<&str> = term["namespaces"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_else(|| vec![ns]);
+                let mut values = std::collections::HashSet::new();
+                for other in pods() {
+                    let Some(node) = holds_resources(other) else {
+                        continue;
+                    };
+                    let other_ns = other.pointer("/metadata/namespace").and_then(Value::as_str);
+                    let matches = selector
+                        .as_ref()
+                        .is_some_and(|s| s.matches_json(other.pointer("/metadata/labels")));
+                    if matches
+                        && other_ns.is_some_and(|n| namespaces.contains(&n))
+                        && let Some(v) = nodes.get(node).and_then(|i| topology(&i.node, &key))
+                    {
+                        values.insert(v.to_string());
+                    }
+                }
+                terms.push((key, values, affinity));
+            }
+        }
+        (!terms.is_empty()).then_some(Self { terms })
+    }
+
+    /// Why `node` breaks a term, if it does.
+    fn refuses(&self, node: &Value) -> Option<String> {
+        for (key, values, affinity) in &self.terms {
+            let here = topology(node, key).is_some_and(|v| values.contains(v));
+            match affinity {
+                // A first pod of a group may start anywhere its own term would later match.
+                true if !here && !values.is_empty() => {
+                    return Some("node(s) didn't match pod affinity rules".into());
+                }
+                false if here => {
+                    return Some("node(s) didn't match pod anti-affinity rules".into());
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+fn topology<'n>(node: &'n Value, key: &str) -> Option<&'n str> {
+    node.pointer("/metadata/labels")?.get(key)?.as_str()
 }
 
 /// Whether a pod still holds its node's resources (bound and not finished).
@@ -361,6 +456,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn none<'a>() -> Box<dyn Iterator<Item = &'a Value> + 'a> {
+        Box::new(std::iter::empty())
+    }
+
     fn nodes(list: Vec<(String, Value)>, bound: &[Value]) -> BTreeMap<String, NodeInfo> {
         let mut out: BTreeMap<String, NodeInfo> = list
             .into_iter()
@@ -422,30 +521,30 @@ mod tests {
             json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "2"}}}]}),
         );
         assert_eq!(
-            place(&big, &nodes).unwrap_err(),
+            place(&big, &nodes, none).unwrap_err(),
             "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) were unschedulable."
         );
         let tolerant = pod(
             json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "2"}}}],
                                   "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]}),
         );
-        assert_eq!(place(&tolerant, &nodes).unwrap(), "b");
+        assert_eq!(place(&tolerant, &nodes, none).unwrap(), "b");
         let selected = pod(json!({"nodeSelector": {"zone": "a"}}));
-        assert_eq!(place(&selected, &nodes).unwrap(), "a");
+        assert_eq!(place(&selected, &nodes, none).unwrap(), "a");
         let affinity = pod(
             json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}]}}},
             "tolerations": [{"operator": "Exists"}]}),
         );
-        assert_eq!(place(&affinity, &nodes).unwrap(), "b");
+        assert_eq!(place(&affinity, &nodes, none).unwrap(), "b");
         // Bound pods use up what a node has.
         let bound: Vec<Value> = (0..10)
             .map(|_| json!({"spec": {"nodeName": "a", "containers": []}}))
             .collect();
-        let err = place(&selected, &self::nodes(list, &bound)).unwrap_err();
+        let err = place(&selected, &self::nodes(list, &bound), none).unwrap_err();
         assert!(err.contains("1 Too many pods"), "{err}");
         assert_eq!(
-            place(&pod(json!({})), &BTreeMap::new()).unwrap_err(),
+            place(&pod(json!({})), &BTreeMap::new(), none).unwrap_err(),
             "no nodes available to schedule pods"
         );
     }
@@ -469,22 +568,55 @@ mod tests {
         let nodes = nodes(list, &[]);
         // An OCI pod goes only where containerd runs.
         let oci = pod(json!({"runtimeClassName": "containerd"}));
-        assert_eq!(place(&oci, &nodes).unwrap(), "b");
+        assert_eq!(place(&oci, &nodes, none).unwrap(), "b");
         let only_a = self::nodes(vec![node("a", "4", json!({}))], &[]);
         assert_eq!(
-            place(&oci, &only_a).unwrap_err(),
+            place(&oci, &only_a, none).unwrap_err(),
             "0/1 nodes are available: 1 node(s) didn't have the pod's runtime (containerd)."
         );
         // A node that has the module already, and no PreferNoSchedule taint, wins.
         let hello = pod(json!({"containers": [{"name": "c", "image": "hello:1.0"}]}));
-        assert_eq!(place(&hello, &nodes).unwrap(), "a");
+        assert_eq!(place(&hello, &nodes, none).unwrap(), "a");
         // Preferred node affinity outweighs that.
         let prefers_b = pod(json!({"containers": [{"name": "c", "image": "hello:1.0"}],
             "tolerations": [{"key": "k", "operator": "Exists"}],
             "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
                 {"weight": 50, "preference": {"matchExpressions": [
                     {"key": "zone", "operator": "In", "values": ["b"]}]}}]}}}));
-        assert_eq!(place(&prefers_b, &nodes).unwrap(), "b");
+        assert_eq!(place(&prefers_b, &nodes, none).unwrap(), "b");
+    }
+
+    #[test]
+    fn pod_anti_affinity_spreads_replicas_by_topology() {
+        let nodes = nodes(
+            vec![node("a", "4", json!({})), node("b", "4", json!({}))],
+            &[],
+        );
+        let web_on_a = [
+            json!({"metadata": {"namespace": "default", "labels": {"app": "web"}},
+                               "spec": {"nodeName": "a", "containers": []}}),
+        ];
+        let existing = || -> Box<dyn Iterator<Item = &Value>> { Box::new(web_on_a.iter()) };
+        let term = json!([{"labelSelector": {"matchLabels": {"app": "web"}},
+                           "topologyKey": "kubernetes.io/hostname"}]);
+        let mut labelled = nodes;
+        for (name, info) in labelled.iter_mut() {
+            info.node["metadata"]["labels"]["kubernetes.io/hostname"] = json!(name);
+        }
+        let anti = pod(
+            json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term}}}),
+        );
+        assert_eq!(place(&anti, &labelled, existing).unwrap(), "b");
+        let with = pod(
+            json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term}}}),
+        );
+        assert_eq!(place(&with, &labelled, existing).unwrap(), "a");
+        let only_a: BTreeMap<String, NodeInfo> =
+            labelled.into_iter().filter(|(n, _)| n == "a").collect();
+        assert_eq!(
+            place(&anti, &only_a, existing).unwrap_err(),
+            "0/1 nodes are available: 1 node(s) didn't match pod anti-affinity rules."
+        );
     }
 
     #[test]
@@ -495,6 +627,6 @@ mod tests {
             vec![node("a", "4", json!({})), node("b", "4", json!({}))],
             &busy,
         );
-        assert_eq!(place(&pod(json!({})), &nodes).unwrap(), "b");
+        assert_eq!(place(&pod(json!({})), &nodes, none).unwrap(), "b");
     }
 }

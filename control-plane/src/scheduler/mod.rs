@@ -3,8 +3,8 @@
 //!
 //! This first version filters on node readiness and `unschedulable`, taints against
 //! tolerations, resource requests (cpu, memory, pod count) against what is allocatable minus
-//! what is bound, `nodeSelector`, required node affinity and the runtime a pod's
-//! `runtimeClassName` needs; it scores the least allocated node, preferred node affinity,
+//! what is bound, `nodeSelector`, required node affinity, required pod affinity and
+//! anti-affinity by topology key, and the runtime a pod's `runtimeClassName` needs; it scores the least allocated node, preferred node affinity,
 //! untolerated PreferNoSchedule taints and module locality (weighted as kube-scheduler does). A pod that fits nowhere gets a `FailedScheduling` event and a PodScheduled=False
 //! condition that count the reasons as Kubernetes does, and is tried again when a node changes
 //! or a pod goes away.
@@ -178,7 +178,8 @@ async fn schedule(api: &Api, cache: &mut Cache, key: &str) {
         object::namespace(&pod).to_string(),
         object::name(&pod).to_string(),
     );
-    match filters::place(&pod, &cache.nodes) {
+    let all = &cache.pods;
+    match filters::place(&pod, &cache.nodes, || Box::new(all.values())) {
         Ok(node) => {
             let binding = json!({"apiVersion": "v1", "kind": "Binding",
                                  "metadata": {"name": name, "namespace": ns},
