@@ -20,16 +20,53 @@ pub struct NodeInfo {
 }
 
 /// The best node for `pod`, or the Kubernetes-style message saying why none fits.
+/// `pods` lists every pod; `guarded` the bound pods that have required anti-affinity terms
+/// (which the newcomer must respect too).
 pub fn place<'a>(
     pod: &Value,
     nodes: &BTreeMap<String, NodeInfo>,
     pods: impl Fn() -> Box<dyn Iterator<Item = &'a Value> + 'a>,
+    guarded: impl Iterator<Item = &'a Value>,
 ) -> Result<String, String> {
     if nodes.is_empty() {
         return Err("no nodes available to schedule pods".into());
     }
     let want = requests(pod);
-    let inter_pod = InterPod::of(pod, nodes, pods);
+    let mut inter_pod = InterPod::of(pod, nodes, pods);
+    // Existing pods' anti-affinity keeps the newcomer away from their topology domains.
+    let ns = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    for other in guarded {
+        let Some(node) = holds_resources(other).and_then(|n| nodes.get(n)) else {
+            continue;
+        };
+        let other_ns = other
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        for term in anti_affinity_terms(other) {
+            let namespaces: Vec<&str> = term["namespaces"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_else(|| vec![other_ns]);
+            let selects = serde_json::from_value(term["labelSelector"].clone())
+                .ok()
+                .and_then(|s| skiff_api::labels::Selector::from_label_selector(&s).ok())
+                .is_some_and(|s| s.matches_json(pod.pointer("/metadata/labels")));
+            let key = term["topologyKey"].as_str().unwrap_or("");
+            if selects
+                && namespaces.contains(&ns)
+                && let Some(v) = topology(&node.node, key)
+            {
+                let terms = &mut inter_pod
+                    .get_or_insert_with(|| InterPod { terms: Vec::new() })
+                    .terms;
+                terms.push((key.to_string(), [v.to_string()].into(), false));
+            }
+        }
+    }
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut best: Option<(f64, &str)> = None;
     for (name, info) in nodes {
@@ -142,6 +179,14 @@ impl InterPod {
         }
         None
     }
+}
+
+/// A pod's required anti-affinity terms.
+pub fn anti_affinity_terms(pod: &Value) -> impl Iterator<Item = &Value> {
+    pod.pointer("/spec/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 fn topology<'n>(node: &'n Value, key: &str) -> Option<&'n str> {
@@ -521,30 +566,45 @@ mod tests {
             json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "2"}}}]}),
         );
         assert_eq!(
-            place(&big, &nodes, none).unwrap_err(),
+            place(&big, &nodes, none, std::iter::empty()).unwrap_err(),
             "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) were unschedulable."
         );
         let tolerant = pod(
             json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "2"}}}],
                                   "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]}),
         );
-        assert_eq!(place(&tolerant, &nodes, none).unwrap(), "b");
+        assert_eq!(
+            place(&tolerant, &nodes, none, std::iter::empty()).unwrap(),
+            "b"
+        );
         let selected = pod(json!({"nodeSelector": {"zone": "a"}}));
-        assert_eq!(place(&selected, &nodes, none).unwrap(), "a");
+        assert_eq!(
+            place(&selected, &nodes, none, std::iter::empty()).unwrap(),
+            "a"
+        );
         let affinity = pod(
             json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}]}}},
             "tolerations": [{"operator": "Exists"}]}),
         );
-        assert_eq!(place(&affinity, &nodes, none).unwrap(), "b");
+        assert_eq!(
+            place(&affinity, &nodes, none, std::iter::empty()).unwrap(),
+            "b"
+        );
         // Bound pods use up what a node has.
         let bound: Vec<Value> = (0..10)
             .map(|_| json!({"spec": {"nodeName": "a", "containers": []}}))
             .collect();
-        let err = place(&selected, &self::nodes(list, &bound), none).unwrap_err();
+        let err = place(
+            &selected,
+            &self::nodes(list, &bound),
+            none,
+            std::iter::empty(),
+        )
+        .unwrap_err();
         assert!(err.contains("1 Too many pods"), "{err}");
         assert_eq!(
-            place(&pod(json!({})), &BTreeMap::new(), none).unwrap_err(),
+            place(&pod(json!({})), &BTreeMap::new(), none, std::iter::empty()).unwrap_err(),
             "no nodes available to schedule pods"
         );
     }
@@ -568,22 +628,28 @@ mod tests {
         let nodes = nodes(list, &[]);
         // An OCI pod goes only where containerd runs.
         let oci = pod(json!({"runtimeClassName": "containerd"}));
-        assert_eq!(place(&oci, &nodes, none).unwrap(), "b");
+        assert_eq!(place(&oci, &nodes, none, std::iter::empty()).unwrap(), "b");
         let only_a = self::nodes(vec![node("a", "4", json!({}))], &[]);
         assert_eq!(
-            place(&oci, &only_a, none).unwrap_err(),
+            place(&oci, &only_a, none, std::iter::empty()).unwrap_err(),
             "0/1 nodes are available: 1 node(s) didn't have the pod's runtime (containerd)."
         );
         // A node that has the module already, and no PreferNoSchedule taint, wins.
         let hello = pod(json!({"containers": [{"name": "c", "image": "hello:1.0"}]}));
-        assert_eq!(place(&hello, &nodes, none).unwrap(), "a");
+        assert_eq!(
+            place(&hello, &nodes, none, std::iter::empty()).unwrap(),
+            "a"
+        );
         // Preferred node affinity outweighs that.
         let prefers_b = pod(json!({"containers": [{"name": "c", "image": "hello:1.0"}],
             "tolerations": [{"key": "k", "operator": "Exists"}],
             "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
                 {"weight": 50, "preference": {"matchExpressions": [
                     {"key": "zone", "operator": "In", "values": ["b"]}]}}]}}}));
-        assert_eq!(place(&prefers_b, &nodes, none).unwrap(), "b");
+        assert_eq!(
+            place(&prefers_b, &nodes, none, std::iter::empty()).unwrap(),
+            "b"
+        );
     }
 
     #[test]
@@ -606,15 +672,21 @@ mod tests {
         let anti = pod(
             json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term}}}),
         );
-        assert_eq!(place(&anti, &labelled, existing).unwrap(), "b");
+        assert_eq!(
+            place(&anti, &labelled, existing, std::iter::empty()).unwrap(),
+            "b"
+        );
         let with = pod(
             json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term}}}),
         );
-        assert_eq!(place(&with, &labelled, existing).unwrap(), "a");
+        assert_eq!(
+            place(&with, &labelled, existing, std::iter::empty()).unwrap(),
+            "a"
+        );
         let only_a: BTreeMap<String, NodeInfo> =
             labelled.into_iter().filter(|(n, _)| n == "a").collect();
         assert_eq!(
-            place(&anti, &only_a, existing).unwrap_err(),
+            place(&anti, &only_a, existing, std::iter::empty()).unwrap_err(),
             "0/1 nodes are available: 1 node(s) didn't match pod anti-affinity rules."
         );
     }
@@ -627,6 +699,9 @@ mod tests {
             vec![node("a", "4", json!({})), node("b", "4", json!({}))],
             &busy,
         );
-        assert_eq!(place(&pod(json!({})), &nodes, none).unwrap(), "b");
+        assert_eq!(
+            place(&pod(json!({})), &nodes, none, std::iter::empty()).unwrap(),
+            "b"
+        );
     }
 }

@@ -35,6 +35,8 @@ struct Cache {
     pods: HashMap<String, Value>,
     /// Pods that did not fit; tried again when the cluster changes.
     unschedulable: BTreeMap<String, String>,
+    /// Pods with required anti-affinity terms, which every newcomer must respect.
+    guarded: std::collections::HashSet<String>,
 }
 
 impl Cache {
@@ -67,12 +69,18 @@ impl Cache {
     fn set_pod(&mut self, key: String, pod: Value) {
         let old = self.pods.remove(&key);
         self.account(old.as_ref(), Some(&pod));
+        if filters::anti_affinity_terms(&pod).next().is_some() {
+            self.guarded.insert(key.clone());
+        } else {
+            self.guarded.remove(&key);
+        }
         self.pods.insert(key, pod);
     }
 
     fn remove_pod(&mut self, key: &str) {
         let old = self.pods.remove(key);
         self.account(old.as_ref(), None);
+        self.guarded.remove(key);
     }
 }
 
@@ -179,7 +187,8 @@ async fn schedule(api: &Api, cache: &mut Cache, key: &str) {
         object::name(&pod).to_string(),
     );
     let all = &cache.pods;
-    match filters::place(&pod, &cache.nodes, || Box::new(all.values())) {
+    let guarded = cache.guarded.iter().filter_map(|k| all.get(k));
+    match filters::place(&pod, &cache.nodes, || Box::new(all.values()), guarded) {
         Ok(node) => {
             let binding = json!({"apiVersion": "v1", "kind": "Binding",
                                  "metadata": {"name": name, "namespace": ns},
