@@ -692,3 +692,137 @@ fn pods_keep_running_while_the_control_plane_is_down() {
     );
     let _ = std::fs::remove_dir_all(modules);
 }
+
+/// A scheduled pod (no `nodeName`) with extra spec fields and labels.
+fn scheduled(name: &str, labels: &str, spec: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}", "labels": {{{labels}}}}},
+            "spec": {{"terminationGracePeriodSeconds": 1,
+                      "containers": [{{"name": "main", "image": "hello:1.0"}}]{spec}}}}}"#
+    )
+}
+
+#[test]
+fn the_scheduler_follows_selectors_taints_and_anti_affinity_on_real_nodes() {
+    let modules = build_examples();
+    let server = Server::start();
+    let kc = Kc::new(Kubectl::version("33"), &server);
+    let edge1 = Agent::start(&server, "edge-1", &modules);
+    let _edge2 = Agent::start(&server, "edge-2", &modules);
+    for node in ["edge-1", "edge-2"] {
+        wait_for(&format!("{node} to be Ready"), &edge1, || {
+            kc.run_stdin(
+                &[
+                    "get",
+                    "node",
+                    node,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+                None,
+            )
+            .stdout
+                == b"True"
+        });
+    }
+    kc.ok(&["label", "node", "edge-2", "disk=ssd"]);
+    kc.ok(&["taint", "node", "edge-1", "dedicated=edge:NoSchedule"]);
+    let node_of = |pod: &str| kc.ok(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"]);
+    let running_on = |pod: &str, node: &str| {
+        wait_for(&format!("{pod} to run on {node}"), &edge1, || {
+            kc.ok(&[
+                "get",
+                "pod",
+                pod,
+                "-o",
+                "jsonpath={.spec.nodeName}/{.status.phase}",
+            ]) == format!("{node}/Running")
+        });
+    };
+    let refused = |pod: &str, message: &str| {
+        wait_for(&format!("{pod} to be refused"), &edge1, || {
+            kc.ok(&[
+                "get",
+                "pod",
+                pod,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+            ]) == message
+        });
+    };
+    let tolerate = r#", "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "edge", "effect": "NoSchedule"}]"#;
+
+    // nodeSelector, and the taint keeps untolerating pods off edge-1.
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&scheduled(
+            "picky",
+            "",
+            r#", "nodeSelector": {"disk": "ssd"}"#,
+        )),
+    );
+    kc.ok_stdin(&["apply", "-f", "-"], Some(&scheduled("plain", "", "")));
+    running_on("picky", "edge-2");
+    running_on("plain", "edge-2");
+    let pinned = format!(r#"{tolerate}, "nodeSelector": {{"kubernetes.io/hostname": "edge-1"}}"#);
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&scheduled("tolerant", "", &pinned)),
+    );
+    running_on("tolerant", "edge-1");
+
+    // Required anti-affinity puts one replica per node, and a third nowhere.
+    let anti = format!(
+        r#"{tolerate}, "affinity": {{"podAntiAffinity": {{"requiredDuringSchedulingIgnoredDuringExecution": [
+            {{"labelSelector": {{"matchLabels": {{"app": "spread"}}}}, "topologyKey": "kubernetes.io/hostname"}}]}}}}"#
+    );
+    for name in ["spread-a", "spread-b"] {
+        kc.ok_stdin(
+            &["apply", "-f", "-"],
+            Some(&scheduled(name, r#""app": "spread""#, &anti)),
+        );
+        wait_for(&format!("{name} to be bound"), &edge1, || {
+            !node_of(name).is_empty()
+        });
+    }
+    assert_ne!(node_of("spread-a"), node_of("spread-b"));
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&scheduled("spread-c", r#""app": "spread""#, &anti)),
+    );
+    refused(
+        "spread-c",
+        "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules.",
+    );
+    let events = kc.ok(&[
+        "get",
+        "events",
+        "--field-selector=involvedObject.name=spread-c",
+    ]);
+    assert!(events.contains("FailedScheduling"), "{events}");
+
+    // Too big for any node: each node says why.
+    let huge = r#", "containers": [{"name": "main", "image": "hello:1.0", "resources": {"requests": {"cpu": "1000"}}}]"#;
+    let mut big = scheduled("huge", "", "");
+    big = big.replace(
+        r#""containers": [{"name": "main", "image": "hello:1.0"}]"#,
+        &huge[2..],
+    );
+    kc.ok_stdin(&["apply", "-f", "-"], Some(&big));
+    refused(
+        "huge",
+        "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: edge}.",
+    );
+
+    // A replica going away lets the waiting one in, on the node it freed.
+    let freed = node_of("spread-a");
+    kc.ok(&["delete", "pod", "spread-a", "--wait=true"]);
+    running_on("spread-c", &freed);
+    let described = kc.ok(&["describe", "pod", "spread-c"]);
+    assert!(
+        described.contains(&format!(
+            "Successfully assigned default/spread-c to {freed}"
+        )),
+        "{described}"
+    );
+}
