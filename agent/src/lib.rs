@@ -1,12 +1,14 @@
 //! The Skiff node agent (the kubelet of Skiff): joins the cluster with a node token, registers
 //! its Node and heartbeats its Lease, and runs the pods bound to it in the wasmtime runtime,
 //! reporting their status. It talks to the control plane only through the Kubernetes API.
+//! [`sim`] runs thousands of simulated nodes from one process, for tests and benchmarks.
 
 mod endpoint;
 mod join;
 mod modules;
 mod node;
 mod pods;
+pub mod sim;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -11,7 +11,6 @@ use crate::Config;
 
 /// Registers the Node (or takes over the one left by an earlier run) and sets its status.
 pub async fn register(client: &kube::Client, config: &Config, port: u16) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
     let labels = BTreeMap::from([
         (
             "kubernetes.io/hostname".to_string(),
@@ -24,17 +23,38 @@ pub async fn register(client: &kube::Client, config: &Config, port: u16) -> anyh
         ("kubernetes.io/arch".to_string(), arch().to_string()),
         ("skiff.dev/runtimes".to_string(), "wasm".to_string()),
     ]);
+    let nodes: Api<Node> = Api::all(client.clone());
+    create_or_adopt(
+        &nodes,
+        &config.node_name,
+        &labels,
+        json!({}),
+        status(config, port),
+    )
+    .await
+}
+
+/// Creates the Node `name` with `labels` and `spec` (or, when it exists, sets its labels), then
+/// writes its `status`.
+pub(crate) async fn create_or_adopt(
+    nodes: &Api<Node>,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    spec: serde_json::Value,
+    status: serde_json::Value,
+) -> anyhow::Result<()> {
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": config.node_name, "labels": labels},
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
     }))?;
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
             nodes
                 .patch(
-                    &config.node_name,
+                    name,
                     &PatchParams::default(),
                     &Patch::Merge(json!({"metadata": {"labels": labels}})),
                 )
@@ -44,9 +64,9 @@ pub async fn register(client: &kube::Client, config: &Config, port: u16) -> anyh
     }
     nodes
         .patch_status(
-            &config.node_name,
+            name,
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": status(config, port)})),
+            &Patch::Merge(json!({ "status": status })),
         )
         .await?;
     Ok(())
@@ -80,29 +100,39 @@ fn status(config: &Config, port: u16) -> serde_json::Value {
         "allocatable": capacity,
         "addresses": addresses,
         "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
-        "conditions": [
-            {"type": "Ready", "status": "True", "reason": "AgentReady",
-             "message": "skiff agent is posting ready status", "lastHeartbeatTime": now,
-             "lastTransitionTime": now},
-            {"type": "MemoryPressure", "status": "False", "reason": "AgentHasSufficientMemory",
-             "lastHeartbeatTime": now, "lastTransitionTime": now},
-            {"type": "DiskPressure", "status": "False", "reason": "AgentHasNoDiskPressure",
-             "lastHeartbeatTime": now, "lastTransitionTime": now},
-            {"type": "PIDPressure", "status": "False", "reason": "AgentHasSufficientPID",
-             "lastHeartbeatTime": now, "lastTransitionTime": now},
-        ],
-        "nodeInfo": {
-            "architecture": arch(),
-            "operatingSystem": std::env::consts::OS,
-            "kubeletVersion": concat!("v1.33.0-skiff.", env!("CARGO_PKG_VERSION")),
-            "kubeProxyVersion": "",
-            "containerRuntimeVersion": "wasmtime://48.0.8",
-            "kernelVersion": "",
-            "osImage": "Skiff",
-            "machineID": "",
-            "systemUUID": "",
-            "bootID": "",
-        },
+        "conditions": conditions(&now),
+        "nodeInfo": node_info("wasmtime://48.0.8"),
+    })
+}
+
+/// The conditions of a node whose agent is healthy, as of `now`.
+pub(crate) fn conditions(now: &str) -> serde_json::Value {
+    json!([
+        {"type": "Ready", "status": "True", "reason": "AgentReady",
+         "message": "skiff agent is posting ready status", "lastHeartbeatTime": now,
+         "lastTransitionTime": now},
+        {"type": "MemoryPressure", "status": "False", "reason": "AgentHasSufficientMemory",
+         "lastHeartbeatTime": now, "lastTransitionTime": now},
+        {"type": "DiskPressure", "status": "False", "reason": "AgentHasNoDiskPressure",
+         "lastHeartbeatTime": now, "lastTransitionTime": now},
+        {"type": "PIDPressure", "status": "False", "reason": "AgentHasSufficientPID",
+         "lastHeartbeatTime": now, "lastTransitionTime": now},
+    ])
+}
+
+/// `status.nodeInfo` of a Skiff node whose runtime reports `runtime_version`.
+pub(crate) fn node_info(runtime_version: &str) -> serde_json::Value {
+    json!({
+        "architecture": arch(),
+        "operatingSystem": std::env::consts::OS,
+        "kubeletVersion": concat!("v1.33.0-skiff.", env!("CARGO_PKG_VERSION")),
+        "kubeProxyVersion": "",
+        "containerRuntimeVersion": runtime_version,
+        "kernelVersion": "",
+        "osImage": "Skiff",
+        "machineID": "",
+        "systemUUID": "",
+        "bootID": "",
     })
 }
 
@@ -115,40 +145,49 @@ pub async fn heartbeat(
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let duration = (config.heartbeat.as_secs() * 4).max(1);
     loop {
-        let now = jiff::Timestamp::now()
-            .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string();
-        let lease = json!({
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": config.node_name, "namespace": "kube-node-lease"},
-            "spec": {"holderIdentity": config.node_name, "leaseDurationSeconds": duration,
-                     "renewTime": now},
-        });
-        let renewed = match leases
-            .patch(
-                &config.node_name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"renewTime": now}})),
-            )
-            .await
-        {
-            Err(kube::Error::Api(e)) if e.code == 404 => match serde_json::from_value(lease) {
-                Ok(lease) => leases
-                    .create(&PostParams::default(), &lease)
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(kube::Error::SerdeError(e)),
-            },
-            other => other.map(|_| ()),
-        };
-        if let Err(e) = renewed {
+        if let Err(e) = renew_lease(&leases, &config.node_name, duration).await {
             tracing::warn!(error = %e, "cannot renew the node lease (the control plane may be unreachable)");
         }
         tokio::select! {
             _ = tokio::time::sleep(config.heartbeat) => {}
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+/// Sets the renew time of node `name`'s Lease to now, creating the Lease (held for
+/// `duration_secs`) the first time.
+pub(crate) async fn renew_lease(
+    leases: &Api<Lease>,
+    name: &str,
+    duration_secs: u64,
+) -> Result<(), kube::Error> {
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    match leases
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"renewTime": now}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            let lease = serde_json::from_value(json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": duration_secs,
+                         "renewTime": now},
+            }))
+            .map_err(kube::Error::SerdeError)?;
+            leases
+                .create(&PostParams::default(), &lease)
+                .await
+                .map(|_| ())
+        }
+        other => other.map(|_| ()),
     }
 }
 
@@ -207,7 +246,7 @@ pub async fn report_images(
 }
 
 /// The architecture as Kubernetes names it.
-fn arch() -> &'static str {
+pub(crate) fn arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::TryStreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -785,26 +786,7 @@ impl PodWorker {
 
     /// After the grace period the agent completes the deletion, as the kubelet does.
     async fn finish_deletion(&self, pod: &Pod) -> anyhow::Result<()> {
-        let api: Api<Pod> = Api::namespaced(
-            self.pods.client.clone(),
-            pod.metadata.namespace.as_deref().unwrap_or("default"),
-        );
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match api
-            .delete(pod.metadata.name.as_deref().unwrap_or(""), &params)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        finish_deletion(&self.pods.client, &pod.metadata).await
     }
 
     async fn report_failure(&mut self, reason: &str, message: &str) {
@@ -957,6 +939,28 @@ impl PodWorker {
     }
 }
 
+/// Deletes `pod` (this incarnation of it: its uid is a precondition) with grace 0, as a node
+/// does once the pod's containers have stopped.
+pub(crate) async fn finish_deletion(client: &kube::Client, pod: &ObjectMeta) -> anyhow::Result<()> {
+    let api: Api<Pod> = Api::namespaced(
+        client.clone(),
+        pod.namespace.as_deref().unwrap_or("default"),
+    );
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: pod.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(pod.name.as_deref().unwrap_or(""), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The grace period if the pod is being deleted.
 fn deleting(pod: &Pod) -> Option<Duration> {
     pod.metadata.deletion_timestamp.as_ref()?;
@@ -1018,6 +1022,6 @@ fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     rfc3339(SystemTime::now())
 }

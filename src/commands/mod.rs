@@ -4,6 +4,7 @@ mod agent;
 mod kubeconfig;
 mod push;
 mod server;
+mod sim;
 
 use clap::Subcommand;
 
@@ -18,6 +19,8 @@ pub enum Command {
     Push(push::Push),
     /// Make an ed25519 publisher key for signing modules.
     Keygen(push::Keygen),
+    /// Simulate nodes (as KWOK does): register many from one process, pods reported Running.
+    SimNodes(sim::SimNodes),
 }
 
 impl Command {
@@ -27,6 +30,7 @@ impl Command {
             Self::Agent(c) => c.execute().await,
             Self::Push(c) => c.execute().await,
             Self::Keygen(c) => c.execute().await,
+            Self::SimNodes(c) => c.execute().await,
         }
     }
 }
