@@ -57,12 +57,7 @@ pub struct Agent {
 
 impl Agent {
     pub async fn execute(self) -> anyhow::Result<()> {
-        let node_name = match self.node_name {
-            Some(n) => n,
-            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_lowercase())
-                .unwrap_or_else(|_| "skiff-node".into()),
-        };
+        let node_name = self.node_name.unwrap_or_else(host_name);
         let mut config = skiff_agent::Config::new(
             self.server.trim_end_matches('/').to_string(),
             self.token.trim().to_string(),
@@ -104,4 +99,13 @@ impl Agent {
         stop.cancel();
         agent.await?
     }
+}
+
+/// The host's name, lowercased, as the node's default name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "skiff-node".into())
 }

@@ -25,15 +25,31 @@ pub fn default_data_dir() -> PathBuf {
         .join("skiff")
 }
 
+/// The kubeconfig file named by `flag`, else the first in `$KUBECONFIG`, else the default data
+/// directory's.
+pub fn path(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("KUBECONFIG").and_then(|v| std::env::split_paths(&v).next()))
+        .unwrap_or_else(|| default_data_dir().join("kubeconfig"))
+}
+
+/// A Kubernetes API client for the current context of the kubeconfig `flag`, `$KUBECONFIG` or
+/// the default data directory names.
+pub async fn client(flag: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let path = path(flag);
+    let file = kube::config::Kubeconfig::read_from(&path)
+        .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+            .await
+            .with_context(|| format!("{} is not a usable kubeconfig", path.display()))?;
+    Ok(kube::Client::try_from(config)?)
+}
+
 impl Kubeconfig {
     /// Loads the kubeconfig named by `flag`, `$KUBECONFIG` or the default data directory.
     pub fn load(flag: Option<&Path>) -> anyhow::Result<Self> {
-        let path = flag
-            .map(Path::to_path_buf)
-            .or_else(|| {
-                std::env::var_os("KUBECONFIG").and_then(|v| std::env::split_paths(&v).next())
-            })
-            .unwrap_or_else(|| default_data_dir().join("kubeconfig"));
+        let path = path(flag);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
         let doc: serde_yaml::Value = serde_yaml::from_str(&text)

@@ -2,15 +2,19 @@
 
 mod agent;
 mod kubeconfig;
+mod manifest;
 mod push;
 mod server;
 mod sim;
+mod up;
 
 use clap::Subcommand;
 
 /// The subcommands.
 #[derive(Subcommand)]
 pub enum Command {
+    /// Run a whole cluster in this process (control plane and one node) with example pods.
+    Up(up::Up),
     /// Run the control plane: store, API server (and, as they land, scheduler and controllers).
     Server(server::Server),
     /// Run a node agent: join a cluster and run the Wasm pods bound to this node.
@@ -26,11 +30,22 @@ pub enum Command {
 impl Command {
     pub async fn execute(self) -> anyhow::Result<()> {
         match self {
+            Self::Up(c) => c.execute().await,
             Self::Server(c) => c.execute().await,
             Self::Agent(c) => c.execute().await,
             Self::Push(c) => c.execute().await,
             Self::Keygen(c) => c.execute().await,
             Self::SimNodes(c) => c.execute().await,
+        }
+    }
+
+    /// The log filter when `SKIFF_LOG` is not set: `skiff up` talks to a person on the terminal,
+    /// so its components speak up only about problems.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Self::Up(_) => "warn",
+            Self::Server(_) | Self::Agent(_) | Self::Push(_) | Self::Keygen(_) => "info",
+            Self::SimNodes(_) => "info",
         }
     }
 }

@@ -36,48 +36,14 @@ impl Push {
             );
         }
         let config = Kubeconfig::load(self.kubeconfig.as_deref())?;
-        let mut request = config
-            .http()?
-            .put(format!(
-                "{}/skiff/modules/{}",
-                config.server, self.reference
-            ))
-            .bearer_auth(&config.token)
-            .header("content-type", "application/wasm");
-        if let Some(key_file) = &self.sign {
-            let key = load_key(key_file)?;
-            let b64 = &base64::engine::general_purpose::STANDARD;
-            request = request
-                .header(
-                    "x-skiff-signature",
-                    b64.encode(skiff_api::signature::sign_module(&key, &bytes)),
-                )
-                .header(
-                    "x-skiff-publisher",
-                    b64.encode(key.verifying_key().as_bytes()),
-                );
-        }
+        let key = self.sign.as_deref().map(load_key).transpose()?;
         eprintln!(
             "pushing {} ({} KiB) as {}",
             self.file.display(),
             bytes.len().div_ceil(1024),
             self.reference
         );
-        let response = request
-            .body(bytes)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", config.server))?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        if !status.is_success() {
-            bail!(
-                "{}",
-                body["message"]
-                    .as_str()
-                    .unwrap_or(status.canonical_reason().unwrap_or("failed"))
-            );
-        }
+        let body = upload(&config, &self.reference, bytes, key.as_ref()).await?;
         println!(
             "module.skiff.dev/{} pushed: {}",
             body["metadata"]["name"].as_str().unwrap_or(&self.reference),
@@ -85,6 +51,49 @@ impl Push {
         );
         Ok(())
     }
+}
+
+/// Stores `bytes` in the module store of the cluster `config` names, as `reference`
+/// (`NAME:TAG`), signed with `key` when given; answers the `Module` object.
+pub async fn upload(
+    config: &Kubeconfig,
+    reference: &str,
+    bytes: Vec<u8>,
+    key: Option<&ed25519_dalek::SigningKey>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut request = config
+        .http()?
+        .put(format!("{}/skiff/modules/{reference}", config.server))
+        .bearer_auth(&config.token)
+        .header("content-type", "application/wasm");
+    if let Some(key) = key {
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        request = request
+            .header(
+                "x-skiff-signature",
+                b64.encode(skiff_api::signature::sign_module(key, &bytes)),
+            )
+            .header(
+                "x-skiff-publisher",
+                b64.encode(key.verifying_key().as_bytes()),
+            );
+    }
+    let response = request
+        .body(bytes)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", config.server))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!(
+            "{}",
+            body["message"]
+                .as_str()
+                .unwrap_or(status.canonical_reason().unwrap_or("failed"))
+        );
+    }
+    Ok(body)
 }
 
 /// Make an ed25519 publisher key for signing modules.
@@ -118,7 +127,7 @@ impl Keygen {
     }
 }
 
-fn load_key(path: &PathBuf) -> anyhow::Result<ed25519_dalek::SigningKey> {
+fn load_key(path: &std::path::Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the key {}", path.display()))?;
     let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD

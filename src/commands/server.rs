@@ -10,6 +10,7 @@ use clap::Args;
 use skiff_control_plane::api::{self, Api, Tolerations};
 use skiff_control_plane::apiserver::{self, pki::Identity};
 use skiff_control_plane::store::{SledConfig, SledStore};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Run the control plane.
@@ -55,31 +56,89 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 impl Server {
     pub async fn execute(self) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
-        let mut store_config = SledConfig::new(self.data_dir.join("store"));
-        store_config.history = self.watch_history.max(1);
-        let store = SledStore::open(store_config).with_context(|| {
-            format!(
-                "cannot open the store in {} (is another server using it?)",
-                self.data_dir.display()
-            )
-        })?;
-        let config = api::Config {
+        let control_plane = ControlPlane::start(Settings {
+            data_dir: self.data_dir,
+            listen: self.listen,
+            watch_history: self.watch_history,
             tolerations: Tolerations {
                 not_ready_seconds: self.default_not_ready_toleration_seconds,
                 unreachable_seconds: self.default_unreachable_toleration_seconds,
             },
-        };
+        })
+        .await?;
         let _ = self.node_monitor_grace_period; // consumed by the node lifecycle controller
-        let api = Api::new(Arc::new(store), config);
+        super::shutdown_signal().await;
+        control_plane.stop().await
+    }
+}
+
+/// What the control plane needs to start: the flags `skiff server` and `skiff up` share.
+pub struct Settings {
+    /// Directory for the store, the CA, tokens, `kubeconfig` and `node-token`.
+    pub data_dir: PathBuf,
+    /// Address to serve HTTPS on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Revisions of watch history kept.
+    pub watch_history: u64,
+    /// Default tolerations of pods for not-ready and unreachable nodes.
+    pub tolerations: Tolerations,
+}
+
+impl Settings {
+    /// The defaults of `skiff server`'s flags, on `data_dir` and `listen`.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            data_dir,
+            listen,
+            watch_history: 20_000,
+            tolerations: Tolerations {
+                not_ready_seconds: 300,
+                unreachable_seconds: 300,
+            },
+        }
+    }
+}
+
+/// A running control plane: the store, the API server and the scheduler.
+pub struct ControlPlane {
+    /// `https://HOST:PORT`, as the kubeconfig names it.
+    pub url: String,
+    /// The data directory (`kubeconfig`, `node-token`, ...).
+    pub data_dir: PathBuf,
+    api: Api,
+    shutdown: CancellationToken,
+    serving: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
+}
+
+impl ControlPlane {
+    /// Opens the store, writes `kubeconfig` and `node-token`, and starts serving and
+    /// scheduling.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let Settings {
+            data_dir,
+            listen,
+            watch_history,
+            tolerations,
+        } = settings;
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let mut store_config = SledConfig::new(data_dir.join("store"));
+        store_config.history = watch_history.max(1);
+        let store = SledStore::open(store_config).with_context(|| {
+            format!(
+                "cannot open the store in {} (is another server using it?)",
+                data_dir.display()
+            )
+        })?;
+        let api = Api::new(Arc::new(store), api::Config { tolerations });
         api.bootstrap()
             .await
             .context("cannot create the system namespaces")?;
 
-        let listener = tokio::net::TcpListener::bind(self.listen)
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", self.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
@@ -91,16 +150,16 @@ impl Server {
         } else {
             format!("https://{host}:{}", addr.port())
         };
-        let identity = Identity::load_or_create(&self.data_dir, std::slice::from_ref(&host))
+        let identity = Identity::load_or_create(&data_dir, std::slice::from_ref(&host))
             .context("cannot set up TLS")?;
         identity
-            .write_client_files(&self.data_dir, &url)
+            .write_client_files(&data_dir, &url)
             .context("cannot write kubeconfig and node-token")?;
         let tls = apiserver::tls_config(&identity).context("cannot configure TLS")?;
 
         let shutdown = CancellationToken::new();
         let nodes = apiserver::nodes::NodeRegistry::load(
-            self.data_dir.join("pki").join("nodes"),
+            data_dir.join("pki").join("nodes"),
             identity.node_secret.clone(),
         )
         .context("cannot load the node keys")?;
@@ -108,22 +167,38 @@ impl Server {
             api.clone(),
             identity.admin_token.clone(),
             nodes,
-            apiserver::modules::ModuleStore::new(self.data_dir.join("modules")),
+            apiserver::modules::ModuleStore::new(data_dir.join("modules")),
             identity.ca_pem.clone(),
             format!("{host}:{}", addr.port()),
             shutdown.clone(),
         );
-        tracing::info!(%url, kubeconfig = %self.data_dir.join("kubeconfig").display(), "serving");
+        tracing::info!(%url, kubeconfig = %data_dir.join("kubeconfig").display(), "serving");
         let serving = tokio::spawn(apiserver::run(server, listener, tls));
         let scheduler = tokio::spawn(skiff_control_plane::scheduler::run(
             api.clone(),
             shutdown.clone(),
         ));
-        super::shutdown_signal().await;
-        shutdown.cancel();
-        serving.await?;
-        scheduler.await?;
-        api.shutdown().await;
+        Ok(Self {
+            url,
+            data_dir,
+            api,
+            shutdown,
+            serving,
+            scheduler,
+        })
+    }
+
+    /// The admin kubeconfig the control plane wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
+    }
+
+    /// Stops serving and scheduling, and closes the store once its writes are durable.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.serving.await?;
+        self.scheduler.await?;
+        self.api.shutdown().await;
         tracing::info!("stopped");
         Ok(())
     }
