@@ -199,6 +199,11 @@ fn skiff_up_as_the_readme_says() {
         "    cargo run --release -- push examples/wasm/out/hello.wasm hello:1.0\n",
         "    kubectl run hello --image=hello:1.0 --env=GREETING=Ahoy\n",
         "    kubectl logs hello\n",
+        "    cargo run --release -- get pods\n",
+        "    cargo run --release -- logs shared-log -c tail\n",
+        "    cargo run --release -- apply -f examples/manifests/pod.yaml\n",
+        "    cargo run --release -- logs hello\n",
+        "    cargo run --release -- delete -f examples/manifests/pod.yaml\n",
     ] {
         assert!(
             readme.contains(command),
@@ -291,6 +296,46 @@ fn skiff_up_as_the_readme_says() {
         l.starts_with("Ahoy from a Wasm container!\n")
     });
     kubectl.ok(&["delete", "pod", "hello", "--grace-period=1"]);
+
+    // Skiff's own client commands, as on a host without kubectl.
+    let skiff = |args: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .expect("skiff runs");
+        assert!(
+            out.status.success(),
+            "skiff {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let pods = skiff(&["get", "pods"]);
+    let ticker = pods
+        .lines()
+        .find(|l| l.starts_with("ticker "))
+        .unwrap_or("");
+    assert!(
+        pods.starts_with("NAME ") && ticker.contains(" 1/1 ") && ticker.contains(" Running "),
+        "{pods}"
+    );
+    assert!(skiff(&["logs", "shared-log", "-c", "tail"]).contains("line 1\n"));
+    assert_eq!(
+        skiff(&["apply", "-f", "examples/manifests/pod.yaml"]),
+        "configmap/greeting created\npod/hello created\n"
+    );
+    kubectl.eventually(
+        &["logs", "hello"],
+        "no greeting from the applied pod",
+        |l| l.starts_with("Ahoy from a Wasm container!\n"),
+    );
+    assert!(skiff(&["logs", "hello"]).starts_with("Ahoy from a Wasm container!\n"));
+    assert_eq!(
+        skiff(&["delete", "-f", "examples/manifests/pod.yaml"]),
+        "configmap \"greeting\" deleted\npod \"hello\" deleted\n"
+    );
 
     let (exit, printed) = up.interrupt();
     assert!(exit.success(), "skiff up exited with {exit}: {printed:?}");

@@ -1,9 +1,14 @@
 //! One file per subcommand.
 
 mod agent;
+mod apply;
+mod delete;
+mod get;
 mod kubeconfig;
+mod logs;
 mod manifest;
 mod push;
+mod resource;
 mod server;
 mod sim;
 mod up;
@@ -25,6 +30,14 @@ pub enum Command {
     Keygen(push::Keygen),
     /// Simulate nodes (as KWOK does): register many from one process, pods reported Running.
     SimNodes(sim::SimNodes),
+    /// Display objects (kubectl get, for hosts without kubectl).
+    Get(get::Get),
+    /// Create or update objects from manifests (kubectl apply -f).
+    Apply(apply::Apply),
+    /// Delete objects by type and name or from manifests (kubectl delete).
+    Delete(delete::Delete),
+    /// Print a container's log (kubectl logs).
+    Logs(logs::Logs),
 }
 
 impl Command {
@@ -36,14 +49,18 @@ impl Command {
             Self::Push(c) => c.execute().await,
             Self::Keygen(c) => c.execute().await,
             Self::SimNodes(c) => c.execute().await,
+            Self::Get(c) => c.execute().await,
+            Self::Apply(c) => c.execute().await,
+            Self::Delete(c) => c.execute().await,
+            Self::Logs(c) => c.execute().await,
         }
     }
 
-    /// The log filter when `SKIFF_LOG` is not set: `skiff up` talks to a person on the terminal,
-    /// so its components speak up only about problems.
+    /// The log filter when `SKIFF_LOG` is not set: `skiff up` and the client commands talk to a
+    /// person on the terminal, so their components speak up only about problems.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
-            Self::Up(_) => "warn",
+            Self::Up(_) | Self::Get(_) | Self::Apply(_) | Self::Delete(_) | Self::Logs(_) => "warn",
             Self::Server(_) | Self::Agent(_) | Self::Push(_) | Self::Keygen(_) => "info",
             Self::SimNodes(_) => "info",
         }
