@@ -740,15 +740,22 @@ fn the_scheduler_follows_selectors_taints_and_anti_affinity_on_real_nodes() {
         });
     };
     let refused = |pod: &str, message: &str| {
-        wait_for(&format!("{pod} to be refused"), &edge1, || {
-            kc.ok(&[
+        let mut last = String::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while last != message {
+            assert!(
+                Instant::now() < deadline,
+                "{pod} was not refused with {message:?}; its PodScheduled message: {last:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            last = kc.ok(&[
                 "get",
                 "pod",
                 pod,
                 "-o",
                 "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
-            ]) == message
-        });
+            ]);
+        }
     };
     let tolerate = r#", "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "edge", "effect": "NoSchedule"}]"#;
 
@@ -825,4 +832,188 @@ fn the_scheduler_follows_selectors_taints_and_anti_affinity_on_real_nodes() {
         )),
         "{described}"
     );
+}
+
+#[test]
+fn deployments_roll_out_scale_undo_and_heal_on_a_real_node() {
+    let modules = build_examples();
+    let server = Server::start();
+    let kc = Kc::new(Kubectl::version("33"), &server);
+    let edge1 = Agent::start(&server, "edge-1", &modules);
+    wait_for("edge-1 to be Ready", &edge1, || {
+        kc.run_stdin(
+            &[
+                "get",
+                "node",
+                "edge-1",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+            None,
+        )
+        .stdout
+            == b"True"
+    });
+    let rolled_out = |what: &str| {
+        let out = kc.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+        assert!(
+            out.contains("successfully rolled out"),
+            "{what}: {out}\n{}",
+            edge1.log()
+        );
+    };
+    let running_pods = || {
+        kc.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "--field-selector=status.phase=Running",
+            "-o",
+            "name",
+        ])
+        .lines()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    };
+
+    kc.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=hello:1.0",
+        "--replicas=3",
+    ]);
+    rolled_out("the first rollout");
+    let rs = kc.ok(&["get", "rs", "-l", "app=web", "-o", "name"]);
+    assert_eq!(rs.lines().count(), 1, "{rs}");
+    let first_rs = rs.trim().to_string();
+    assert!(first_rs.starts_with("replicaset.apps/web-"), "{first_rs}");
+    assert_eq!(
+        kc.ok(&[
+            "get",
+            &first_rs,
+            "-o",
+            "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision} {.status.readyReplicas}"
+        ]),
+        "1 3"
+    );
+
+    // A deleted replica comes back.
+    let pods = running_pods();
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    kc.ok(&["delete", &pods[0], "--wait=true"]);
+    wait_for("the replica to be replaced", &edge1, || {
+        let now = running_pods();
+        now.len() == 3 && !now.contains(&pods[0])
+    });
+    let events = kc.ok(&["get", "events", "--field-selector=reason=SuccessfulCreate"]);
+    assert!(events.contains("Created pod: web-"), "{events}");
+
+    // Scaling.
+    kc.ok(&["scale", "deployment/web", "--replicas=4"]);
+    rolled_out("scaling up");
+    assert_eq!(running_pods().len(), 4);
+
+    // A rolling update that may never drop below 4 available replicas.
+    kc.ok(&[
+        "patch",
+        "deployment/web",
+        "-p",
+        r#"{"spec": {"strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}}"#,
+    ]);
+    kc.ok(&["set", "env", "deployment/web", "GREETING=Hey"]);
+    let mut lowest = i64::MAX;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = kc.ok(&[
+            "get",
+            "deployment/web",
+            "-o",
+            "jsonpath={.status.availableReplicas} {.status.updatedReplicas} {.status.replicas}",
+        ]);
+        let n: Vec<i64> = status
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        lowest = lowest.min(n[0]);
+        if n == [4, 4, 4] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rollout stuck at {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lowest, 4, "availability dropped during the rolling update");
+    rolled_out("the rolling update");
+    let history = kc.ok(&["rollout", "history", "deployment/web"]);
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
+    let env = |what| {
+        kc.ok(&[
+            "get",
+            "deployment/web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env}",
+        ])
+        .contains(what)
+    };
+    assert!(env("Hey"));
+
+    // Undo puts the first template back, as revision 3.
+    kc.ok(&["rollout", "undo", "deployment/web"]);
+    rolled_out("the undo");
+    assert!(!env("Hey"));
+    assert_eq!(
+        kc.ok(&[
+            "get",
+            &first_rs,
+            "-o",
+            "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision} {.spec.replicas}"
+        ]),
+        "3 4"
+    );
+
+    // A paused deployment starts no rollout until resumed.
+    kc.ok(&["rollout", "pause", "deployment/web"]);
+    kc.ok(&["set", "env", "deployment/web", "GREETING=Later"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        kc.ok(&["get", "rs", "-l", "app=web", "-o", "name"])
+            .lines()
+            .count(),
+        2
+    );
+    kc.ok(&["rollout", "resume", "deployment/web"]);
+    rolled_out("the resumed rollout");
+    assert_eq!(
+        kc.ok(&["get", "rs", "-l", "app=web", "-o", "name"])
+            .lines()
+            .count(),
+        3
+    );
+    let described = kc.ok(&["describe", "deployment", "web"]);
+    assert!(described.contains("ScalingReplicaSet"), "{described}");
+
+    // Deleting the deployment removes its ReplicaSets and pods.
+    kc.ok(&["delete", "deployment", "web"]);
+    wait_for("the deployment's pods to go", &edge1, || {
+        kc.ok(&["get", "pods,rs", "-l", "app=web", "-o", "name"])
+            .is_empty()
+    });
+
+    // A ReplicationController keeps its replicas too.
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "rc"},
+                "spec": {"replicas": 2, "selector": {"app": "rc"},
+                         "template": {"metadata": {"labels": {"app": "rc"}},
+                                      "spec": {"containers": [{"name": "main", "image": "hello:1.0"}]}}}}"#,
+        ),
+    );
+    wait_for("the rc's replicas to be ready", &edge1, || {
+        kc.ok(&["get", "rc", "rc", "-o", "jsonpath={.status.readyReplicas}"]) == "2"
+    });
 }

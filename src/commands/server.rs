@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use skiff_control_plane::api::{self, Api, Tolerations};
 use skiff_control_plane::apiserver::{self, pki::Identity};
+use skiff_control_plane::scheduler::{Scoring, Strategy, Weights};
 use skiff_control_plane::store::{SledConfig, SledStore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,14 @@ pub struct Server {
     /// Seconds pods tolerate a not-ready node (added to pods without such a toleration).
     #[arg(long, default_value_t = 300)]
     default_not_ready_toleration_seconds: i64,
+    /// How the scheduler scores free room: LeastAllocated (spread) or MostAllocated (pack).
+    #[arg(long, default_value = "LeastAllocated")]
+    scheduler_scoring_strategy: Strategy,
+    /// Scheduler score weights over kube-scheduler's defaults, as PLUGIN=WEIGHT,... (plugins:
+    /// NodeResourcesFit, NodeResourcesBalancedAllocation, NodeAffinity, TaintToleration,
+    /// PodTopologySpread, ImageLocality).
+    #[arg(long, default_value = "")]
+    scheduler_weights: Weights,
 }
 
 /// Parses `40s`, `2m`, `1h`, `500ms` or plain seconds.
@@ -64,6 +73,10 @@ impl Server {
                 not_ready_seconds: self.default_not_ready_toleration_seconds,
                 unreachable_seconds: self.default_unreachable_toleration_seconds,
             },
+            scoring: Scoring {
+                strategy: self.scheduler_scoring_strategy,
+                weights: self.scheduler_weights,
+            },
         })
         .await?;
         let _ = self.node_monitor_grace_period; // consumed by the node lifecycle controller
@@ -82,6 +95,8 @@ pub struct Settings {
     pub watch_history: u64,
     /// Default tolerations of pods for not-ready and unreachable nodes.
     pub tolerations: Tolerations,
+    /// How the scheduler scores nodes.
+    pub scoring: Scoring,
 }
 
 impl Settings {
@@ -95,11 +110,12 @@ impl Settings {
                 not_ready_seconds: 300,
                 unreachable_seconds: 300,
             },
+            scoring: Scoring::default(),
         }
     }
 }
 
-/// A running control plane: the store, the API server and the scheduler.
+/// A running control plane: the store, the API server, the scheduler and the controllers.
 pub struct ControlPlane {
     /// `https://HOST:PORT`, as the kubeconfig names it.
     pub url: String,
@@ -109,6 +125,7 @@ pub struct ControlPlane {
     shutdown: CancellationToken,
     serving: JoinHandle<()>,
     scheduler: JoinHandle<()>,
+    controllers: JoinHandle<()>,
 }
 
 impl ControlPlane {
@@ -120,6 +137,7 @@ impl ControlPlane {
             listen,
             watch_history,
             tolerations,
+            scoring,
         } = settings;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -174,7 +192,12 @@ impl ControlPlane {
         );
         tracing::info!(%url, kubeconfig = %data_dir.join("kubeconfig").display(), "serving");
         let serving = tokio::spawn(apiserver::run(server, listener, tls));
-        let scheduler = tokio::spawn(skiff_control_plane::scheduler::run(
+        let scheduler = tokio::spawn(skiff_control_plane::scheduler::run_with(
+            api.clone(),
+            scoring,
+            shutdown.clone(),
+        ));
+        let controllers = tokio::spawn(skiff_control_plane::controllers::run(
             api.clone(),
             shutdown.clone(),
         ));
@@ -185,6 +208,7 @@ impl ControlPlane {
             shutdown,
             serving,
             scheduler,
+            controllers,
         })
     }
 
@@ -193,11 +217,12 @@ impl ControlPlane {
         self.data_dir.join("kubeconfig")
     }
 
-    /// Stops serving and scheduling, and closes the store once its writes are durable.
+    /// Stops serving, scheduling and the controllers, and closes the store once its writes are durable.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.serving.await?;
         self.scheduler.await?;
+        self.controllers.await?;
         self.api.shutdown().await;
         tracing::info!("stopped");
         Ok(())

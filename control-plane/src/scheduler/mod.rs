@@ -242,27 +242,10 @@ async fn unschedulable(api: &Api, pod: &Value, message: &str) {
 }
 
 async fn event(api: &Api, pod: &Value, kind: &str, reason: &str, message: &str) {
-    let (ns, name) = (object::namespace(pod), object::name(pod));
-    let now = jiff::Timestamp::now();
-    let ts = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": format!("{name}.{:x}", now.as_nanosecond()), "namespace": ns},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name,
-                           "uid": pod.pointer("/metadata/uid")},
-        "reason": reason, "message": message, "type": kind, "count": 1,
-        "firstTimestamp": ts, "lastTimestamp": ts,
-        "source": {"component": NAME},
-        "reportingComponent": NAME,
-    });
-    let _ = api
-        .create(
-            resources::core("events"),
-            Some(ns),
-            ev,
-            &WriteOptions::default(),
-        )
-        .await;
+    let involved = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": object::name(pod), "namespace": object::namespace(pod),
+        "uid": pod.pointer("/metadata/uid")}});
+    crate::events::record(api, &involved, kind, reason, message, NAME).await;
 }
 
 #[cfg(test)]
