@@ -877,13 +877,16 @@ fn deployments_roll_out_scale_undo_and_heal_on_a_real_node() {
         .collect::<Vec<_>>()
     };
 
-    kc.ok(&[
-        "create",
-        "deployment",
-        "web",
-        "--image=hello:1.0",
-        "--replicas=3",
-    ]);
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                         "template": {"metadata": {"labels": {"app": "web"}},
+                                      "spec": {"terminationGracePeriodSeconds": 1,
+                                               "containers": [{"name": "hello", "image": "hello:1.0"}]}}}}"#,
+        ),
+    );
     rolled_out("the first rollout");
     let rs = kc.ok(&["get", "rs", "-l", "app=web", "-o", "name"]);
     assert_eq!(rs.lines().count(), 1, "{rs}");
