@@ -78,6 +78,12 @@ impl Agent {
         self.child = Self::spawn(&self.dir, &self.args, &self.token);
     }
 
+    /// kill -9, as a node losing power.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
@@ -1018,5 +1024,130 @@ fn deployments_roll_out_scale_undo_and_heal_on_a_real_node() {
     );
     wait_for("the rc's replicas to be ready", &edge1, || {
         kc.ok(&["get", "rc", "rc", "-o", "jsonpath={.status.readyReplicas}"]) == "2"
+    });
+}
+
+#[test]
+fn a_lost_nodes_pods_come_back_on_the_survivors_unless_it_is_autonomous() {
+    let modules = build_examples();
+    let server = Server::start_with(&[
+        "--node-monitor-grace-period",
+        "3s",
+        "--default-unreachable-toleration-seconds",
+        "2",
+        "--default-not-ready-toleration-seconds",
+        "2",
+    ]);
+    let kc = Kc::new(Kubectl::version("33"), &server);
+    let edge1 = Agent::start(&server, "edge-1", &modules);
+    let mut edge2 = Agent::start(&server, "edge-2", &modules);
+    let mut edge3 = Agent::start(&server, "edge-3", &modules);
+    for node in ["edge-1", "edge-2", "edge-3"] {
+        wait_for(&format!("{node} to be Ready"), &edge1, || {
+            kc.ok(&[
+                "get",
+                "node",
+                node,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]) == "True"
+        });
+    }
+    kc.ok(&["label", "node", "edge-2", "skiff.dev/autonomous=true"]);
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                         "template": {"metadata": {"labels": {"app": "web"}},
+                                      "spec": {"terminationGracePeriodSeconds": 1,
+                                               "topologySpreadConstraints": [{"maxSkew": 1,
+                                                   "topologyKey": "kubernetes.io/hostname",
+                                                   "whenUnsatisfiable": "ScheduleAnyway",
+                                                   "labelSelector": {"matchLabels": {"app": "web"}}}],
+                                               "containers": [{"name": "hello", "image": "hello:1.0"}]}}}}"#,
+        ),
+    );
+    let out = kc.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let placement = || {
+        kc.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.phase} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ])
+    };
+    let before = placement();
+    for node in ["edge-1", "edge-2", "edge-3"] {
+        assert!(before.contains(&format!(" {node} Running")), "{before}");
+    }
+    let on_edge2: String = before
+        .lines()
+        .find(|l| l.contains(" edge-2 "))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Two nodes lose power at once; edge-2 is autonomous.
+    let lost = Instant::now();
+    edge2.kill();
+    edge3.kill();
+    wait_for("edge-3's replica to be replaced on edge-1", &edge1, || {
+        placement()
+            .lines()
+            .filter(|l| l.contains(" edge-1 Running") && !l.ends_with('Z'))
+            .count()
+            == 2
+    });
+    let failover = lost.elapsed();
+    eprintln!(
+        "failover: edge-3's replica Running again on edge-1 {:.1} s after the node was killed \
+         (--node-monitor-grace-period 3s, --default-unreachable-toleration-seconds 2, heartbeat 1s)",
+        failover.as_secs_f64()
+    );
+    let ready = |node: &str| {
+        kc.ok(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+    };
+    assert_eq!(ready("edge-3"), "Unknown");
+    assert_eq!(ready("edge-2"), "Unknown");
+    let taints = |node: &str| kc.ok(&["get", "node", node, "-o", "jsonpath={.spec.taints}"]);
+    assert!(
+        taints("edge-3").contains("NoExecute"),
+        "{}",
+        taints("edge-3")
+    );
+    let edge2_taints = taints("edge-2");
+    assert!(
+        edge2_taints.contains("node.kubernetes.io/unreachable")
+            && !edge2_taints.contains("NoExecute"),
+        "{edge2_taints}"
+    );
+    // The autonomous node's pod was not evicted, well past its toleration.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = placement();
+    let kept = after
+        .lines()
+        .find(|l| l.starts_with(&on_edge2))
+        .unwrap_or("");
+    assert!(kept.ends_with(" edge-2 Running "), "{after}");
+
+    // edge-3 comes back: it is Ready again and its taints are lifted.
+    edge3.restart();
+    wait_for("edge-3 to be Ready again", &edge1, || {
+        ready("edge-3") == "True"
+    });
+    wait_for("edge-3's taints to be lifted", &edge1, || {
+        !taints("edge-3").contains("node.kubernetes.io/unreachable")
     });
 }

@@ -142,11 +142,41 @@ pub async fn heartbeat(
     config: std::sync::Arc<Config>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let nodes: Api<Node> = Api::all(client);
     let duration = (config.heartbeat.as_secs() * 4).max(1);
+    // Ready is posted again after an outage (the node controller marked it Unknown meanwhile)
+    // and once a minute, as the kubelet's status report.
+    let mut post_ready = false;
+    let mut posted = std::time::Instant::now();
     loop {
-        if let Err(e) = renew_lease(&leases, &config.node_name, duration).await {
-            tracing::warn!(error = %e, "cannot renew the node lease (the control plane may be unreachable)");
+        match renew_lease(&leases, &config.node_name, duration).await {
+            Ok(()) => {
+                if post_ready || posted.elapsed() >= std::time::Duration::from_secs(60) {
+                    let now = jiff::Timestamp::now()
+                        .strftime("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string();
+                    let status = json!({"status": {"conditions": conditions(&now)}});
+                    match nodes
+                        .patch_status(
+                            &config.node_name,
+                            &PatchParams::default(),
+                            &Patch::Merge(&status),
+                        )
+                        .await
+                    {
+                        Ok(_) => {
+                            post_ready = false;
+                            posted = std::time::Instant::now();
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot post node status"),
+                    }
+                }
+            }
+            Err(e) => {
+                post_ready = true;
+                tracing::warn!(error = %e, "cannot renew the node lease (the control plane may be unreachable)");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(config.heartbeat) => {}

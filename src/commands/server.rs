@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use skiff_control_plane::api::{self, Api, Tolerations};
 use skiff_control_plane::apiserver::{self, pki::Identity};
+use skiff_control_plane::controllers::nodes::Settings as NodeLifecycle;
 use skiff_control_plane::scheduler::{Scoring, Strategy, Weights};
 use skiff_control_plane::store::{SledConfig, SledStore};
 use tokio::task::JoinHandle;
@@ -29,6 +30,18 @@ pub struct Server {
     /// How long a node may miss heartbeats before it is marked NotReady/Unknown.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: Duration,
+    /// Nodes per second whose pods may be evicted when a zone is healthy.
+    #[arg(long, default_value_t = 0.1)]
+    node_eviction_rate: f64,
+    /// Nodes per second whose pods may be evicted when a large zone is partly disrupted.
+    #[arg(long, default_value_t = 0.01)]
+    secondary_node_eviction_rate: f64,
+    /// Share of unhealthy nodes (0-1) at which a zone counts as disrupted.
+    #[arg(long, default_value_t = 0.55)]
+    unhealthy_zone_threshold: f64,
+    /// Zones up to this many nodes stop evicting entirely when disrupted.
+    #[arg(long, default_value_t = 50)]
+    large_cluster_size_threshold: usize,
     /// Seconds pods tolerate an unreachable node (added to pods without such a toleration).
     #[arg(long, default_value_t = 300)]
     default_unreachable_toleration_seconds: i64,
@@ -77,9 +90,15 @@ impl Server {
                 strategy: self.scheduler_scoring_strategy,
                 weights: self.scheduler_weights,
             },
+            node_lifecycle: NodeLifecycle {
+                grace_period: self.node_monitor_grace_period,
+                eviction_rate: self.node_eviction_rate,
+                secondary_eviction_rate: self.secondary_node_eviction_rate,
+                unhealthy_zone_threshold: self.unhealthy_zone_threshold,
+                large_cluster_size_threshold: self.large_cluster_size_threshold,
+            },
         })
         .await?;
-        let _ = self.node_monitor_grace_period; // consumed by the node lifecycle controller
         super::shutdown_signal().await;
         control_plane.stop().await
     }
@@ -97,6 +116,8 @@ pub struct Settings {
     pub tolerations: Tolerations,
     /// How the scheduler scores nodes.
     pub scoring: Scoring,
+    /// When nodes count as lost and how fast their pods are evicted.
+    pub node_lifecycle: NodeLifecycle,
 }
 
 impl Settings {
@@ -111,6 +132,7 @@ impl Settings {
                 unreachable_seconds: 300,
             },
             scoring: Scoring::default(),
+            node_lifecycle: NodeLifecycle::default(),
         }
     }
 }
@@ -138,6 +160,7 @@ impl ControlPlane {
             watch_history,
             tolerations,
             scoring,
+            node_lifecycle,
         } = settings;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -199,6 +222,7 @@ impl ControlPlane {
         ));
         let controllers = tokio::spawn(skiff_control_plane::controllers::run(
             api.clone(),
+            node_lifecycle,
             shutdown.clone(),
         ));
         Ok(Self {

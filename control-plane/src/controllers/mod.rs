@@ -3,6 +3,7 @@
 //! logic.
 
 pub mod deployment;
+pub mod nodes;
 pub mod replicaset;
 pub mod runner;
 
@@ -13,8 +14,9 @@ use crate::api::resources::ResourceDef;
 use crate::api::{Api, object};
 
 /// Runs every controller until `stop`.
-pub async fn run(api: Api, stop: CancellationToken) {
+pub async fn run(api: Api, node_lifecycle: nodes::Settings, stop: CancellationToken) {
     tokio::join!(
+        nodes::run(api.clone(), node_lifecycle, stop.clone()),
         runner::run(
             api.clone(),
             replicaset::ReplicaSets::apps_v1(),
