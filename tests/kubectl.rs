@@ -413,18 +413,29 @@ fn scenario(kubectl: Kubectl) {
         scale.contains("\"kind\":\"Scale\"") && scale.contains("\"replicas\":2"),
         "{scale}"
     );
+    // The deployment controller owns a Deployment's status: web's rollout is stuck (no node
+    // runs its pods, maxUnavailable rounds down to 0), with the new template's replica
+    // surging beside the old ones. A Service's status is anyone's to write.
+    common::eventually("web's status from the deployment controller", || {
+        let status = k.jsonpath(
+            &["get", "deploy", "web"],
+            "{.status.replicas} {.status.updatedReplicas} {.status.observedGeneration} {.metadata.generation}",
+        );
+        let n: Vec<i64> = status.split(' ').map(|x| x.parse().unwrap_or(-1)).collect();
+        n.len() == 4 && n[0] == 3 && n[1] == 1 && n[2] == n[3]
+    });
     k.ok(&[
         "patch",
-        "deploy",
-        "web",
+        "svc",
+        "api",
         "--subresource=status",
         "--type=merge",
         "-p",
-        r#"{"status":{"replicas":2,"readyReplicas":1}}"#,
+        r#"{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.7"}]}}}"#,
     ]);
     assert_eq!(
-        k.jsonpath(&["get", "deploy", "web"], "{.status.readyReplicas}"),
-        "1"
+        k.jsonpath(&["get", "svc", "api"], "{.status.loadBalancer.ingress[0].ip}"),
+        "192.0.2.7"
     );
 
     // Cluster-scoped kinds, and kinds made from manifests: nodes, RCs, RSs, leases, events,

@@ -97,8 +97,15 @@ apps.patch_namespaced_deployment_scale("web", NS, {"spec": {"replicas": 5}})
 scale = apps.read_namespaced_deployment_scale("web", NS)
 check(scale.spec.replicas == 5 and scale.status.selector == "app=web", "scale subresource")
 check(apps.read_namespaced_deployment("web", NS).metadata.generation == 2, "spec change bumps generation")
-apps.patch_namespaced_deployment_status("web", NS, {"status": {"replicas": 5, "readyReplicas": 3, "observedGeneration": 2}})
-check(apps.read_namespaced_deployment("web", NS).status.ready_replicas == 3, "deployment status")
+# The deployment controller reports what it made: 5 pods (no node runs them here).
+deadline = time.time() + 20
+status = None
+while time.time() < deadline:
+    status = apps.read_namespaced_deployment("web", NS).status
+    if status and status.observed_generation == 2 and status.replicas == 5 and status.updated_replicas == 5:
+        break
+    time.sleep(0.1)
+check(status and status.observed_generation == 2 and status.replicas == 5, f"deployment status {status}")
 rs = client.V1ReplicaSet(metadata=client.V1ObjectMeta(name="rs"), spec=client.V1ReplicaSetSpec(replicas=1, selector=client.V1LabelSelector(match_labels={"app": "rs"}), template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels={"app": "rs"}), spec=pod_spec())))
 apps.create_namespaced_replica_set(NS, rs)
 rc = client.V1ReplicationController(metadata=client.V1ObjectMeta(name="rc"), spec=client.V1ReplicationControllerSpec(replicas=1, template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels={"app": "rc"}), spec=pod_spec())))
