@@ -61,7 +61,7 @@ impl Schedule {
             days_of_month: dom as u32,
             months: months as u16,
             days_of_week: (dow & 0x7f) as u8,
-            day_or: !fields[2].starts_with('*') && !fields[4].starts_with('*'),
+            day_or: !unrestricted(fields[2]) && !unrestricted(fields[4]),
         })
     }
 
@@ -76,6 +76,11 @@ impl Schedule {
             && self.months & (1 << month) != 0
             && day_ok
     }
+}
+
+/// `*` (or `?`) without a step: the field restricts nothing (`*/2` does, as in cron).
+fn unrestricted(field: &str) -> bool {
+    matches!(field, "*" | "?" | "*/1" | "?/1")
 }
 
 fn field(s: &str, min: u32, max: u32, names: &[&str]) -> Result<u64, String> {
@@ -140,5 +145,11 @@ mod tests {
         assert!(Schedule::parse("61 * * * *").is_err());
         assert!(Schedule::parse("TZ=UTC * * * * *").is_err());
         assert!(Schedule::parse("0 0 1 jan *").is_ok());
+        // Both day fields restricted: either matches; one a plain `*`: the other decides.
+        let either = Schedule::parse("0 0 */2 * mon").unwrap();
+        assert!(either.matches(0, 0, 2, 1, 1) && either.matches(0, 0, 3, 1, 3));
+        assert!(!either.matches(0, 0, 2, 1, 2));
+        let both = Schedule::parse("0 0 * * mon").unwrap();
+        assert!(!both.matches(0, 0, 3, 1, 3) && both.matches(0, 0, 4, 1, 1));
     }
 }

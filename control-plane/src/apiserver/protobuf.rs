@@ -80,7 +80,7 @@ static SCHEMA: &[(&str, &[F])] = &[
     ("RollingUpdateDeployment", &[f(1, "maxUnavailable", IntOrString), f(2, "maxSurge", IntOrString)]),
     // batch/v1
     ("Job", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("JobSpec")), f(3, "status", Msg("Empty"))]),
-    ("JobSpec", &[ptr(1, "parallelism", Int), ptr(2, "completions", Int), ptr(3, "activeDeadlineSeconds", Int), f(4, "selector", Msg("LabelSelector")), ptr(5, "manualSelector", Bool), f(6, "template", Msg("PodTemplateSpec")), ptr(7, "backoffLimit", Int), ptr(8, "ttlSecondsAfterFinished", Int), ptr(9, "completionMode", Str), ptr(10, "suspend", Bool)]),
+    ("JobSpec", &[ptr(1, "parallelism", Int), ptr(2, "completions", Int), ptr(3, "activeDeadlineSeconds", Int), f(4, "selector", Msg("LabelSelector")), ptr(5, "manualSelector", Bool), f(6, "template", Msg("PodTemplateSpec")), ptr(7, "backoffLimit", Int), ptr(8, "ttlSecondsAfterFinished", Int), ptr(9, "completionMode", Str), ptr(10, "suspend", Bool), ptr(12, "backoffLimitPerIndex", Int), ptr(13, "maxFailedIndexes", Int), ptr(14, "podReplacementPolicy", Str), ptr(15, "managedBy", Str)]),
     ("CronJob", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("CronJobSpec")), f(3, "status", Msg("Empty"))]),
     ("CronJobSpec", &[f(1, "schedule", Str), ptr(2, "startingDeadlineSeconds", Int), f(3, "concurrencyPolicy", Str), ptr(4, "suspend", Bool), f(5, "jobTemplate", Msg("JobTemplateSpec")), ptr(6, "successfulJobsHistoryLimit", Int), ptr(7, "failedJobsHistoryLimit", Int), ptr(8, "timeZone", Str)]),
     ("JobTemplateSpec", &[f(1, "metadata", Msg("ObjectMeta")), f(2, "spec", Msg("JobSpec"))]),

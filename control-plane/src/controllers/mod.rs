@@ -2,7 +2,9 @@
 //! the gap, each driven by store watches through [`runner`]. Every controller holds only its
 //! logic.
 
+pub mod cronjob;
 pub mod deployment;
+pub mod job;
 pub mod nodes;
 pub mod replicaset;
 pub mod runner;
@@ -28,6 +30,8 @@ pub async fn run(api: Api, node_lifecycle: nodes::Settings, stop: CancellationTo
             stop.clone()
         ),
         runner::run(api.clone(), deployment::Deployments, stop.clone()),
+        runner::run(api.clone(), job::Jobs, stop.clone()),
+        runner::run(api.clone(), cronjob::CronJobs, stop.clone()),
     );
 }
 
