@@ -1151,3 +1151,192 @@ fn a_lost_nodes_pods_come_back_on_the_survivors_unless_it_is_autonomous() {
         !taints("edge-3").contains("node.kubernetes.io/unreachable")
     });
 }
+
+#[test]
+fn jobs_complete_fail_at_their_backoff_limit_and_cronjobs_fire_on_a_real_node() {
+    let modules = build_examples();
+    let server = Server::start();
+    let kc = Kc::new(Kubectl::version("33"), &server);
+    let edge1 = Agent::start(&server, "edge-1", &modules);
+    wait_for("edge-1 to be Ready", &edge1, || {
+        kc.run_stdin(
+            &[
+                "get",
+                "node",
+                "edge-1",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+            None,
+        )
+        .stdout
+            == b"True"
+    });
+    let fail = |what: &str| -> ! {
+        panic!(
+            "{what}\njobs:\n{}\npods:\n{}\nagent log:\n{}",
+            kc.ok(&["get", "jobs", "-o", "yaml"]),
+            kc.ok(&["get", "pods", "-o", "wide"]),
+            edge1.log()
+        )
+    };
+    let wait = |job: &str, condition: &str| {
+        let out = kc.run_stdin(
+            &[
+                "wait",
+                &format!("--for=condition={condition}"),
+                &format!("job/{job}"),
+                "--timeout=90s",
+            ],
+            None,
+        );
+        if !out.status.success() {
+            fail(&format!(
+                "job/{job} is not {condition}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    };
+
+    // The cronjob first: its first minute passes while the jobs run.
+    kc.ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=compute:1.0",
+        "--schedule=* * * * *",
+    ]);
+
+    // A job that completes.
+    kc.ok(&["create", "job", "done", "--image=compute:1.0"]);
+    wait("done", "complete");
+    let table = kc.ok(&["get", "job", "done"]);
+    assert!(
+        table.contains("Complete") && table.contains("1/1"),
+        "{table}"
+    );
+    assert_eq!(
+        kc.jsonpath(
+            &["get", "job", "done"],
+            "{.status.succeeded} {.status.conditions[?(@.type==\"Complete\")].reason}"
+        ),
+        "1 CompletionsReached"
+    );
+    let logs = kc.ok(&["logs", "job/done"]);
+    assert!(logs.contains("primes below 100000: 9592"), "{logs}");
+    let events = kc.ok(&["get", "events", "--field-selector=involvedObject.name=done"]);
+    assert!(
+        events.contains("SuccessfulCreate") && events.contains("Completed"),
+        "{events}"
+    );
+
+    // A job whose pods fail stops after backoffLimit + 1 failures.
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "bad"},
+                "spec": {"backoffLimit": 1,
+                         "template": {"spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                                               "containers": [{"name": "crash", "image": "crash:1.0"}]}}}}"#,
+        ),
+    );
+    // An Indexed job, deleted with its pods a few seconds after it finished.
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "idx"},
+                "spec": {"completions": 3, "parallelism": 3, "completionMode": "Indexed",
+                         "ttlSecondsAfterFinished": 3,
+                         "template": {"spec": {"restartPolicy": "Never",
+                                               "containers": [{"name": "compute", "image": "compute:1.0",
+                                                               "env": [{"name": "LIMIT", "value": "1000"}]}]}}}}"#,
+        ),
+    );
+    wait("idx", "complete");
+    assert_eq!(
+        kc.jsonpath(
+            &["get", "job", "idx"],
+            "{.status.completedIndexes} {.status.succeeded}"
+        ),
+        "0-2 3"
+    );
+    let pods = kc.jsonpath(
+        &["get", "pods", "-l", "job-name=idx"],
+        "{range .items[*]}{.metadata.name} {.metadata.labels.batch\\.kubernetes\\.io/job-completion-index}{\"\\n\"}{end}",
+    );
+    let mut indexes: Vec<&str> = pods
+        .lines()
+        .map(|l| {
+            let (name, index) = l.split_once(' ').expect("name and index");
+            assert!(name.starts_with(&format!("idx-{index}-")), "{pods}");
+            index
+        })
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, ["0", "1", "2"], "{pods}");
+    wait_for(
+        "the finished indexed job and its pods to go",
+        &edge1,
+        || {
+            kc.ok(&["get", "jobs,pods", "-l", "job-name=idx", "-o", "name"])
+                .is_empty()
+                && !kc
+                    .ok(&["get", "jobs", "-o", "name"])
+                    .contains("job.batch/idx")
+        },
+    );
+
+    wait("bad", "failed");
+    assert_eq!(
+        kc.jsonpath(
+            &["get", "job", "bad"],
+            "{.status.failed} {.status.conditions[?(@.type==\"Failed\")].reason}"
+        ),
+        "2 BackoffLimitExceeded"
+    );
+    assert_eq!(
+        kc.ok(&["get", "pods", "-l", "job-name=bad", "-o", "name"])
+            .lines()
+            .count(),
+        2
+    );
+    let table = kc.ok(&["get", "job", "bad"]);
+    assert!(table.contains("Failed") && table.contains("0/1"), "{table}");
+
+    // The cronjob fired on a minute boundary and its job completed.
+    let deadline = Instant::now() + Duration::from_secs(130);
+    let fired = loop {
+        let status = kc.jsonpath(
+            &["get", "cronjob", "tick"],
+            "{.status.lastScheduleTime} {.status.lastSuccessfulTime}",
+        );
+        if status.split_whitespace().count() == 2 {
+            break status;
+        }
+        if Instant::now() > deadline {
+            fail(&format!("the cronjob did not fire and succeed: {status}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        fired.starts_with(|c: char| c.is_ascii_digit()) && fired.contains(":00Z"),
+        "{fired}"
+    );
+    let jobs = kc.jsonpath(
+        &["get", "jobs"],
+        "{range .items[?(@.metadata.ownerReferences[0].name==\"tick\")]}{.metadata.name} {.metadata.annotations.batch\\.kubernetes\\.io/cronjob-scheduled-timestamp}{\"\\n\"}{end}",
+    );
+    let first = jobs
+        .lines()
+        .next()
+        .unwrap_or_else(|| fail("no job of the cronjob"));
+    let (name, scheduled) = first.split_once(' ').expect("name and timestamp");
+    let minutes: i64 = name
+        .strip_prefix("tick-")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| fail(&format!("job name {name}")));
+    assert!(minutes > 28_000_000, "{name}");
+    assert!(scheduled.contains(":00"), "{first}");
+    let table = kc.ok(&["get", "cronjob", "tick"]);
+    assert!(table.contains("* * * * *"), "{table}");
+}
