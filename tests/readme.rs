@@ -199,6 +199,9 @@ fn skiff_up_as_the_readme_says() {
         "    cargo run --release -- push examples/wasm/out/hello.wasm hello:1.0\n",
         "    kubectl run hello --image=hello:1.0 --env=GREETING=Ahoy\n",
         "    kubectl logs hello\n",
+        "    kubectl apply -f examples/manifests/deployment.yaml\n",
+        "    kubectl rollout status deployment/hello\n",
+        "    kubectl scale deployment hello --replicas=5\n",
         "    cargo run --release -- get pods\n",
         "    cargo run --release -- logs shared-log -c tail\n",
         "    cargo run --release -- apply -f examples/manifests/pod.yaml\n",
@@ -296,6 +299,25 @@ fn skiff_up_as_the_readme_says() {
         l.starts_with("Ahoy from a Wasm container!\n")
     });
     kubectl.ok(&["delete", "pod", "hello", "--grace-period=1"]);
+
+    // A Deployment of the same module, rolled out and scaled.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests/deployment.yaml");
+    kubectl.ok(&["apply", "-f", &manifest.display().to_string()]);
+    let rolled = kubectl.ok(&["rollout", "status", "deployment/hello", "--timeout=60s"]);
+    assert!(rolled.contains("successfully rolled out"), "{rolled}");
+    kubectl.ok(&["scale", "deployment", "hello", "--replicas=5"]);
+    kubectl.eventually(
+        &[
+            "get",
+            "deployment",
+            "hello",
+            "-o",
+            "jsonpath={.status.availableReplicas}",
+        ],
+        "five available replicas",
+        |out| out == "5",
+    );
+    kubectl.ok(&["delete", "deployment", "hello"]);
 
     // Skiff's own client commands, as on a host without kubectl.
     let skiff = |args: &[&str]| -> String {
