@@ -1,12 +1,12 @@
 //! The scheduler: places pods that name no node on one that fits, driven by the store's watch
 //! streams of nodes and pods (nothing polls), binding through the API layer (`pods/binding`).
 //!
-//! - [`cache`] holds nodes and pods parsed from the watches, each node's bound requests kept
+//! - `cache` holds nodes and pods parsed from the watches, each node's bound requests kept
 //!   current, and the pods it has bound but not yet seen confirmed ("assumed", so the next pod
 //!   already counts them).
-//! - [`filters`] decides where a pod fits and scores those nodes, as kube-scheduler's default
+//! - `filters` decides where a pod fits and scores those nodes, as kube-scheduler's default
 //!   plugins do, with configurable weights and strategy ([`Scoring`]).
-//! - [`queue`] orders the attempts and holds pods that fit nowhere until a cluster change and
+//! - `queue` orders the attempts and holds pods that fit nowhere until a cluster change and
 //!   their backoff let them try again.
 //!
 //! Bindings are written concurrently (each is acknowledged only when durable, so writing them
