@@ -434,7 +434,10 @@ fn scenario(kubectl: Kubectl) {
         r#"{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.7"}]}}}"#,
     ]);
     assert_eq!(
-        k.jsonpath(&["get", "svc", "api"], "{.status.loadBalancer.ingress[0].ip}"),
+        k.jsonpath(
+            &["get", "svc", "api"],
+            "{.status.loadBalancer.ingress[0].ip}"
+        ),
         "192.0.2.7"
     );
 
