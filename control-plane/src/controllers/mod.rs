@@ -89,3 +89,301 @@ pub fn condition(
         "lastUpdateTime": if unchanged { prev["lastUpdateTime"].clone() } else { json!(now) },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::api::{
+        Config, DeleteOptions, ListOptions, PatchType, Target, WriteOptions, resources,
+    };
+    use crate::store::{SledConfig, SledStore};
+
+    struct Cluster {
+        api: Api,
+        stop: CancellationToken,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Cluster {
+        async fn start() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+            let api = Api::new(Arc::new(store), Config::default());
+            api.bootstrap().await.unwrap();
+            let stop = CancellationToken::new();
+            tokio::spawn(run(api.clone(), nodes::Settings::default(), stop.clone()));
+            Self {
+                api,
+                stop,
+                _dir: dir,
+            }
+        }
+
+        fn res(plural: &str) -> &'static ResourceDef {
+            resources::RESOURCES
+                .iter()
+                .find(|r| r.plural == plural)
+                .unwrap()
+        }
+
+        async fn create(&self, plural: &str, obj: Value) -> Value {
+            self.api
+                .create(
+                    Self::res(plural),
+                    Some("default"),
+                    obj,
+                    &WriteOptions::default(),
+                )
+                .await
+                .unwrap()
+                .object
+        }
+
+        async fn patch(&self, plural: &str, name: &str, body: Value, target: Target) {
+            self.api
+                .patch(
+                    Self::res(plural),
+                    Some("default"),
+                    name,
+                    PatchType::Merge,
+                    body,
+                    target,
+                    &WriteOptions::default(),
+                )
+                .await
+                .unwrap();
+        }
+
+        fn list(&self, plural: &str) -> Vec<Value> {
+            self.api
+                .list(Self::res(plural), Some("default"), &ListOptions::default())
+                .unwrap()
+                .items
+        }
+
+        fn get(&self, plural: &str, name: &str) -> Value {
+            self.api
+                .get(Self::res(plural), Some("default"), name)
+                .unwrap()
+        }
+
+        /// Waits (up to 20 s) until `f` holds.
+        async fn until(&self, what: &str, f: impl Fn(&Self) -> bool) {
+            for _ in 0..400 {
+                if f(self) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("timed out: {what}");
+        }
+
+        /// Plays the node: marks a pod Running and Ready.
+        async fn ready(&self, pod: &str) {
+            let status = json!({"status": {"phase": "Running", "conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": object::now()}]}});
+            self.patch("pods", pod, status, Target::Status).await;
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            self.stop.cancel();
+        }
+    }
+
+    fn controlled_by(pod: &Value, uid: &str) -> bool {
+        pod.pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|r| r["controller"] == true && r["uid"] == uid)
+    }
+
+    fn template(app: &str, image: &str) -> Value {
+        json!({"metadata": {"labels": {"app": app}},
+               "spec": {"containers": [{"name": "c", "image": image}]}})
+    }
+
+    #[tokio::test]
+    async fn replica_sets_adopt_release_and_delete_the_least_valuable_pods() {
+        let c = Cluster::start().await;
+        let orphan = json!({"metadata": {"name": "orphan", "labels": {"app": "a"}},
+                            "spec": {"containers": [{"name": "c", "image": "x"}]}});
+        c.create("pods", orphan).await;
+        let rs = json!({"metadata": {"name": "rs"}, "spec": {"replicas": 2,
+            "selector": {"matchLabels": {"app": "a"}}, "template": template("a", "x")}});
+        let uid = object::uid(&c.create("replicasets", rs).await).to_string();
+        c.until("the orphan adopted and one pod created", |c| {
+            let pods = c.list("pods");
+            pods.len() == 2 && pods.iter().all(|p| controlled_by(p, &uid))
+        })
+        .await;
+
+        // A pod relabelled out of the selector is released, and replaced.
+        c.patch(
+            "pods",
+            "orphan",
+            json!({"metadata": {"labels": {"app": "b"}}}),
+            Target::Main,
+        )
+        .await;
+        c.until("the relabelled pod released and replaced", |c| {
+            let pods = c.list("pods");
+            let owned = pods.iter().filter(|p| controlled_by(p, &uid)).count();
+            pods.len() == 3 && owned == 2 && !controlled_by(&c.get("pods", "orphan"), &uid)
+        })
+        .await;
+
+        // Scaling down removes the pod that is not ready, not the ready one.
+        let owned: Vec<String> = c
+            .list("pods")
+            .iter()
+            .filter(|p| controlled_by(p, &uid))
+            .map(|p| object::name(p).to_string())
+            .collect();
+        c.ready(&owned[1]).await;
+        c.until("the ready pod counted", |c| {
+            c.get("replicasets", "rs").pointer("/status/readyReplicas") == Some(&json!(1))
+        })
+        .await;
+        c.patch(
+            "replicasets",
+            "rs",
+            json!({"spec": {"replicas": 1}}),
+            Target::Main,
+        )
+        .await;
+        c.until("the not-ready pod deleted", |c| {
+            let names: Vec<String> = c
+                .list("pods")
+                .iter()
+                .filter(|p| controlled_by(p, &uid))
+                .map(|p| object::name(p).to_string())
+                .collect();
+            names == [owned[1].clone()]
+        })
+        .await;
+        let status = c.get("replicasets", "rs")["status"].clone();
+        assert_eq!(status["replicas"], 1, "{status}");
+        assert_eq!(status["availableReplicas"], 1, "{status}");
+        assert_eq!(status["fullyLabeledReplicas"], 1, "{status}");
+        let events = c.list("events");
+        for reason in ["SuccessfulCreate", "SuccessfulDelete"] {
+            assert!(events.iter().any(|e| e["reason"] == reason), "no {reason}");
+        }
+    }
+
+    #[tokio::test]
+    async fn deployments_recreate_keep_limited_history_and_report_a_stalled_rollout() {
+        let c = Cluster::start().await;
+        let d = json!({"metadata": {"name": "d"}, "spec": {"replicas": 2,
+            "strategy": {"type": "Recreate"}, "revisionHistoryLimit": 1,
+            "progressDeadlineSeconds": 1,
+            "selector": {"matchLabels": {"app": "d"}}, "template": template("d", "v1")}});
+        c.create("deployments", d).await;
+        c.until("two pods of v1", |c| c.list("pods").len() == 2)
+            .await;
+        // The pods never become ready: the rollout reports it stalled after its deadline.
+        c.until("ProgressDeadlineExceeded", |c| {
+            c.get("deployments", "d")
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|k| {
+                    k["type"] == "Progressing"
+                        && k["status"] == "False"
+                        && k["reason"] == "ProgressDeadlineExceeded"
+                })
+        })
+        .await;
+
+        // Recreate: every old pod is gone before the new template's pods are made.
+        for pod in c.list("pods") {
+            c.ready(object::name(&pod)).await;
+        }
+        c.patch(
+            "deployments",
+            "d",
+            json!({"spec": {"template": template("d", "v2")}}),
+            Target::Main,
+        )
+        .await;
+        let mut mixed = false;
+        for _ in 0..400 {
+            let images: Vec<String> = c
+                .list("pods")
+                .iter()
+                .map(|p| {
+                    p["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect();
+            mixed |= images.contains(&"v1".to_string()) && images.contains(&"v2".to_string());
+            if images == ["v2", "v2"] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(!mixed, "old and new pods ran side by side under Recreate");
+        assert_eq!(c.list("pods").len(), 2);
+
+        // A third template: only revisionHistoryLimit (1) old ReplicaSet is kept.
+        c.patch(
+            "deployments",
+            "d",
+            json!({"spec": {"template": template("d", "v3")}}),
+            Target::Main,
+        )
+        .await;
+        c.until("v3 running and history pruned", |c| {
+            let rs = c.list("replicasets");
+            let pods = c.list("pods");
+            rs.len() == 2
+                && pods.len() == 2
+                && pods
+                    .iter()
+                    .all(|p| p["spec"]["containers"][0]["image"] == "v3")
+        })
+        .await;
+        let revisions: Vec<String> = c
+            .list("replicasets")
+            .iter()
+            .map(|r| {
+                r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            revisions.contains(&"2".to_string()) && revisions.contains(&"3".to_string()),
+            "{revisions:?}"
+        );
+        assert_eq!(
+            c.get("deployments", "d")["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "3"
+        );
+
+        // Deleting the deployment takes its ReplicaSets and pods along.
+        c.api
+            .delete(
+                Cluster::res("deployments"),
+                Some("default"),
+                "d",
+                &DeleteOptions::default(),
+            )
+            .await
+            .unwrap();
+        c.until("dependents gone", |c| {
+            c.list("replicasets").is_empty() && c.list("pods").is_empty()
+        })
+        .await;
+    }
+}
