@@ -222,22 +222,7 @@ impl State {
                 entry.1 += 1;
             }
         }
-        let all_dark = !zones.is_empty() && zones.values().all(|(n, bad)| n == bad);
-        let rate = |zone: &str| {
-            let (n, bad) = zones.get(zone).copied().unwrap_or((0, 0));
-            if all_dark {
-                0.0
-            } else if bad == n
-                || bad < 3
-                || (bad as f64) < settings.unhealthy_zone_threshold * n as f64
-            {
-                settings.eviction_rate
-            } else if n > settings.large_cluster_size_threshold {
-                settings.secondary_eviction_rate
-            } else {
-                0.0
-            }
-        };
+        let rate = |zone: &str| eviction_rate(&zones, zone, settings);
 
         let names: Vec<String> = self.nodes.keys().cloned().collect();
         for name in names {
@@ -385,6 +370,24 @@ impl State {
     }
 }
 
+/// Nodes per second that may get NoExecute taints in `zone`, given (nodes, unhealthy nodes)
+/// per zone: the normal rate while a zone is healthy (fewer than three or less than the
+/// threshold share unhealthy) or fully dark on its own; the secondary rate in a large partly
+/// disrupted zone; none in a small one, and none anywhere while every zone is dark.
+fn eviction_rate(zones: &HashMap<String, (usize, usize)>, zone: &str, settings: &Settings) -> f64 {
+    let all_dark = !zones.is_empty() && zones.values().all(|(n, bad)| n == bad);
+    let (n, bad) = zones.get(zone).copied().unwrap_or((0, 0));
+    if all_dark {
+        0.0
+    } else if bad == n || bad < 3 || (bad as f64) < settings.unhealthy_zone_threshold * n as f64 {
+        settings.eviction_rate
+    } else if n > settings.large_cluster_size_threshold {
+        settings.secondary_eviction_rate
+    } else {
+        0.0
+    }
+}
+
 fn zone_of(node: &Value) -> String {
     node.pointer("/metadata/labels/topology.kubernetes.io~1zone")
         .and_then(Value::as_str)
@@ -505,6 +508,39 @@ mod tests {
         let valued = json!({"key": "k", "value": "v", "effect": "NoExecute"});
         assert!(tolerates(&json!({"key": "k", "value": "v"}), &valued));
         assert!(!tolerates(&json!({"key": "k", "value": "w"}), &valued));
+    }
+
+    #[test]
+    fn disrupted_zones_slow_or_stop_evictions() {
+        let s = Settings::default();
+        let zones = |list: &[(&str, usize, usize)]| -> HashMap<String, (usize, usize)> {
+            list.iter()
+                .map(|(z, n, bad)| (z.to_string(), (*n, *bad)))
+                .collect()
+        };
+        // Healthy, or only a few nodes down: the normal rate.
+        assert_eq!(eviction_rate(&zones(&[("a", 10, 2)]), "a", &s), 0.1);
+        assert_eq!(eviction_rate(&zones(&[("a", 10, 5)]), "a", &s), 0.1);
+        // 60% of a small zone down: no evictions; of a large one: the secondary rate.
+        assert_eq!(
+            eviction_rate(&zones(&[("a", 10, 6), ("b", 5, 0)]), "a", &s),
+            0.0
+        );
+        assert_eq!(
+            eviction_rate(&zones(&[("a", 100, 60), ("b", 5, 0)]), "a", &s),
+            0.01
+        );
+        // One zone fully dark while another is fine: that zone's nodes really are gone.
+        assert_eq!(
+            eviction_rate(&zones(&[("a", 10, 10), ("b", 5, 0)]), "a", &s),
+            0.1
+        );
+        // Every zone dark: the control plane lost its uplink, not the nodes their lives.
+        assert_eq!(
+            eviction_rate(&zones(&[("a", 10, 10), ("b", 5, 5)]), "a", &s),
+            0.0
+        );
+        assert_eq!(eviction_rate(&zones(&[("", 3, 3)]), "", &s), 0.0);
     }
 
     #[test]
