@@ -259,8 +259,12 @@ impl Sim {
         let mut next = tokio::time::Instant::now();
         'rounds: loop {
             for index in 0..count {
+                let due = async {
+                    tokio::time::sleep_until(next).await;
+                    limit.clone().acquire_owned().await
+                };
                 let permit = tokio::select! {
-                    _ = tokio::time::sleep_until(next) => limit.clone().acquire_owned().await?,
+                    permit = due => permit?,
                     _ = stop.cancelled() => break 'rounds,
                 };
                 next += step;
@@ -283,7 +287,8 @@ impl Sim {
                 );
             }
         }
-        while tasks.join_next().await.is_some() {}
+        // Renewals still in flight are dropped: nothing depends on them any more.
+        tasks.shutdown().await;
         Ok(())
     }
 
@@ -345,7 +350,7 @@ impl Sim {
     /// `concurrency` pods at a time.
     async fn pods(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
         let (jobs, queue) = mpsc::unbounded_channel();
-        let worker = tokio::spawn(self.clone().work(queue));
+        let worker = tokio::spawn(self.clone().work(queue, stop.clone()));
         let api: Api<Pod> = Api::all(self.client.clone());
         let stream = watcher(api, watcher::Config::default().fields("spec.nodeName!="));
         let mut stream = std::pin::pin!(stream);
@@ -394,7 +399,6 @@ impl Sim {
                 }
             }
         }
-        // Closing the queue lets the worker finish what it holds.
         drop(jobs);
         worker.await?;
         Ok(())
@@ -469,13 +473,26 @@ impl Sim {
         let _ = self.runtime.remove_pod_sandbox(sandbox).await;
     }
 
-    /// Runs the queued jobs, at most `concurrency` at a time, until the queue closes.
-    async fn work(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Job>) {
+    /// Runs the queued jobs, at most `concurrency` at a time, until `stop` (or the queue
+    /// closes).
+    async fn work(
+        self: Arc<Self>,
+        mut queue: mpsc::UnboundedReceiver<Job>,
+        stop: CancellationToken,
+    ) {
         let limit = Arc::new(Semaphore::new(self.config.concurrency));
         let mut tasks = JoinSet::new();
-        while let Some(job) = queue.recv().await {
-            let Ok(permit) = limit.clone().acquire_owned().await else {
-                break;
+        loop {
+            let next = async {
+                let job = queue.recv().await?;
+                Some((job, limit.clone().acquire_owned().await.ok()?))
+            };
+            let (job, permit) = tokio::select! {
+                next = next => match next {
+                    Some(next) => next,
+                    None => break,
+                },
+                _ = stop.cancelled() => break,
             };
             while tasks.try_join_next().is_some() {}
             let this = self.clone();
@@ -490,7 +507,8 @@ impl Sim {
                 drop(permit);
             });
         }
-        while tasks.join_next().await.is_some() {}
+        // A simulated pod has nothing to drain: what is in flight is dropped.
+        tasks.shutdown().await;
     }
 
     /// Starts the pod's containers in the fake runtime and reports it Running.
