@@ -495,7 +495,7 @@ type: Normal
 ---
 apiVersion: v1
 kind: Endpoints
-metadata: {name: api}
+metadata: {name: external}
 subsets:
 - addresses: [{ip: 10.0.0.5}]
   ports: [{port: 8080}]
@@ -503,8 +503,8 @@ subsets:
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: api-abc
-  labels: {kubernetes.io/service-name: api}
+  name: external-abc
+  labels: {kubernetes.io/service-name: external}
 addressType: IPv4
 endpoints:
 - addresses: [10.0.0.5]
@@ -563,8 +563,24 @@ ports:
         k.ok(&["describe", "pod", "solo"])
             .contains("an event for describe")
     );
-    assert!(k.ok(&["get", "endpoints", "api"]).contains("10.0.0.5:8080"));
-    assert!(k.ok(&["get", "endpointslices"]).contains("api-abc"));
+    assert!(
+        k.ok(&["get", "endpoints", "external"])
+            .contains("10.0.0.5:8080")
+    );
+    assert!(k.ok(&["get", "endpointslices"]).contains("external-abc"));
+    // The api Service's own endpoints are the controller's: its pods have no node, so none.
+    let endpoints = k.ok(&["get", "endpoints", "api"]);
+    assert!(endpoints.contains("<none>"), "{endpoints}");
+    let slices = k.ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=api",
+    ]);
+    assert!(
+        slices.contains("api-") && slices.contains("IPv4") && slices.contains("<unset>"),
+        "{slices}"
+    );
 
     // Replace (PUT) with a stale resourceVersion is a conflict; a fresh one works.
     let current = k.ok(&["get", "cm", "literal", "-o", "json"]);

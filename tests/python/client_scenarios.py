@@ -127,7 +127,7 @@ sec = core.create_namespaced_secret(NS, client.V1Secret(metadata=client.V1Object
 check(sec.data == {"pw": "aHVudGVyMg=="} and sec.type == "Opaque", "secret stringData becomes data")
 svc = core.create_namespaced_service(NS, client.V1Service(metadata=client.V1ObjectMeta(name="web"), spec=client.V1ServiceSpec(selector={"app": "web"}, ports=[client.V1ServicePort(port=80, target_port=8080)])))
 check(svc.spec.cluster_ip and svc.spec.type == "ClusterIP" and svc.spec.ports[0].protocol == "TCP", "service defaults and cluster IP")
-core.create_namespaced_endpoints(NS, client.V1Endpoints(metadata=client.V1ObjectMeta(name="web"), subsets=[client.V1EndpointSubset(addresses=[client.V1EndpointAddress(ip="10.1.0.7")], ports=[client.CoreV1EndpointPort(port=8080)])]))
+core.create_namespaced_endpoints(NS, client.V1Endpoints(metadata=client.V1ObjectMeta(name="external"), subsets=[client.V1EndpointSubset(addresses=[client.V1EndpointAddress(ip="10.1.0.7")], ports=[client.CoreV1EndpointPort(port=8080)])]))
 disc.create_namespaced_endpoint_slice(NS, client.V1EndpointSlice(metadata=client.V1ObjectMeta(name="web-1"), address_type="IPv4", endpoints=[client.V1Endpoint(addresses=["10.1.0.7"])]))
 coord.create_namespaced_lease(NS, client.V1Lease(metadata=client.V1ObjectMeta(name="leader"), spec=client.V1LeaseSpec(holder_identity="me", lease_duration_seconds=15)))
 core.create_namespaced_service_account(NS, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="robot")))

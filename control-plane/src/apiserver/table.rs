@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use skiff_api::age::human_duration;
+
 use crate::api::object::{self, meta_str};
 use crate::api::resources::ResourceDef;
 
@@ -227,63 +229,6 @@ fn since(ts: &str, now: jiff::Timestamp) -> String {
         Some(t) => human_duration((now - t).get_seconds()),
         None => "<unknown>".into(),
     }
-}
-
-/// Formats an age the way kubectl does (`45s`, `3m20s`, `5h`, `2d3h`, `1y`).
-pub fn human_duration(seconds: i64) -> String {
-    if seconds < -1 {
-        return "<invalid>".into();
-    }
-    let seconds = seconds.max(0);
-    if seconds < 120 {
-        return format!("{seconds}s");
-    }
-    let minutes = seconds / 60;
-    if minutes < 10 {
-        let s = seconds % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
-    }
-    if minutes < 180 {
-        return format!("{minutes}m");
-    }
-    let hours = minutes / 60;
-    if hours < 8 {
-        let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    let days = hours / 24;
-    if hours < 24 * 8 {
-        let h = hours % 24;
-        return if h == 0 {
-            format!("{days}d")
-        } else {
-            format!("{days}d{h}h")
-        };
-    }
-    if days < 365 * 2 {
-        return format!("{days}d");
-    }
-    let years = days / 365;
-    if days < 365 * 8 {
-        let d = days % 365;
-        return if d == 0 {
-            format!("{years}y")
-        } else {
-            format!("{years}y{d}d")
-        };
-    }
-    format!("{years}y")
 }
 
 fn template_columns(o: &Value, template: &str) -> (String, String) {
@@ -521,71 +466,14 @@ fn cells(kind: &str, o: &Value, now: jiff::Timestamp) -> Vec<Value> {
                 json!(map_selector_string(o.pointer("/spec/selector"))),
             ]
         }
-        "Endpoints" => {
-            let mut eps = Vec::new();
-            for subset in o
-                .pointer("/subsets")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let ports: Vec<i64> = subset
-                    .pointer("/ports")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(|p| n(p, "/port"))
-                    .collect();
-                for a in subset
-                    .pointer("/addresses")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    if ports.is_empty() {
-                        eps.push(s(a, "/ip").to_string());
-                    }
-                    for p in &ports {
-                        eps.push(format!("{}:{p}", s(a, "/ip")));
-                    }
-                }
-            }
-            vec![name, json!(list_more(&eps)), age]
-        }
-        "EndpointSlice" => {
-            let ports: Vec<String> = o
-                .pointer("/ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|p| n(p, "/port").to_string())
-                .collect();
-            let addrs: Vec<String> = o
-                .pointer("/endpoints")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .flat_map(|e| {
-                    e.pointer("/addresses")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default()
-                })
-                .filter_map(|a| a.as_str().map(String::from))
-                .collect();
-            let ports = if ports.is_empty() {
-                "<unset>".into()
-            } else {
-                ports.join(",")
-            };
-            vec![
-                name,
-                json!(s(o, "/addressType")),
-                json!(ports),
-                json!(list_more(&addrs)),
-                age,
-            ]
-        }
+        "Endpoints" => vec![name, json!(format_endpoints(o)), age],
+        "EndpointSlice" => vec![
+            name,
+            json!(s(o, "/addressType")),
+            json!(format_slice_ports(o)),
+            json!(format_slice_endpoints(o)),
+            age,
+        ],
         "Node" => {
             let conds = o
                 .pointer("/status/conditions")
@@ -801,9 +689,88 @@ fn hpa_targets(o: &Value) -> String {
         .join(", ")
 }
 
-fn list_more(items: &[String]) -> String {
+/// The Endpoints column of `kubectl get endpoints` (upstream's `formatEndpoints`): the first
+/// three ready `ip:port`s, then how many more.
+fn format_endpoints(o: &Value) -> String {
+    let subsets = o
+        .pointer("/subsets")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if subsets.is_empty() {
+        return "<none>".into();
+    }
+    const MAX: usize = 3;
+    let (mut list, mut more, mut count) = (Vec::new(), false, 0);
+    let host_port = |ip: &str, port: Option<i64>| match port {
+        None => ip.to_string(),
+        Some(p) if ip.contains(':') => format!("[{ip}]:{p}"),
+        Some(p) => format!("{ip}:{p}"),
+    };
+    'subsets: for subset in &subsets {
+        let addresses = subset["addresses"].as_array().cloned().unwrap_or_default();
+        let ports: Vec<Option<i64>> = match subset["ports"].as_array() {
+            Some(p) if !p.is_empty() => p.iter().map(|p| Some(n(p, "/port"))).collect(),
+            // Headless Services may have no ports.
+            _ => vec![None],
+        };
+        for port in ports {
+            count += addresses.len();
+            for a in &addresses {
+                if list.len() == MAX {
+                    more = true;
+                    break 'subsets;
+                }
+                list.push(host_port(s(a, "/ip"), port));
+            }
+        }
+    }
+    let ret = list.join(",");
+    if more {
+        format!("{ret} + {} more...", count - MAX)
+    } else {
+        ret
+    }
+}
+
+/// The Ports column of `kubectl get endpointslices` (upstream's `formatDiscoveryPorts`).
+fn format_slice_ports(o: &Value) -> String {
+    let ports = o
+        .pointer("/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let list: Vec<String> = ports
+        .iter()
+        .map(
+            |p| match (p.get("port").and_then(Value::as_i64), p["name"].as_str()) {
+                (Some(port), _) => port.to_string(),
+                (None, Some(name)) => name.to_string(),
+                (None, None) => "*".into(),
+            },
+        )
+        .collect();
+    with_more(&list)
+}
+
+/// The Endpoints column of `kubectl get endpointslices` (upstream's
+/// `formatDiscoveryEndpoints`): every address, the first three shown.
+fn format_slice_endpoints(o: &Value) -> String {
+    let addresses: Vec<String> = o
+        .pointer("/endpoints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    with_more(&addresses)
+}
+
+/// Upstream's `listWithMoreString`: three items, then how many more; `<unset>` for none.
+fn with_more(items: &[String]) -> String {
     match items.len() {
-        0 => "<none>".into(),
+        0 => "<unset>".into(),
         1..=3 => items.join(","),
         k => format!("{} + {} more...", items[..3].join(","), k - 3),
     }
@@ -917,17 +884,35 @@ fn pod_summary(o: &Value, now: jiff::Timestamp) -> (String, String, String) {
 
 #[cfg(test)]
 mod tests {
-    use super::human_duration;
+    use super::*;
 
     #[test]
-    fn ages_read_like_kubectl() {
-        assert_eq!(human_duration(5), "5s");
-        assert_eq!(human_duration(119), "119s");
-        assert_eq!(human_duration(200), "3m20s");
-        assert_eq!(human_duration(600), "10m");
-        assert_eq!(human_duration(3 * 3600 + 120), "3h2m");
-        assert_eq!(human_duration(30 * 3600), "30h");
-        assert_eq!(human_duration(3 * 86400 + 3600), "3d1h");
-        assert_eq!(human_duration(400 * 86400), "400d");
+    fn endpoints_columns_read_as_kubectl_prints_them() {
+        assert_eq!(format_endpoints(&json!({})), "<none>");
+        // Only not-ready addresses: an empty column, as upstream.
+        let not_ready = json!({"subsets": [{"notReadyAddresses": [{"ip": "10.0.0.1"}],
+                                            "ports": [{"port": 80}]}]});
+        assert_eq!(format_endpoints(&not_ready), "");
+        let five = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"},
+            {"ip": "10.0.0.3"}, {"ip": "10.0.0.4"}, {"ip": "fd00::5"}], "ports": [{"port": 80}, {"port": 81}]}]});
+        assert_eq!(
+            format_endpoints(&five),
+            "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 2 more..."
+        );
+        let headless = json!({"subsets": [{"addresses": [{"ip": "fd00::5"}]}]});
+        assert_eq!(format_endpoints(&headless), "fd00::5");
+        let v6 = json!({"subsets": [{"addresses": [{"ip": "fd00::5"}], "ports": [{"port": 80}]}]});
+        assert_eq!(format_endpoints(&v6), "[fd00::5]:80");
+
+        assert_eq!(format_slice_ports(&json!({"ports": []})), "<unset>");
+        assert_eq!(format_slice_endpoints(&json!({"endpoints": []})), "<unset>");
+        let slice = json!({"ports": [{"name": "http", "port": 8080}, {"name": "any"}],
+            "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]},
+                          {"addresses": ["10.0.0.3"]}, {"addresses": ["10.0.0.4"]}]});
+        assert_eq!(format_slice_ports(&slice), "8080,any");
+        assert_eq!(
+            format_slice_endpoints(&slice),
+            "10.0.0.1,10.0.0.2,10.0.0.3 + 1 more..."
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod cronjob;
 pub mod deployment;
+pub mod endpoints;
 pub mod job;
 pub mod nodes;
 pub mod replicaset;
@@ -32,6 +33,7 @@ pub async fn run(api: Api, node_lifecycle: nodes::Settings, stop: CancellationTo
         runner::run(api.clone(), deployment::Deployments, stop.clone()),
         runner::run(api.clone(), job::Jobs, stop.clone()),
         runner::run(api.clone(), cronjob::CronJobs, stop.clone()),
+        runner::run(api.clone(), endpoints::Endpoints, stop.clone()),
     );
 }
 
@@ -267,8 +269,12 @@ mod tests {
             names == [owned[1].clone()]
         })
         .await;
+        // The status is written after the deletion.
+        c.until("the status counting one pod", |c| {
+            c.get("replicasets", "rs").pointer("/status/replicas") == Some(&json!(1))
+        })
+        .await;
         let status = c.get("replicasets", "rs")["status"].clone();
-        assert_eq!(status["replicas"], 1, "{status}");
         assert_eq!(status["availableReplicas"], 1, "{status}");
         assert_eq!(status["fullyLabeledReplicas"], 1, "{status}");
         let events = c.list("events");
@@ -385,5 +391,166 @@ mod tests {
             c.list("replicasets").is_empty() && c.list("pods").is_empty()
         })
         .await;
+    }
+
+    /// The ready and not-ready pod names of a Service's Endpoints, and of its slices.
+    fn endpoints_of(c: &Cluster, service: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let ep = c.get("endpoints", service);
+        let names = |field: &str| {
+            let mut names: Vec<String> = ep["subsets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s[field].as_array().cloned().unwrap_or_default())
+                .map(|a| a["targetRef"]["name"].as_str().unwrap_or("").to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        let mut sliced: Vec<String> = c
+            .list("endpointslices")
+            .iter()
+            .filter(|s| s["metadata"]["labels"]["kubernetes.io/service-name"] == service)
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .map(|e| e["targetRef"]["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        sliced.sort();
+        (names("addresses"), names("notReadyAddresses"), sliced)
+    }
+
+    #[tokio::test]
+    async fn endpoints_follow_the_readiness_of_the_pods_a_service_selects() {
+        let c = Cluster::start().await;
+        let svc = json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}});
+        c.create("services", svc).await;
+        let mut t = template("web", "x");
+        t["spec"]["containers"][0]["ports"] = json!([{"name": "http", "containerPort": 8080}]);
+        let rs = json!({"metadata": {"name": "web"}, "spec": {"replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}}, "template": t}});
+        c.create("replicasets", rs).await;
+        c.until(
+            "two pods, an empty Endpoints and a placeholder slice",
+            |c| {
+                c.list("pods").len() == 2
+                    && c.api
+                        .get(Cluster::res("endpoints"), Some("default"), "web")
+                        .is_ok()
+                    && !c.list("endpointslices").is_empty()
+            },
+        )
+        .await;
+        // Pods without an address are not endpoints yet.
+        assert_eq!(endpoints_of(&c, "web"), (vec![], vec![], vec![]));
+        let slices = c.list("endpointslices");
+        assert_eq!(slices.len(), 1, "one placeholder slice: {slices:?}");
+        assert_eq!(slices[0]["addressType"], "IPv4");
+        assert_eq!(
+            slices[0]["metadata"]["ownerReferences"][0]["kind"],
+            "Service"
+        );
+
+        let pods: Vec<String> = c
+            .list("pods")
+            .iter()
+            .map(|p| object::name(p).to_string())
+            .collect();
+        let set_ready = |ready: bool| {
+            json!({"status": {"phase": "Running", "podIP": "10.0.0.7", "conditions": [
+                {"type": "Ready", "status": if ready {"True"} else {"False"},
+                 "lastTransitionTime": object::now()}]}})
+        };
+        c.patch("pods", &pods[0], set_ready(true), Target::Status)
+            .await;
+        c.patch("pods", &pods[1], set_ready(false), Target::Status)
+            .await;
+        c.until("one ready and one not-ready address", |c| {
+            endpoints_of(c, "web")
+                == (
+                    vec![pods[0].clone()],
+                    vec![pods[1].clone()],
+                    vec![pods[0].clone()],
+                )
+        })
+        .await;
+        let ep = c.get("endpoints", "web");
+        assert_eq!(
+            ep["subsets"][0]["ports"],
+            json!([{"name": "http", "port": 8080, "protocol": "TCP"}]),
+            "the named targetPort resolves to the container port: {ep}"
+        );
+        assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "10.0.0.7");
+
+        // The second pod turns ready; the first is relabelled out of the selector.
+        c.patch("pods", &pods[1], set_ready(true), Target::Status)
+            .await;
+        c.patch(
+            "pods",
+            &pods[0],
+            json!({"metadata": {"labels": {"app": "other"}}}),
+            Target::Main,
+        )
+        .await;
+        c.until(
+            "only the second pod (and the replacement, not ready)",
+            |c| {
+                let (ready, _, sliced) = endpoints_of(c, "web");
+                ready == [pods[1].clone()] && sliced == [pods[1].clone()]
+            },
+        )
+        .await;
+
+        // Scaling to zero empties them.
+        c.patch(
+            "replicasets",
+            "web",
+            json!({"spec": {"replicas": 0}}),
+            Target::Main,
+        )
+        .await;
+        c.until("no endpoints", |c| {
+            let ep = c.get("endpoints", "web");
+            let slices: Vec<Value> = c
+                .list("endpointslices")
+                .into_iter()
+                .filter(|s| s["metadata"]["labels"]["kubernetes.io/service-name"] == "web")
+                .collect();
+            ep.get("subsets")
+                .is_none_or(|s| s.as_array().is_none_or(|a| a.is_empty()))
+                && slices.len() == 1
+                && slices[0]["endpoints"]
+                    .as_array()
+                    .is_none_or(|e| e.is_empty())
+        })
+        .await;
+
+        // A Service without a selector keeps the Endpoints its user writes.
+        let manual = json!({"metadata": {"name": "manual"}, "spec": {"ports": [{"port": 80}]}});
+        c.create("services", manual).await;
+        let ep = json!({"metadata": {"name": "manual"},
+            "subsets": [{"addresses": [{"ip": "192.0.2.1"}], "ports": [{"port": 80}]}]});
+        c.create("endpoints", ep).await;
+        // Deleting a Service removes its Endpoints and slices.
+        c.api
+            .delete(
+                Cluster::res("services"),
+                Some("default"),
+                "web",
+                &DeleteOptions::default(),
+            )
+            .await
+            .unwrap();
+        c.until("web's endpoints gone", |c| {
+            c.api
+                .get(Cluster::res("endpoints"), Some("default"), "web")
+                .is_err()
+                && c.list("endpointslices").is_empty()
+        })
+        .await;
+        assert_eq!(
+            c.get("endpoints", "manual")["subsets"][0]["addresses"][0]["ip"],
+            "192.0.2.1"
+        );
     }
 }

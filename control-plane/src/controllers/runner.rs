@@ -1,7 +1,8 @@
 //! The controller runner, in the spirit of kube-runtime's `Controller`: it watches a primary
-//! resource and the kinds its objects own, turns every event into the key of the primary
-//! object to reconcile (a pod event wakes its ReplicaSet through the pod's controller
-//! reference, or, for an orphan, the owners whose selector matches it), and runs
+//! resource, the kinds its objects own and the kinds merely related to them, turns every event
+//! into the keys of the primary objects to reconcile (a pod event wakes its ReplicaSet through
+//! the pod's controller reference, or, for an orphan, the owners whose selector matches it; it
+//! wakes the Services that select it whoever owns it), and runs
 //! `reconcile(key)` with per-key exclusivity: a key is never reconciled twice at once, and a
 //! change that arrives meanwhile runs it once more afterwards. A reconcile asks to be run
 //! again after a while, or waits for the next change; one that fails is retried with backoff.
@@ -41,6 +42,23 @@ pub trait Reconciler: Send + Sync + 'static {
     fn adopts(&self, _owner: &Value, _child: &Value) -> bool {
         false
     }
+    /// Kinds its objects do not own but still depend on (a Service's pods): an event of such
+    /// an object wakes every primary in its namespace that [`relates`](Self::relates) to it,
+    /// before or after the change, whatever owns the object.
+    fn related(&self) -> Vec<&'static ResourceDef> {
+        Vec::new()
+    }
+    /// The part of a related object that [`relates`](Self::relates) looks at (by default its
+    /// labels). The runner keeps it per object, so a change also wakes the primaries the object
+    /// related to before (a pod relabelled out of a selector).
+    fn relation(&self, _res: &'static ResourceDef, obj: &Value) -> Value {
+        object::labels(obj).cloned().unwrap_or(Value::Null)
+    }
+    /// Whether `primary` depends on a related object of kind `res` with this
+    /// [`relation`](Self::relation).
+    fn relates(&self, _primary: &Value, _res: &'static ResourceDef, _relation: &Value) -> bool {
+        false
+    }
     /// Brings the object at `key` closer to what it asks for.
     fn reconcile<'a>(
         &'a self,
@@ -61,6 +79,8 @@ pub async fn run<R: Reconciler>(api: Api, reconciler: R, stop: CancellationToken
     loop {
         let mut kinds = vec![reconciler.primary()];
         kinds.extend(reconciler.owned());
+        let owned = kinds.len();
+        kinds.extend(reconciler.related());
         let mut watches = SelectAll::new();
         let mut failed = false;
         for (i, res) in kinds.iter().enumerate() {
@@ -79,6 +99,7 @@ pub async fn run<R: Reconciler>(api: Api, reconciler: R, stop: CancellationToken
             api: api.clone(),
             reconciler: reconciler.clone(),
             primaries: HashMap::new(),
+            relations: HashMap::new(),
             waiting: VecDeque::new(),
             queued: HashSet::new(),
             running: HashSet::new(),
@@ -92,7 +113,11 @@ pub async fn run<R: Reconciler>(api: Api, reconciler: R, stop: CancellationToken
                 _ = stop.cancelled() => return,
                 e = watches.next() => {
                     let Some((i, event)) = e else { break };
-                    state.observe(kinds[i], event);
+                    if i < owned {
+                        state.observe(kinds[i], event);
+                    } else {
+                        state.observe_related(kinds[i], event);
+                    }
                 }
                 Some(key) = requeue_rx.recv() => state.enqueue(key),
                 Some((key, result)) = state.tasks.next(), if !state.tasks.is_empty() => {
@@ -111,6 +136,8 @@ struct State<R: Reconciler> {
     reconciler: Arc<R>,
     /// The primary objects, by namespace, for adopting orphans.
     primaries: HashMap<String, HashMap<String, Value>>,
+    /// What each related object looked like to `relates`, by kind, namespace and name.
+    relations: HashMap<(&'static str, String, String), Value>,
     waiting: VecDeque<Key>,
     queued: HashSet<Key>,
     running: HashSet<Key>,
@@ -169,6 +196,39 @@ impl<R: Reconciler> State<R> {
                 }
             }
             None => {}
+        }
+    }
+
+    /// Wakes the primaries a related object relates to, as it is now and as it was before.
+    fn observe_related(&mut self, res: &'static ResourceDef, event: WatchEvent) {
+        let (obj, deleted) = match event {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) => (o, false),
+            WatchEvent::Deleted(o) => (o, true),
+            WatchEvent::Bookmark { .. } | WatchEvent::Error(_) => return,
+        };
+        let ns = object::namespace(&obj).to_string();
+        let id = (res.plural, ns.clone(), object::name(&obj).to_string());
+        let now = self.reconciler.relation(res, &obj);
+        let before = if deleted {
+            self.relations.remove(&id)
+        } else {
+            self.relations.insert(id, now.clone())
+        };
+        let names: Vec<String> = self
+            .primaries
+            .get(&ns)
+            .into_iter()
+            .flatten()
+            .filter(|(_, primary)| {
+                self.reconciler.relates(primary, res, &now)
+                    || before
+                        .as_ref()
+                        .is_some_and(|b| b != &now && self.reconciler.relates(primary, res, b))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in names {
+            self.enqueue((ns.clone(), name));
         }
     }
 
