@@ -1,6 +1,7 @@
 //! Skiff's API types and pure helpers: Kubernetes kinds (re-exported from `k8s-openapi`), label
 //! and field selectors, quantities and validation helpers. No I/O lives here.
 
+pub mod age;
 pub mod cron;
 pub mod fields;
 pub mod labels;
