@@ -1340,3 +1340,237 @@ fn jobs_complete_fail_at_their_backoff_limit_and_cronjobs_fire_on_a_real_node() 
     let table = kc.ok(&["get", "cronjob", "tick"]);
     assert!(table.contains("* * * * *"), "{table}");
 }
+
+/// A probe target the test controls: answers `GET /ready` and `GET /live` with the status
+/// codes it is set to.
+struct Health {
+    port: u16,
+    ready: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    live: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Health {
+    fn serve() -> Self {
+        use std::io::{Read as _, Write as _};
+        use std::sync::atomic::{AtomicU16, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let ready = std::sync::Arc::new(AtomicU16::new(500));
+        let live = std::sync::Arc::new(AtomicU16::new(200));
+        let (r, l) = (ready.clone(), live.clone());
+        // Lives as long as the test process.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0u8; 2048];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let code = if request.starts_with("GET /ready ") {
+                    r.load(Ordering::SeqCst)
+                } else if request.starts_with("GET /live ") {
+                    l.load(Ordering::SeqCst)
+                } else {
+                    404
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        Self { port, ready, live }
+    }
+
+    fn set(which: &std::sync::atomic::AtomicU16, code: u16) {
+        which.store(code, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn probes_gate_readiness_and_endpoints_and_restart_unhealthy_containers_on_a_real_node() {
+    let modules = build_examples();
+    let server = Server::start();
+    let kc = Kc::new(Kubectl::version("33"), &server);
+    let edge1 = Agent::start(&server, "edge-1", &modules);
+    let health = Health::serve();
+
+    // Exec probes cannot run in a Wasm container: refused, naming the field.
+    let exec = pod(
+        "exec",
+        "edge-1",
+        r#""containers": [{"name": "hello", "image": "hello:1.0",
+            "livenessProbe": {"exec": {"command": ["true"]}}}]"#,
+    );
+    let err = kc.fails_stdin(&["apply", "-f", "-"], Some(&exec));
+    assert!(
+        err.contains(
+            "spec.containers[0].livenessProbe.exec: Forbidden: exec probes are not supported"
+        ),
+        "{err}"
+    );
+
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                "spec": {"selector": {"app": "web"},
+                         "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}"#,
+        ),
+    );
+    let probed = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "probed", "labels": {{"app": "web"}}}},
+            "spec": {{"nodeName": "edge-1", "terminationGracePeriodSeconds": 1,
+              "containers": [{{"name": "hello", "image": "hello:1.0",
+                "ports": [{{"name": "http", "containerPort": 8080}}],
+                "readinessProbe": {{"httpGet": {{"host": "127.0.0.1", "port": {port}, "path": "/ready"}},
+                                    "periodSeconds": 1, "failureThreshold": 1}},
+                "livenessProbe": {{"httpGet": {{"host": "127.0.0.1", "port": {port}, "path": "/live"}},
+                                   "periodSeconds": 1, "failureThreshold": 2}}}}]}}}}"#,
+        port = health.port
+    );
+    kc.ok_stdin(&["apply", "-f", "-"], Some(&probed));
+    let field = |path: &str| kc.jsonpath(&["get", "pod", "probed"], path);
+    let ready_condition = || field("{.status.conditions[?(@.type==\"Ready\")].status}");
+
+    // Running, but its readiness probe fails: not Ready, and listed as not ready.
+    wait_for("the pod running, not ready", &edge1, || {
+        field("{.status.phase}") == "Running"
+            && kc
+                .jsonpath(
+                    &["get", "endpoints", "web"],
+                    "{.subsets[*].notReadyAddresses[*].targetRef.name}",
+                )
+                .contains("probed")
+    });
+    assert_eq!(ready_condition(), "False");
+    assert_eq!(field("{.status.containerStatuses[0].ready}"), "false");
+    assert_eq!(
+        field("{.status.conditions[?(@.type==\"ContainersReady\")].status}"),
+        "False"
+    );
+    let table = kc.ok(&["get", "endpoints", "web"]);
+    assert!(!table.contains("127.0.0.1"), "{table}");
+    let events = || {
+        kc.ok(&[
+            "get",
+            "events",
+            "--field-selector=involvedObject.name=probed",
+        ])
+    };
+    wait_for("a readiness failure event", &edge1, || {
+        events().contains("Readiness probe failed: HTTP probe failed with statuscode: 500")
+    });
+
+    // The probe passes: Ready, and an endpoint of the Service.
+    Health::set(&health.ready, 200);
+    wait_for("the pod ready", &edge1, || ready_condition() == "True");
+    assert_eq!(field("{.status.containerStatuses[0].ready}"), "true");
+    wait_for("the pod in the endpoints", &edge1, || {
+        kc.ok(&["get", "endpoints", "web"])
+            .contains("127.0.0.1:8080")
+    });
+    let slices = kc.jsonpath(
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+        ],
+        "{.items[*].endpoints[*].conditions.ready} {.items[*].ports[*].port}",
+    );
+    assert_eq!(slices, "true 8080");
+    let table = kc.ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=web",
+    ]);
+    assert!(
+        table.contains("IPv4") && table.contains("8080") && table.contains("127.0.0.1"),
+        "{table}"
+    );
+
+    // It fails again: out of rotation.
+    Health::set(&health.ready, 503);
+    wait_for("the pod not ready again", &edge1, || {
+        ready_condition() == "False" && !kc.ok(&["get", "endpoints", "web"]).contains("127.0.0.1")
+    });
+    Health::set(&health.ready, 200);
+    wait_for("the pod ready again", &edge1, || {
+        ready_condition() == "True"
+    });
+    assert_eq!(field("{.status.containerStatuses[0].restartCount}"), "0");
+
+    // Liveness fails twice in a row: the container is killed and restarted.
+    Health::set(&health.live, 500);
+    wait_for("a restart for liveness", &edge1, || {
+        field("{.status.containerStatuses[0].restartCount}") != "0"
+    });
+    Health::set(&health.live, 200);
+    let events = events();
+    assert!(
+        events.contains("Liveness probe failed: HTTP probe failed with statuscode: 500")
+            && events.contains("Container hello failed liveness probe, will be restarted"),
+        "{events}"
+    );
+    assert_eq!(
+        field("{.status.containerStatuses[0].lastState.terminated.exitCode}"),
+        "137"
+    );
+    // The new attempt is probed afresh and becomes ready again.
+    wait_for("the restarted container ready", &edge1, || {
+        ready_condition() == "True"
+            && !field("{.status.containerStatuses[0].state.running.startedAt}").is_empty()
+    });
+    wait_for("back in the endpoints", &edge1, || {
+        kc.ok(&["get", "endpoints", "web"])
+            .contains("127.0.0.1:8080")
+    });
+
+    // A startup probe holds the container unstarted (and unready) until its port answers.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("address").port();
+    drop(closed);
+    let slow = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "slow", "labels": {{"app": "web"}}}},
+            "spec": {{"nodeName": "edge-1", "terminationGracePeriodSeconds": 1,
+              "containers": [{{"name": "hello", "image": "hello:1.0",
+                "ports": [{{"name": "http", "containerPort": 8080}}],
+                "startupProbe": {{"tcpSocket": {{"host": "127.0.0.1", "port": {port}}},
+                                  "periodSeconds": 1, "failureThreshold": 600}}}}]}}}}"#
+    );
+    kc.ok_stdin(&["apply", "-f", "-"], Some(&slow));
+    let slow_field = |path: &str| kc.jsonpath(&["get", "pod", "slow"], path);
+    wait_for("the slow pod running, not started", &edge1, || {
+        slow_field("{.status.phase}") == "Running"
+            && kc
+                .ok(&["get", "events", "--field-selector=involvedObject.name=slow"])
+                .contains("Startup probe failed: dial tcp")
+    });
+    assert_eq!(
+        slow_field("{.status.containerStatuses[0].started}"),
+        "false"
+    );
+    assert_eq!(slow_field("{.status.containerStatuses[0].ready}"), "false");
+    let open = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind the port");
+    wait_for("the slow pod started and ready", &edge1, || {
+        slow_field("{.status.containerStatuses[0].started}") == "true"
+            && slow_field("{.status.conditions[?(@.type==\"Ready\")].status}") == "True"
+    });
+    drop(open);
+    wait_for("both pods in the endpoints", &edge1, || {
+        kc.jsonpath(
+            &["get", "endpoints", "web"],
+            "{.subsets[*].addresses[*].targetRef.name}",
+        )
+        .split_whitespace()
+        .count()
+            == 2
+    });
+
+    // Deleting the pods empties the endpoints.
+    kc.ok(&["delete", "pod", "probed", "slow"]);
+    wait_for("no endpoints", &edge1, || {
+        kc.ok(&["get", "endpoints", "web"]).contains("<none>")
+    });
+}

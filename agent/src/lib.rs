@@ -8,6 +8,7 @@ mod join;
 mod modules;
 mod node;
 mod pods;
+mod probes;
 pub mod sim;
 
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! Pods bound to this node: one worker per pod drives it through its lifecycle (volumes, image
-//! pulls, init containers in order, containers, restarts with back-off, graceful deletion) and
-//! reports its status.
+//! pulls, init containers in order, containers, probes, restarts with back-off, graceful
+//! deletion) and reports its status.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -18,15 +18,19 @@ use skiff_runtime::{
     PodSandboxConfig, WasmRuntime,
 };
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::probes::{self, Verdict};
 
 /// Everything a pod worker needs.
 pub struct Pods {
     client: kube::Client,
     config: Arc<Config>,
     runtime: Arc<WasmRuntime>,
+    /// The HTTP client of `httpGet` probes.
+    probe_client: reqwest::Client,
     workers: Mutex<HashMap<String, Worker>>,
     /// Set when the agent stops: its pods stop with it but stay kept for the next start.
     stopping: std::sync::atomic::AtomicBool,
@@ -44,6 +48,7 @@ impl Pods {
             client,
             config,
             runtime,
+            probe_client: probes::client(),
             workers: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
         })
@@ -203,7 +208,12 @@ struct Slot {
     restart_at: Option<Instant>,
     /// Consecutive failed pull attempts.
     pull_failures: u32,
+    /// Its probes' results for the current attempt.
+    health: probes::Health,
 }
+
+/// A probe attempt's outcome: container index, probe, container id, result.
+type Probed = (usize, probes::Kind, String, Result<(), String>);
 
 struct PodWorker {
     pods: Arc<Pods>,
@@ -218,6 +228,10 @@ struct PodWorker {
     init_done: usize,
     started_at: String,
     reported: Value,
+    /// Probe attempts under way.
+    probing: JoinSet<Probed>,
+    /// Each pod condition's status and when it last changed.
+    transitions: HashMap<&'static str, (bool, String)>,
 }
 
 impl PodWorker {
@@ -248,6 +262,8 @@ impl PodWorker {
             init_done: 0,
             started_at: now(),
             reported: Value::Null,
+            probing: JoinSet::new(),
+            transitions: HashMap::new(),
         }
     }
 
@@ -300,10 +316,14 @@ impl PodWorker {
                 return self.finish_deletion(&pod).await;
             }
             self.step(&pod, &mounts).await;
+            self.probe(&pod).await;
             self.report(&pod).await;
             tokio::select! {
                 _ = self.spec.changed() => {}
                 _ = self.gone.cancelled() => {}
+                Some(Ok(outcome)) = self.probing.join_next(), if !self.probing.is_empty() => {
+                    self.probed(&pod, outcome).await;
+                }
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
@@ -511,6 +531,96 @@ impl PodWorker {
             }
         }
         None
+    }
+
+    /// Starts the probes that are due for the running containers (attempts run beside the
+    /// worker; [`Self::probed`] takes their outcomes in).
+    async fn probe(&mut self, pod: &Pod) {
+        let Some(spec) = &pod.spec else {
+            return;
+        };
+        let pod_ip = self
+            .pods
+            .config
+            .node_ip
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".into());
+        for (i, c) in spec.containers.iter().enumerate() {
+            let Some(id) = self.main.get(i).map(|s| s.id.clone()) else {
+                continue;
+            };
+            let running = match id {
+                Some(id) => match self.pods.runtime.container_status(&id).await {
+                    Ok(s) if matches!(s.state, ContainerState::Running { .. }) => Some(id),
+                    _ => None,
+                },
+                None => None,
+            };
+            let health = &mut self.main[i].health;
+            health.follow(c, running.as_deref());
+            for due in health.due() {
+                let (client, container, ip) =
+                    (self.pods.probe_client.clone(), c.clone(), pod_ip.clone());
+                self.probing.spawn(async move {
+                    let target = probes::Target {
+                        pod_ip: &ip,
+                        container: &container,
+                    };
+                    let outcome = probes::run(&client, &target, &due.probe, due.timeout).await;
+                    (i, due.kind, due.container_id, outcome)
+                });
+            }
+        }
+    }
+
+    /// Takes in a probe attempt's outcome: a failure is an `Unhealthy` event; a failed startup
+    /// or liveness probe has the container stopped, to be restarted by its restart policy.
+    async fn probed(&mut self, pod: &Pod, (i, kind, id, outcome): Probed) {
+        let Some(c) = pod.spec.as_ref().and_then(|s| s.containers.get(i)) else {
+            return;
+        };
+        let Some(slot) = self.main.get_mut(i) else {
+            return;
+        };
+        let verdict = slot.health.record(kind, &id, outcome);
+        let (message, restart) = match verdict {
+            Verdict::Fine => return,
+            Verdict::Failed(message) => (message, None),
+            Verdict::Restart(message, grace) => (message, Some(grace)),
+        };
+        let name = c.name.as_str();
+        tracing::debug!(pod = %self.key, container = name, probe = kind.lower(), %message, "probe failed");
+        self.event(
+            pod,
+            Some(name),
+            "Warning",
+            "Unhealthy",
+            format!("{} probe failed: {message}", kind.title()),
+        );
+        let Some(grace) = restart else {
+            return;
+        };
+        self.event(
+            pod,
+            Some(name),
+            "Normal",
+            "Killing",
+            format!(
+                "Container {name} failed {} probe, will be restarted",
+                kind.lower()
+            ),
+        );
+        let grace = grace.unwrap_or_else(|| {
+            let seconds = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30);
+            Duration::from_secs(seconds.max(0) as u64)
+        });
+        if let Err(e) = self.pods.runtime.stop_container(&id, grace).await {
+            tracing::warn!(pod = %self.key, container = name, error = %e, "cannot stop the container");
+        }
     }
 
     /// Records an event on the pod (for `kubectl describe`), without waiting for it.
@@ -816,7 +926,7 @@ impl PodWorker {
         }
     }
 
-    async fn status(&self, pod: &Pod) -> Value {
+    async fn status(&mut self, pod: &Pod) -> Value {
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec.restart_policy.clone().unwrap_or("Always".into());
         let init_specs = spec.init_containers.clone().unwrap_or_default();
@@ -829,12 +939,12 @@ impl PodWorker {
             statuses.push(self.container_status(c, &self.main[i]).await);
         }
         let initialized = self.init_done >= init_specs.len();
-        let running = |s: &Value| s.pointer("/state/running").is_some();
+        let ready = |s: &Value| s["ready"] == true;
         let terminated_code = |s: &Value| {
             s.pointer("/state/terminated/exitCode")
                 .and_then(Value::as_i64)
         };
-        let all_ready = !statuses.is_empty() && statuses.iter().all(running);
+        let all_ready = !statuses.is_empty() && statuses.iter().all(ready);
         let all_done = statuses.iter().all(|s| terminated_code(s).is_some());
         let init_failed = init_statuses
             .iter()
@@ -860,9 +970,17 @@ impl PodWorker {
         } else {
             "Pending"
         };
-        let condition = |kind: &str, ok: bool, reason: Option<&str>| {
+        let now = now();
+        let mut condition = |kind: &'static str, ok: bool, reason: Option<&str>| {
+            let since = match self.transitions.get(kind) {
+                Some((was, since)) if *was == ok => since.clone(),
+                // The first report dates from the pod's start.
+                None => self.started_at.clone(),
+                Some(_) => now.clone(),
+            };
+            self.transitions.insert(kind, (ok, since.clone()));
             json!({"type": kind, "status": if ok {"True"} else {"False"},
-                   "lastTransitionTime": self.started_at, "reason": reason})
+                   "lastTransitionTime": since, "reason": reason})
         };
         let completed = matches!(phase, "Succeeded" | "Failed");
         let not_ready = (!all_ready).then_some(if completed {
@@ -932,8 +1050,8 @@ impl PodWorker {
             "containerID": container_id,
             "state": state,
             "lastState": slot.last.clone().unwrap_or(json!({})),
-            "ready": running,
-            "started": running,
+            "ready": running && slot.health.ready(),
+            "started": running && slot.health.started(),
             "restartCount": slot.restarts,
         })
     }
