@@ -54,27 +54,15 @@ impl Delete {
                 targets.push((resource, ns, name.to_string()));
             }
         } else {
-            let mut args = self.args.iter();
-            match args.next() {
-                None => bail!("name a resource type and names (`skiff delete pod web`) or use -f"),
-                Some(first) if first.contains('/') => {
-                    for arg in std::iter::once(first).chain(args) {
-                        let Some((res, name)) = arg.split_once('/') else {
-                            bail!(
-                                "there is no need to specify a resource type as a separate argument when passing arguments in resource/name form"
-                            );
-                        };
-                        targets.push((res.to_string(), None, name.to_string()));
-                    }
+            if self.args.is_empty() {
+                bail!("name a resource type and names (`skiff delete pod web`) or use -f");
+            }
+            match resource::targets(&self.args)? {
+                resource::Targets::All(_) => {
+                    bail!("resource(s) were provided, but no name was specified")
                 }
-                Some(res) => {
-                    let names: Vec<&String> = args.collect();
-                    if names.is_empty() {
-                        bail!("resource(s) were provided, but no name was specified");
-                    }
-                    for name in names {
-                        targets.push((res.clone(), None, name.clone()));
-                    }
+                resource::Targets::Named(named) => {
+                    targets.extend(named.into_iter().map(|(res, name)| (res, None, name)));
                 }
             }
         }

@@ -3,12 +3,14 @@
 mod agent;
 mod apply;
 mod delete;
+mod describe;
 mod get;
 mod kubeconfig;
 mod logs;
 mod manifest;
 mod push;
 mod resource;
+mod run;
 mod server;
 mod sim;
 mod up;
@@ -38,6 +40,10 @@ pub enum Command {
     Delete(delete::Delete),
     /// Print a container's log (kubectl logs).
     Logs(logs::Logs),
+    /// Show details of objects and their recent events (kubectl describe).
+    Describe(describe::Describe),
+    /// Create and run a pod of one container (kubectl run).
+    Run(run::Run),
 }
 
 impl Command {
@@ -53,6 +59,8 @@ impl Command {
             Self::Apply(c) => c.execute().await,
             Self::Delete(c) => c.execute().await,
             Self::Logs(c) => c.execute().await,
+            Self::Describe(c) => c.execute().await,
+            Self::Run(c) => c.execute().await,
         }
     }
 
@@ -60,7 +68,13 @@ impl Command {
     /// person on the terminal, so their components speak up only about problems.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
-            Self::Up(_) | Self::Get(_) | Self::Apply(_) | Self::Delete(_) | Self::Logs(_) => "warn",
+            Self::Up(_)
+            | Self::Get(_)
+            | Self::Apply(_)
+            | Self::Delete(_)
+            | Self::Logs(_)
+            | Self::Describe(_)
+            | Self::Run(_) => "warn",
             Self::Server(_) | Self::Agent(_) | Self::Push(_) | Self::Keygen(_) => "info",
             Self::SimNodes(_) => "info",
         }

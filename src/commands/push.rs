@@ -1,6 +1,7 @@
 //! `skiff push` and `skiff keygen`: modules into the control plane's module store, optionally
 //! signed by a publisher key.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
@@ -43,7 +44,7 @@ impl Push {
             bytes.len().div_ceil(1024),
             self.reference
         );
-        let body = upload(&config, &self.reference, bytes, key.as_ref()).await?;
+        let body = upload(&config, &self.reference, bytes, key.as_ref(), true).await?;
         println!(
             "module.skiff.dev/{} pushed: {}",
             body["metadata"]["name"].as_str().unwrap_or(&self.reference),
@@ -53,13 +54,18 @@ impl Push {
     }
 }
 
+/// Modules at least this large show upload progress.
+const PROGRESS_FROM: usize = 1 << 20;
+
 /// Stores `bytes` in the module store of the cluster `config` names, as `reference`
-/// (`NAME:TAG`), signed with `key` when given; answers the `Module` object.
+/// (`NAME:TAG`), signed with `key` when given; answers the `Module` object. With `progress`,
+/// a large module's upload reports on stderr how much has been sent.
 pub async fn upload(
     config: &Kubeconfig,
     reference: &str,
     bytes: Vec<u8>,
     key: Option<&ed25519_dalek::SigningKey>,
+    progress: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let mut request = config
         .http()?
@@ -78,8 +84,21 @@ pub async fn upload(
                 b64.encode(key.verifying_key().as_bytes()),
             );
     }
+    let total = bytes.len();
+    let body = if progress && total >= PROGRESS_FROM {
+        let mut meter = Progress::new(total, std::io::stderr().is_terminal());
+        let chunks: Vec<Vec<u8>> = bytes.chunks(64 << 10).map(<[u8]>::to_vec).collect();
+        let stream = futures::stream::iter(chunks.into_iter().map(move |chunk| {
+            meter.sent(chunk.len());
+            Ok::<_, std::io::Error>(chunk)
+        }));
+        request = request.header("content-length", total);
+        reqwest::Body::wrap_stream(stream)
+    } else {
+        reqwest::Body::from(bytes)
+    };
     let response = request
-        .body(bytes)
+        .body(body)
         .send()
         .await
         .with_context(|| format!("cannot reach {}", config.server))?;
@@ -94,6 +113,55 @@ pub async fn upload(
         );
     }
     Ok(body)
+}
+
+/// Upload progress on stderr: one line per tenth sent, or on a terminal one line rewritten.
+struct Progress {
+    total: usize,
+    sent: usize,
+    shown: usize,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(total: usize, terminal: bool) -> Self {
+        Self {
+            total,
+            sent: 0,
+            shown: 0,
+            terminal,
+        }
+    }
+
+    /// Counts `n` more bytes handed to the connection.
+    fn sent(&mut self, n: usize) {
+        self.sent += n;
+        if let Some(line) = self.line() {
+            if self.terminal {
+                let end = if self.sent >= self.total { "\n" } else { "" };
+                eprint!("\r{line}{end}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    /// The line to show now, if the upload has reached its next step: a tenth (on a terminal,
+    /// a percent).
+    fn line(&mut self) -> Option<String> {
+        let step = if self.terminal { 1 } else { 10 };
+        let percent = self.sent * 100 / self.total.max(1);
+        let reached = percent / step * step;
+        if reached <= self.shown {
+            return None;
+        }
+        self.shown = reached;
+        Some(format!(
+            "sent {} KiB of {} KiB ({reached}%)",
+            self.sent.div_ceil(1024),
+            self.total.div_ceil(1024)
+        ))
+    }
 }
 
 /// Make an ed25519 publisher key for signing modules.
@@ -136,4 +204,22 @@ fn load_key(path: &std::path::Path) -> anyhow::Result<ed25519_dalek::SigningKey>
         .and_then(|b| b.try_into().ok())
         .with_context(|| format!("{} is not a key made by `skiff keygen`", path.display()))?;
     Ok(ed25519_dalek::SigningKey::from_bytes(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_a_line_per_tenth() {
+        let mut p = Progress::new(100 << 10, false);
+        let mut lines = Vec::new();
+        for _ in 0..25 {
+            p.sent += 4 << 10;
+            lines.extend(p.line());
+        }
+        assert_eq!(lines.len(), 10, "{lines:?}");
+        assert_eq!(lines[0], "sent 12 KiB of 100 KiB (10%)");
+        assert_eq!(lines[9], "sent 100 KiB of 100 KiB (100%)");
+    }
 }

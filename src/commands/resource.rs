@@ -82,3 +82,79 @@ pub async fn resolve(client: &kube::Client, name: &str) -> anyhow::Result<Resour
         ),
     }
 }
+
+/// What the command line names: `TYPE` (every object of that type), `TYPE NAME...` or
+/// `TYPE/NAME...`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// Every object of this resource type.
+    All(String),
+    /// (resource type, name) pairs.
+    Named(Vec<(String, String)>),
+}
+
+/// Parses `TYPE [NAME...]` or `TYPE/NAME...` as kubectl does (and with its messages).
+pub fn targets(args: &[String]) -> anyhow::Result<Targets> {
+    let Some((first, rest)) = args.split_first() else {
+        bail!("you must specify the type of resource");
+    };
+    if first.contains('/') {
+        let mut named = Vec::new();
+        for arg in args {
+            match arg.split_once('/') {
+                Some((res, name)) if !res.is_empty() && !name.is_empty() => {
+                    named.push((res.to_string(), name.to_string()))
+                }
+                Some(_) => {
+                    bail!("arguments in resource/name form must have a single resource and name")
+                }
+                None => bail!(
+                    "there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (e.g. 'skiff get resource/<resource_name>' instead of 'skiff get resource resource/<resource_name>'"
+                ),
+            }
+        }
+        return Ok(Targets::Named(named));
+    }
+    if rest.is_empty() {
+        return Ok(Targets::All(first.clone()));
+    }
+    if let Some(bad) = rest.iter().find(|r| r.contains('/')) {
+        bail!(
+            "there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (e.g. 'skiff get resource/<resource_name>' instead of 'skiff get resource {bad}'"
+        );
+    }
+    Ok(Targets::Named(
+        rest.iter().map(|n| (first.clone(), n.clone())).collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn targets_as_kubectl_takes_them() {
+        assert_eq!(
+            targets(&args(&["pods"])).unwrap(),
+            Targets::All("pods".into())
+        );
+        assert_eq!(
+            targets(&args(&["pod", "a", "b"])).unwrap(),
+            Targets::Named(vec![("pod".into(), "a".into()), ("pod".into(), "b".into())])
+        );
+        assert_eq!(
+            targets(&args(&["pod/a", "deploy/b"])).unwrap(),
+            Targets::Named(vec![
+                ("pod".into(), "a".into()),
+                ("deploy".into(), "b".into())
+            ])
+        );
+        assert!(targets(&args(&["pod/a", "b"])).is_err());
+        assert!(targets(&args(&["pod", "deploy/b"])).is_err());
+        assert!(targets(&[]).is_err());
+    }
+}

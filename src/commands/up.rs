@@ -162,7 +162,7 @@ async fn bring_up(
 ) -> anyhow::Result<()> {
     let config = Kubeconfig::load(Some(kubeconfig_path))?;
     for (reference, bytes) in modules {
-        super::push::upload(&config, reference, bytes, None)
+        super::push::upload(&config, reference, bytes, None, false)
             .await
             .with_context(|| format!("cannot push the example module {reference}"))?;
     }
