@@ -174,58 +174,215 @@ async fn bring_up(
         println!("{done}");
         applied.push(done);
     }
-    show_pods(client, &applied).await
+    show_pods(client, manifests, &applied).await
 }
 
-/// Prints the pods of the applied objects (the Pods themselves, and pods the others own) as
-/// their status changes, until every one of them is Running (or has finished).
-async fn show_pods(client: kube::Client, applied: &[Applied]) -> anyhow::Result<()> {
-    let wanted: HashSet<(String, String)> = applied
-        .iter()
-        .filter(|a| a.kind == "Pod")
-        .map(|a| (a.namespace.clone().unwrap_or_default(), a.name.clone()))
-        .collect();
-    let owners: HashSet<&str> = applied.iter().map(|a| a.uid.as_str()).collect();
-    if wanted.is_empty() {
+/// Prints the pods of the applied objects as their status changes, until they are up: the
+/// applied Pods themselves, the pods of applied workloads (ReplicaSets, Deployments, through
+/// the ReplicaSets they make, ReplicationControllers, StatefulSets: by their selector; Jobs: by
+/// owner), and pods other applied objects own.
+async fn show_pods(
+    client: kube::Client,
+    manifests: &[Manifest],
+    applied: &[Applied],
+) -> anyhow::Result<()> {
+    let mut tracker = Tracker::new(manifests, applied);
+    if tracker.done() {
         println!("Ready. Ctrl-C stops Skiff.");
         return Ok(());
     }
-    let mut shown: BTreeMap<(String, String), String> = BTreeMap::new();
-    let stream = watcher(kube::Api::<Pod>::all(client), watcher::Config::default())
-        .default_backoff()
-        .applied_objects();
+    let stream =
+        watcher(kube::Api::<Pod>::all(client), watcher::Config::default()).default_backoff();
     let mut stream = std::pin::pin!(stream);
-    while let Some(pod) = stream.try_next().await.context("cannot watch pods")? {
-        let key = (
-            pod.metadata.namespace.clone().unwrap_or_default(),
-            pod.metadata.name.clone().unwrap_or_default(),
-        );
-        let owned = pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| owners.contains(o.uid.as_str()));
-        if !wanted.contains(&key) && !owned {
-            continue;
+    while let Some(event) = stream.try_next().await.context("cannot watch pods")? {
+        let changed = match event {
+            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => tracker.update(&pod),
+            watcher::Event::Delete(pod) => {
+                tracker.remove(&pod);
+                None
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        };
+        if let Some(line) = changed {
+            println!("{line}");
         }
-        let status = status(&pod);
-        if shown.get(&key) != Some(&status) {
-            let ns = if key.0 == "default" {
-                String::new()
-            } else {
-                format!(" -n {}", key.0)
-            };
-            println!("pod/{}{ns} {status}", key.1);
-            shown.insert(key, status);
-        }
-        let up = |s: &String| ["Running", "Succeeded", "Failed"].contains(&s.as_str());
-        if wanted.iter().all(|k| shown.get(k).is_some_and(up)) && shown.values().all(up) {
+        if tracker.done() {
             break;
         }
     }
     println!("Ready. Ctrl-C stops Skiff.");
     Ok(())
+}
+
+/// Which pods `skiff up` shows, and whether they are all up.
+struct Tracker {
+    /// The applied Pods: (namespace, name).
+    pods: HashSet<(String, String)>,
+    /// Applied workloads whose pods are waited for.
+    workloads: Vec<Workload>,
+    /// The uids of every applied object: pods they own are shown too.
+    owners: HashSet<String>,
+    /// The pods shown and their last status.
+    shown: BTreeMap<(String, String), Shown>,
+}
+
+struct Workload {
+    namespace: String,
+    pods: PodsOf,
+    /// How many of its pods must be up.
+    replicas: usize,
+}
+
+enum PodsOf {
+    Selector(skiff_api::labels::Selector),
+    Owner(String),
+}
+
+struct Shown {
+    status: String,
+    labels: BTreeMap<String, String>,
+    owners: Vec<String>,
+}
+
+impl Shown {
+    fn up(&self) -> bool {
+        ["Running", "Succeeded", "Failed"].contains(&self.status.as_str())
+    }
+}
+
+impl Tracker {
+    fn new(manifests: &[Manifest], applied: &[Applied]) -> Self {
+        let mut pods = HashSet::new();
+        let mut workloads = Vec::new();
+        for (m, a) in manifests.iter().zip(applied) {
+            let namespace = a.namespace.clone().unwrap_or_default();
+            let spec = &m.object["spec"];
+            let count = |v: &serde_json::Value, default: u64| v.as_u64().unwrap_or(default);
+            match (m.object["apiVersion"].as_str(), a.kind.as_str()) {
+                (Some("v1"), "Pod") => {
+                    pods.insert((namespace, a.name.clone()));
+                }
+                (Some("apps/v1"), "Deployment" | "ReplicaSet" | "StatefulSet")
+                | (Some("v1"), "ReplicationController") => {
+                    let selector = if a.kind == "ReplicationController" {
+                        let labels = spec["selector"]
+                            .as_object()
+                            .map(|m| {
+                                m.iter()
+                                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            })
+                            .unwrap_or_default();
+                        skiff_api::labels::Selector::parse(&labels).ok()
+                    } else {
+                        serde_json::from_value(spec["selector"].clone())
+                            .ok()
+                            .and_then(|s| skiff_api::labels::Selector::from_label_selector(&s).ok())
+                    };
+                    // A workload that selects nothing, or everything, is not waited for.
+                    if let Some(selector) = selector.filter(|s| !s.is_empty()) {
+                        workloads.push(Workload {
+                            namespace,
+                            pods: PodsOf::Selector(selector),
+                            replicas: count(&spec["replicas"], 1) as usize,
+                        });
+                    }
+                }
+                (Some("batch/v1"), "Job") => {
+                    let parallelism = count(&spec["parallelism"], 1);
+                    let completions = count(&spec["completions"], parallelism);
+                    workloads.push(Workload {
+                        namespace,
+                        pods: PodsOf::Owner(a.uid.clone()),
+                        replicas: parallelism.min(completions) as usize,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Self {
+            pods,
+            workloads,
+            owners: applied.iter().map(|a| a.uid.clone()).collect(),
+            shown: BTreeMap::new(),
+        }
+    }
+
+    fn workload_has(w: &Workload, namespace: &str, shown: &Shown) -> bool {
+        w.namespace == namespace
+            && match &w.pods {
+                PodsOf::Selector(s) => s.matches(&shown.labels),
+                PodsOf::Owner(uid) => shown.owners.contains(uid),
+            }
+    }
+
+    /// Records the pod's status; the line to print when it is one of ours and changed.
+    fn update(&mut self, pod: &Pod) -> Option<String> {
+        let key = key(pod);
+        let shown = Shown {
+            status: status(pod),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            owners: pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .map(|o| o.uid.clone())
+                .collect(),
+        };
+        let ours = self.pods.contains(&key)
+            || shown.owners.iter().any(|o| self.owners.contains(o))
+            || self
+                .workloads
+                .iter()
+                .any(|w| Self::workload_has(w, &key.0, &shown));
+        if !ours {
+            return None;
+        }
+        if self
+            .shown
+            .get(&key)
+            .is_some_and(|s| s.status == shown.status)
+        {
+            return None;
+        }
+        let ns = if key.0 == "default" {
+            String::new()
+        } else {
+            format!(" -n {}", key.0)
+        };
+        let line = format!("pod/{}{ns} {}", key.1, shown.status);
+        self.shown.insert(key, shown);
+        Some(line)
+    }
+
+    fn remove(&mut self, pod: &Pod) {
+        self.shown.remove(&key(pod));
+    }
+
+    /// Whether every applied pod is up, every workload has its replicas up, and no pod shown is
+    /// still on its way up or down.
+    fn done(&self) -> bool {
+        self.pods
+            .iter()
+            .all(|k| self.shown.get(k).is_some_and(Shown::up))
+            && self.workloads.iter().all(|w| {
+                self.shown
+                    .iter()
+                    .filter(|((ns, _), s)| s.up() && Self::workload_has(w, ns, s))
+                    .count()
+                    >= w.replicas
+            })
+            && self.shown.values().all(Shown::up)
+    }
+}
+
+fn key(pod: &Pod) -> (String, String) {
+    (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 /// The pod's phase, with the reason a container is waiting or has stopped when there is one.
@@ -259,6 +416,114 @@ fn status(pod: &Pod) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::manifest::Outcome;
+
+    fn applied(text: &str) -> (Vec<Manifest>, Vec<Applied>) {
+        let manifests = manifest::parse("test.yaml", text).unwrap();
+        let applied = manifests
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Applied {
+                resource: String::new(),
+                kind: m.object["kind"].as_str().unwrap().to_string(),
+                namespace: Some("default".into()),
+                name: m.object["metadata"]["name"].as_str().unwrap().to_string(),
+                uid: format!("uid-{i}"),
+                outcome: Outcome::Created,
+            })
+            .collect();
+        (manifests, applied)
+    }
+
+    fn pod(name: &str, labels: serde_json::Value, owner: Option<&str>, phase: &str) -> Pod {
+        let owners: Vec<serde_json::Value> = owner
+            .map(|uid| {
+                serde_json::json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+                                   "uid": uid, "controller": true})
+            })
+            .into_iter()
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "labels": labels,
+                         "ownerReferences": owners},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn deployment_pods_are_shown_until_the_replicas_run() {
+        let (manifests, applied) = applied(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  \
+             selector: {matchLabels: {app: web}}\n  template: {metadata: {labels: {app: web}}}\n",
+        );
+        let mut t = Tracker::new(&manifests, &applied);
+        assert!(!t.done());
+        // Pods of the Deployment's ReplicaSet: owned by an object skiff up never saw.
+        let a = pod(
+            "web-1",
+            serde_json::json!({"app": "web"}),
+            Some("rs-uid"),
+            "Pending",
+        );
+        assert_eq!(t.update(&a).as_deref(), Some("pod/web-1 Pending"));
+        assert_eq!(
+            t.update(&a),
+            None,
+            "an unchanged status is not printed again"
+        );
+        assert!(
+            t.update(&pod(
+                "other",
+                serde_json::json!({"app": "db"}),
+                None,
+                "Running"
+            ))
+            .is_none()
+        );
+        let a = pod(
+            "web-1",
+            serde_json::json!({"app": "web"}),
+            Some("rs-uid"),
+            "Running",
+        );
+        assert_eq!(t.update(&a).as_deref(), Some("pod/web-1 Running"));
+        assert!(!t.done(), "one of two replicas");
+        let b = pod(
+            "web-2",
+            serde_json::json!({"app": "web"}),
+            Some("rs-uid"),
+            "Running",
+        );
+        t.update(&b);
+        assert!(t.done());
+        // A pod on its way out holds things up until it is gone.
+        let old = pod(
+            "web-0",
+            serde_json::json!({"app": "web"}),
+            Some("old-rs"),
+            "Pending",
+        );
+        t.update(&old);
+        assert!(!t.done());
+        t.remove(&old);
+        assert!(t.done());
+    }
+
+    #[test]
+    fn pods_jobs_and_owned_pods() {
+        let (manifests, applied) = applied(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n---\n\
+             apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\nspec: {template: {}}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+        );
+        let mut t = Tracker::new(&manifests, &applied);
+        t.update(&pod("p", serde_json::json!({}), None, "Running"));
+        assert!(!t.done(), "the job's pod has not run");
+        let j = pod("j-x", serde_json::json!({}), Some("uid-1"), "Succeeded");
+        assert_eq!(t.update(&j).as_deref(), Some("pod/j-x Succeeded"));
+        assert!(t.done());
+    }
 
     #[test]
     fn example_modules_and_manifests_are_valid() {
