@@ -203,10 +203,13 @@ fn skiff_up_as_the_readme_says() {
         "    kubectl rollout status deployment/hello\n",
         "    kubectl scale deployment hello --replicas=5\n",
         "    cargo run --release -- get pods\n",
+        "    cargo run --release -- describe pod ticker\n",
         "    cargo run --release -- logs shared-log -c tail\n",
         "    cargo run --release -- apply -f examples/manifests/pod.yaml\n",
         "    cargo run --release -- logs hello\n",
         "    cargo run --release -- delete -f examples/manifests/pod.yaml\n",
+        "    cargo run --release -- run hi --image=hello:1.0 --env GREETING=Hi\n",
+        "    cargo run --release -- logs hi\n",
     ] {
         assert!(
             readme.contains(command),
@@ -300,6 +303,21 @@ fn skiff_up_as_the_readme_says() {
     });
     kubectl.ok(&["delete", "pod", "hello", "--grace-period=1"]);
 
+    // Skiff's own client commands (used as on a host without kubectl below).
+    let skiff = |args: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .expect("skiff runs");
+        assert!(
+            out.status.success(),
+            "skiff {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     // A Deployment of the same module, rolled out and scaled.
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests/deployment.yaml");
     kubectl.ok(&["apply", "-f", &manifest.display().to_string()]);
@@ -317,23 +335,26 @@ fn skiff_up_as_the_readme_says() {
         "five available replicas",
         |out| out == "5",
     );
+    // skiff describe prints what kubectl describe prints (up to the events, whose ages move on).
+    let before_events = |text: String| -> String {
+        text.split("\nEvents:")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let described = skiff(&["describe", "deployment", "hello"]);
+    assert_eq!(
+        before_events(described.clone()),
+        before_events(kubectl.ok(&["describe", "deployment", "hello"]))
+    );
+    assert!(
+        described.contains("\nReplicas:               5 desired | 5 updated | 5 total | 5 available | 0 unavailable\n")
+            && described.contains("ScalingReplicaSet"),
+        "{described}"
+    );
     kubectl.ok(&["delete", "deployment", "hello"]);
 
     // Skiff's own client commands, as on a host without kubectl.
-    let skiff = |args: &[&str]| -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("KUBECONFIG", &kubeconfig)
-            .output()
-            .expect("skiff runs");
-        assert!(
-            out.status.success(),
-            "skiff {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     let pods = skiff(&["get", "pods"]);
     let ticker = pods
         .lines()
@@ -343,6 +364,20 @@ fn skiff_up_as_the_readme_says() {
         pods.starts_with("NAME ") && ticker.contains(" 1/1 ") && ticker.contains(" Running "),
         "{pods}"
     );
+    let described = skiff(&["describe", "pod", "ticker"]);
+    assert_eq!(
+        before_events(described.clone()),
+        before_events(kubectl.ok(&["describe", "pod", "ticker"]))
+    );
+    for want in [
+        "Name:             ticker\n",
+        "Status:           Running\n",
+        "    Image:          ticker:1.0\n",
+        "  Normal  Scheduled  ",
+        "Successfully assigned default/ticker to ",
+    ] {
+        assert!(described.contains(want), "no {want:?} in:\n{described}");
+    }
     assert!(skiff(&["logs", "shared-log", "-c", "tail"]).contains("line 1\n"));
     assert_eq!(
         skiff(&["apply", "-f", "examples/manifests/pod.yaml"]),
@@ -357,6 +392,20 @@ fn skiff_up_as_the_readme_says() {
     assert_eq!(
         skiff(&["delete", "-f", "examples/manifests/pod.yaml"]),
         "configmap \"greeting\" deleted\npod \"hello\" deleted\n"
+    );
+    assert_eq!(
+        skiff(&["run", "hi", "--image=hello:1.0", "--env", "GREETING=Hi"]),
+        "pod/hi created\n"
+    );
+    kubectl.eventually(
+        &["logs", "hi"],
+        "no greeting from the pod skiff run made",
+        |l| l.starts_with("Hi from a Wasm container!\n"),
+    );
+    assert!(skiff(&["logs", "hi"]).starts_with("Hi from a Wasm container!\n"));
+    assert_eq!(
+        kubectl.ok(&["get", "pod", "hi", "-o", "jsonpath={.metadata.labels.run}"]),
+        "hi"
     );
 
     let (exit, printed) = up.interrupt();
