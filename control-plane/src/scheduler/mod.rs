@@ -36,8 +36,9 @@ use queue::Queue;
 /// The scheduler name this scheduler answers to.
 pub const NAME: &str = "default-scheduler";
 
-/// Bindings written at once.
-const MAX_BINDING: usize = 256;
+/// Bindings written at once. Each waits for a durable flush, which the store shares among all
+/// writes that arrive meanwhile, so the more in flight, the fewer flushes per binding.
+const MAX_BINDING: usize = 1024;
 /// Pods placed between looks at the watch streams.
 const BATCH: usize = 64;
 
@@ -215,8 +216,10 @@ async fn bind(api: &Api, pod: &Value, node: &str) -> Result<(), ApiError> {
                          "metadata": {"name": name, "namespace": ns},
                          "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
     api.bind(ns, name, &binding).await?;
+    // The event need not hold up the next binding: it is written on its own.
     let message = format!("Successfully assigned {ns}/{name} to {node}");
-    event(api, pod, "Normal", "Scheduled", &message).await;
+    let (api, pod) = (api.clone(), pod.clone());
+    tokio::spawn(async move { event(&api, &pod, "Normal", "Scheduled", &message).await });
     Ok(())
 }
 
