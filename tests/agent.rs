@@ -116,14 +116,38 @@ impl Drop for Agent {
     }
 }
 
+/// The example modules, built once for all tests of a run and shared: several builds of the
+/// same sources at once have been seen to trip the wasm linker, so they take turns (`flock`)
+/// and reuse a finished build of identical sources.
 fn build_examples() -> PathBuf {
-    let out = std::env::temp_dir().join(format!("skiff-agent-examples-{}", std::process::id()));
-    let status = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wasm/build.sh"))
-        .arg(&out)
-        .stdout(Stdio::null())
+    use std::hash::{Hash as _, Hasher as _};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wasm");
+    let mut sources: Vec<PathBuf> = ["", "http"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(root.join(d)).expect("examples/wasm"))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "rs" || x == "c" || x == "sh")
+        })
+        .collect();
+    sources.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in &sources {
+        std::fs::read(path).expect("source").hash(&mut hasher);
+    }
+    let out = std::env::temp_dir().join(format!("skiff-examples-{:016x}", hasher.finish()));
+    let script = format!(
+        "test -e '{out}/.built' || {{ bash '{build}' '{out}' >/dev/null && touch '{out}/.built'; }}",
+        out = out.display(),
+        build = root.join("build.sh").display()
+    );
+    let lock = std::env::temp_dir().join("skiff-examples.lock");
+    let status = Command::new("flock")
+        .arg(&lock)
+        .args(["bash", "-c", &script])
         .status()
-        .expect("bash");
+        .expect("flock runs");
     assert!(status.success(), "examples/wasm/build.sh failed");
     out
 }

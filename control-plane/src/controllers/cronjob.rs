@@ -665,6 +665,11 @@ mod tests {
 
     #[tokio::test]
     async fn cronjobs_start_due_runs_respect_concurrency_and_prune_history() {
+        // The Job names below are for the current minute, and nothing may fall due between
+        // creating the CronJob and its first sync: keep clear of the minute's end.
+        if Timestamp::now().as_second().rem_euclid(60) >= 57 {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+        }
         let (api, _dir) = api().await;
         let cj = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
                         "spec": {"schedule": "* * * * *", "concurrencyPolicy": "Forbid",
@@ -676,10 +681,6 @@ mod tests {
             .await
             .unwrap();
         let key = ("default".to_string(), "tick".to_string());
-        // The Job names below are for the current minute: keep clear of its end.
-        if Timestamp::now().as_second().rem_euclid(60) >= 58 {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-        }
         // Nothing is due right after creation; the next minute is.
         let Action::RequeueAfter(d) = sync(&api, &key).await.unwrap() else {
             panic!("no requeue for the next run");
