@@ -364,6 +364,16 @@ fn skiff_up_as_the_readme_says() {
         pods.starts_with("NAME ") && ticker.contains(" 1/1 ") && ticker.contains(" Running "),
         "{pods}"
     );
+    // Events are recorded beside the work they tell of: wait until the scheduler's is in.
+    kubectl.eventually(
+        &[
+            "get",
+            "events",
+            "--field-selector=involvedObject.name=ticker,reason=Scheduled",
+        ],
+        "no Scheduled event for ticker",
+        |out| out.contains("Successfully assigned default/ticker to "),
+    );
     let described = skiff(&["describe", "pod", "ticker"]);
     assert_eq!(
         before_events(described.clone()),

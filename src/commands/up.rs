@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 use futures::TryStreamExt as _;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use tokio_util::sync::CancellationToken;
 
@@ -115,7 +115,7 @@ impl Up {
         let signal = super::shutdown_signal();
         tokio::pin!(signal);
         let outcome = tokio::select! {
-            result = bring_up(&kubeconfig_path, modules, &manifests) => result,
+            result = bring_up(&kubeconfig_path, &node_name, modules, &manifests) => result,
             result = &mut node => Err(node_ended(result)),
             _ = &mut signal => Ok(()),
         };
@@ -154,9 +154,11 @@ fn node_ended(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> any
     }
 }
 
-/// Pushes the example modules, applies the manifests and shows their pods coming up.
+/// Pushes the example modules, waits for the node, applies the manifests and shows their pods
+/// coming up.
 async fn bring_up(
     kubeconfig_path: &std::path::Path,
+    node_name: &str,
     modules: Vec<(&str, Vec<u8>)>,
     manifests: &[Manifest],
 ) -> anyhow::Result<()> {
@@ -167,6 +169,15 @@ async fn bring_up(
             .with_context(|| format!("cannot push the example module {reference}"))?;
     }
     let client = kubeconfig::client(Some(kubeconfig_path)).await?;
+    // Pods applied before the node is Ready would first be refused by the scheduler.
+    let nodes = kube::Api::<Node>::all(client.clone());
+    kube::runtime::wait::await_condition(nodes, node_name, |node: Option<&Node>| {
+        node.and_then(|n| n.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await
+    .context("cannot watch the node")?;
     let mut applier = Applier::new(client.clone());
     let mut applied = Vec::new();
     for m in manifests {
