@@ -164,6 +164,30 @@ fn wait_for(what: &str, agent: &Agent, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// The Ready condition's status of a node, as kubectl prints it.
+fn node_ready(kc: &Kc, node: &str) -> String {
+    let out = kc.run_stdin(
+        &[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        None,
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until every node in `nodes` is Ready.
+fn wait_ready(kc: &Kc, agent: &Agent, nodes: &[&str]) {
+    for node in nodes {
+        wait_for(&format!("{node} to be Ready"), agent, || {
+            node_ready(kc, node) == "True"
+        });
+    }
+}
+
 fn pod(name: &str, node: &str, container: &str) -> String {
     format!(
         r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
@@ -178,22 +202,7 @@ fn agents_run_pods_restart_them_and_report_status() {
     let kc = Kc::new(Kubectl::version("33"), &server);
     let edge1 = Agent::start(&server, "edge-1", &modules);
     let edge2 = Agent::start(&server, "edge-2", &modules);
-    for node in ["edge-1", "edge-2"] {
-        wait_for(&format!("{node} to be Ready"), &edge1, || {
-            kc.run_stdin(
-                &[
-                    "get",
-                    "node",
-                    node,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ],
-                None,
-            )
-            .stdout
-                == b"True"
-        });
-    }
+    wait_ready(&kc, &edge1, &["edge-1", "edge-2"]);
     let labels = kc.ok(&["get", "node", "edge-1", "-o", "jsonpath={.metadata.labels}"]);
     assert!(
         labels.contains("\"skiff.dev/runtimes\":\"wasm\""),
@@ -739,22 +748,7 @@ fn the_scheduler_follows_selectors_taints_and_anti_affinity_on_real_nodes() {
     let kc = Kc::new(Kubectl::version("33"), &server);
     let edge1 = Agent::start(&server, "edge-1", &modules);
     let _edge2 = Agent::start(&server, "edge-2", &modules);
-    for node in ["edge-1", "edge-2"] {
-        wait_for(&format!("{node} to be Ready"), &edge1, || {
-            kc.run_stdin(
-                &[
-                    "get",
-                    "node",
-                    node,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ],
-                None,
-            )
-            .stdout
-                == b"True"
-        });
-    }
+    wait_ready(&kc, &edge1, &["edge-1", "edge-2"]);
     kc.ok(&["label", "node", "edge-2", "disk=ssd"]);
     kc.ok(&["taint", "node", "edge-1", "dedicated=edge:NoSchedule"]);
     let node_of = |pod: &str| kc.ok(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"]);
@@ -870,20 +864,7 @@ fn deployments_roll_out_scale_undo_and_heal_on_a_real_node() {
     let server = Server::start();
     let kc = Kc::new(Kubectl::version("33"), &server);
     let edge1 = Agent::start(&server, "edge-1", &modules);
-    wait_for("edge-1 to be Ready", &edge1, || {
-        kc.run_stdin(
-            &[
-                "get",
-                "node",
-                "edge-1",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ],
-            None,
-        )
-        .stdout
-            == b"True"
-    });
+    wait_ready(&kc, &edge1, &["edge-1"]);
     let rolled_out = |what: &str| {
         let out = kc.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
         assert!(
@@ -1066,17 +1047,7 @@ fn a_lost_nodes_pods_come_back_on_the_survivors_unless_it_is_autonomous() {
     let edge1 = Agent::start(&server, "edge-1", &modules);
     let mut edge2 = Agent::start(&server, "edge-2", &modules);
     let mut edge3 = Agent::start(&server, "edge-3", &modules);
-    for node in ["edge-1", "edge-2", "edge-3"] {
-        wait_for(&format!("{node} to be Ready"), &edge1, || {
-            kc.ok(&[
-                "get",
-                "node",
-                node,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ]) == "True"
-        });
-    }
+    wait_ready(&kc, &edge1, &["edge-1", "edge-2", "edge-3"]);
     kc.ok(&["label", "node", "edge-2", "skiff.dev/autonomous=true"]);
     kc.ok_stdin(
         &["apply", "-f", "-"],
@@ -1134,15 +1105,7 @@ fn a_lost_nodes_pods_come_back_on_the_survivors_unless_it_is_autonomous() {
          (--node-monitor-grace-period 3s, --default-unreachable-toleration-seconds 2, heartbeat 1s)",
         failover.as_secs_f64()
     );
-    let ready = |node: &str| {
-        kc.ok(&[
-            "get",
-            "node",
-            node,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ])
-    };
+    let ready = |node: &str| node_ready(&kc, node);
     assert_eq!(ready("edge-3"), "Unknown");
     assert_eq!(ready("edge-2"), "Unknown");
     let taints = |node: &str| kc.ok(&["get", "node", node, "-o", "jsonpath={.spec.taints}"]);
@@ -1182,20 +1145,7 @@ fn jobs_complete_fail_at_their_backoff_limit_and_cronjobs_fire_on_a_real_node() 
     let server = Server::start();
     let kc = Kc::new(Kubectl::version("33"), &server);
     let edge1 = Agent::start(&server, "edge-1", &modules);
-    wait_for("edge-1 to be Ready", &edge1, || {
-        kc.run_stdin(
-            &[
-                "get",
-                "node",
-                "edge-1",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ],
-            None,
-        )
-        .stdout
-            == b"True"
-    });
+    wait_ready(&kc, &edge1, &["edge-1"]);
     let fail = |what: &str| -> ! {
         panic!(
             "{what}\njobs:\n{}\npods:\n{}\nagent log:\n{}",

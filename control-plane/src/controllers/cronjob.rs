@@ -25,9 +25,7 @@ use super::job::jobs;
 use super::owner_ref;
 use super::runner::{Action, Key, Reconciler};
 use crate::api::resources::ResourceDef;
-use crate::api::{
-    Api, ApiError, DeleteOptions, ListOptions, PatchType, Target, WriteOptions, object, resources,
-};
+use crate::api::{Api, ApiError, DeleteOptions, ListOptions, WriteOptions, object, resources};
 
 const COMPONENT: &str = "cronjob-controller";
 /// The annotation naming the time a Job was scheduled for.
@@ -314,23 +312,8 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
                 _ => old != new,
             }
         });
-    if changed {
-        match api
-            .patch(
-                cronjobs(),
-                Some(ns),
-                name,
-                PatchType::Merge,
-                json!({ "status": status }),
-                Target::Status,
-                &WriteOptions::default(),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code == 404 => return Ok(Action::Await),
-            Err(e) => return Err(e),
-        }
+    if changed && !super::write_status(api, cronjobs(), ns, name, status).await? {
+        return Ok(Action::Await);
     }
     Ok(after.map_or(Action::Await, |d| {
         Action::RequeueAfter(d + Duration::from_millis(100))
@@ -488,7 +471,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::api::Config;
+    use crate::api::{Config, PatchType, Target};
     use crate::store::{SledConfig, SledStore};
 
     fn ts(s: &str) -> Timestamp {

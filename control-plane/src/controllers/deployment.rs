@@ -49,8 +49,7 @@ impl Reconciler for Deployments {
     }
 
     fn adopts(&self, owner: &Value, child: &Value) -> bool {
-        !object::is_terminating(owner)
-            && selector_of(owner).is_some_and(|s| s.matches_json(object::labels(child)))
+        super::selector_adopts(owner, child)
     }
 
     fn reconcile<'a>(
@@ -564,24 +563,10 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
         "unavailableReplicas": (total.max(replicas) - available).max(0),
         "conditions": [available_condition, progressing],
     });
-    if deploy.get("status") != Some(&new_status) {
-        let patch = json!({ "status": new_status });
-        match api
-            .patch(
-                deployments(),
-                Some(ns),
-                name,
-                PatchType::Merge,
-                patch,
-                Target::Status,
-                &WriteOptions::default(),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code == 404 => return Ok(Action::Await),
-            Err(e) => return Err(e),
-        }
+    if deploy.get("status") != Some(&new_status)
+        && !super::write_status(api, deployments(), ns, name, new_status).await?
+    {
+        return Ok(Action::Await);
     }
     let annotated = deploy
         .pointer("/metadata/annotations")

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::resources::ResourceDef;
-use crate::api::{Api, object};
+use crate::api::{Api, ApiError, PatchType, Target, WriteOptions, object};
 
 /// Runs every controller until `stop`.
 pub async fn run(api: Api, node_lifecycle: nodes::Settings, stop: CancellationToken) {
@@ -35,6 +35,40 @@ pub async fn run(api: Api, node_lifecycle: nodes::Settings, stop: CancellationTo
         runner::run(api.clone(), cronjob::CronJobs, stop.clone()),
         runner::run(api.clone(), endpoints::Endpoints, stop.clone()),
     );
+}
+
+/// Merge-patches an object's status; `false` when the object is gone (nothing left to do).
+pub async fn write_status(
+    api: &Api,
+    res: &'static ResourceDef,
+    ns: &str,
+    name: &str,
+    status: Value,
+) -> Result<bool, ApiError> {
+    let patch = json!({ "status": status });
+    let opts = WriteOptions::default();
+    match api
+        .patch(
+            res,
+            Some(ns),
+            name,
+            PatchType::Merge,
+            patch,
+            Target::Status,
+            &opts,
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `owner`, unless it is being deleted, would adopt `child`: its selector matches.
+pub fn selector_adopts(owner: &Value, child: &Value) -> bool {
+    !object::is_terminating(owner)
+        && replicaset::selector_of(owner).is_some_and(|s| s.matches_json(object::labels(child)))
 }
 
 /// A controller reference to `owner` (of kind `res`), as dependents carry it.

@@ -130,8 +130,7 @@ impl Reconciler for ReplicaSets {
     }
 
     fn adopts(&self, owner: &Value, child: &Value) -> bool {
-        !object::is_terminating(owner)
-            && selector_of(owner).is_some_and(|s| s.matches_json(object::labels(child)))
+        super::selector_adopts(owner, child)
     }
 
     fn reconcile<'a>(
@@ -258,23 +257,8 @@ impl ReplicaSets {
         ]
         .iter()
         .any(|f| current.get(*f).unwrap_or(&json!(0)) != &status[*f]);
-        if changed {
-            match api
-                .patch(
-                    self.res,
-                    Some(ns),
-                    name,
-                    PatchType::Merge,
-                    json!({ "status": status }),
-                    Target::Status,
-                    &WriteOptions::default(),
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.code == 404 => return Ok(Action::Await),
-                Err(e) => return Err(e),
-            }
+        if changed && !super::write_status(api, self.res, ns, name, status).await? {
+            return Ok(Action::Await);
         }
         // Pods that are ready but not yet available become so with time alone.
         if ready > available && min_ready > 0 {
