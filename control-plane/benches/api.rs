@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench -p skiff-control-plane --bench api`. The last line is JSON.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -11,10 +13,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use skiff_control_plane::api::{self, Api};
-use skiff_control_plane::apiserver::{self, pki::Identity};
-use skiff_control_plane::store::{SledConfig, SledStore};
-use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -73,31 +71,13 @@ where
 
 async fn bench_skiff() -> (f64, f64, f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SledStore::open(SledConfig::new(dir.path().join("store"))).expect("store");
-    let api = Api::new(Arc::new(store), api::Config::default());
-    api.bootstrap().await.expect("bootstrap");
-    let identity = Identity::load_or_create(dir.path(), &[]).expect("identity");
-    let tls = apiserver::tls_config(&identity).expect("tls");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    let nodes = apiserver::nodes::NodeRegistry::load(
-        dir.path().join("nodes"),
-        identity.node_secret.clone(),
-    )
-    .expect("nodes");
-    let server = apiserver::Server::new(
-        api.clone(),
-        identity.admin_token.clone(),
-        nodes,
-        apiserver::modules::ModuleStore::new(dir.path().join("modules")),
-        identity.ca_pem.clone(),
-        addr.to_string(),
-        shutdown.clone(),
-    );
-    let serving = tokio::spawn(apiserver::run(server, listener, tls));
+    let support::ControlPlane {
+        api,
+        addr,
+        identity,
+        shutdown,
+        serving,
+    } = support::serve(dir.path()).await;
 
     let client = reqwest::Client::builder()
         .add_root_certificate(

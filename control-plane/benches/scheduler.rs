@@ -10,6 +10,8 @@
 //! run); `SKIFF_BENCH_RUN_PODS=0` leaves the pods Pending on their nodes (no status writes
 //! competing with the binds).
 
+mod support;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -17,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use serde_json::{Value, json};
-use skiff_control_plane::api::{self, Api, ListOptions, WatchEvent, resources};
-use skiff_control_plane::apiserver::{self, pki::Identity};
-use skiff_control_plane::store::{SledConfig, SledStore};
+use skiff_control_plane::api::{Api, ListOptions, WatchEvent, resources};
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
@@ -167,31 +167,13 @@ fn main() {
 
 async fn bench(nodes: usize, pods: usize, run_pods: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SledStore::open(SledConfig::new(dir.path().join("store"))).expect("store");
-    let api = Api::new(Arc::new(store), api::Config::default());
-    api.bootstrap().await.expect("bootstrap");
-    let identity = Identity::load_or_create(dir.path(), &[]).expect("identity");
-    let tls = apiserver::tls_config(&identity).expect("tls");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    let registry = apiserver::nodes::NodeRegistry::load(
-        dir.path().join("nodes"),
-        identity.node_secret.clone(),
-    )
-    .expect("nodes");
-    let server = apiserver::Server::new(
-        api.clone(),
-        identity.admin_token.clone(),
-        registry,
-        apiserver::modules::ModuleStore::new(dir.path().join("modules")),
-        identity.ca_pem.clone(),
-        addr.to_string(),
-        shutdown.clone(),
-    );
-    let serving = tokio::spawn(apiserver::run(server, listener, tls));
+    let support::ControlPlane {
+        api,
+        addr,
+        identity,
+        shutdown,
+        serving,
+    } = support::serve(dir.path()).await;
     let scheduler = tokio::spawn(skiff_control_plane::scheduler::run(
         api.clone(),
         shutdown.clone(),
