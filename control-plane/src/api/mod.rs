@@ -421,6 +421,19 @@ impl Api {
         } else {
             None
         };
+        let node_ports = if res.kind == "Service" && !opts.dry_run {
+            match self.allocate_node_ports(res, &mut obj).await {
+                Ok(ports) => ports,
+                Err(e) => {
+                    if let Some(ip) = allocated {
+                        let _ = self.inner.store.delete(&cluster_ip_key(&ip), 0).await;
+                    }
+                    return Err(e);
+                }
+            }
+        } else {
+            Vec::new()
+        };
         if opts.dry_run {
             return Ok(Written {
                 object: obj,
@@ -448,6 +461,7 @@ impl Api {
                 if let Some(ip) = allocated {
                     let _ = self.inner.store.delete(&cluster_ip_key(&ip), 0).await;
                 }
+                self.release_node_ports(&node_ports).await;
                 Err(ApiError::from_store(res, &name, e))
             }
         }
@@ -882,6 +896,15 @@ impl Api {
         {
             let _ = self.inner.store.delete(&cluster_ip_key(ip), 0).await;
         }
+        if res.kind == "Service" {
+            let ports: Vec<i64> = object::path(obj, "spec.ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["nodePort"].as_i64())
+                .collect();
+            self.release_node_ports(&ports).await;
+        }
     }
 
     /// Watches `res` in `ns` (all namespaces when `None`).
@@ -1088,6 +1111,102 @@ impl Api {
         obj["spec"]["clusterIPs"] = json!([ip]);
         Ok(Some(ip))
     }
+}
+
+impl Api {
+    /// Gives every port of a NodePort or LoadBalancer Service a node port: the requested one
+    /// when it is free (422 as upstream when it is not), otherwise a random free one from
+    /// [`NODE_PORTS`]. Each allocated port is a key in the store, so two Services never share
+    /// one. Returns the ports allocated, to release if the create fails.
+    async fn allocate_node_ports(
+        &self,
+        res: &'static ResourceDef,
+        obj: &mut Value,
+    ) -> Result<Vec<i64>> {
+        let kind = obj["spec"]["type"].as_str().unwrap_or("ClusterIP");
+        if kind != "NodePort" && kind != "LoadBalancer" {
+            return Ok(Vec::new());
+        }
+        let name = object::name(obj).to_string();
+        let owner = Bytes::from(format!("{}/{}", object::namespace(obj), name));
+        let mut taken = Vec::new();
+        let count = obj["spec"]["ports"].as_array().map_or(0, Vec::len);
+        for i in 0..count {
+            let requested = obj["spec"]["ports"][i]["nodePort"].as_i64();
+            let port = match requested {
+                Some(port) => match self
+                    .inner
+                    .store
+                    .create(&node_port_key(port), owner.clone())
+                    .await
+                {
+                    Ok(_) => port,
+                    Err(e) => {
+                        self.release_node_ports(&taken).await;
+                        return Err(match e {
+                            store::Error::AlreadyExists(_) => ApiError::invalid(
+                                res,
+                                &name,
+                                &[skiff_api::validation::FieldError::invalid(
+                                    format!("spec.ports[{i}].nodePort"),
+                                    port,
+                                    "provided port is already allocated",
+                                )],
+                            ),
+                            e => ApiError::from_store(res, &name, e),
+                        });
+                    }
+                },
+                None => {
+                    let mut chosen = None;
+                    for _ in 0..256 {
+                        let port = i64::from(rand::rng().random_range(NODE_PORTS));
+                        match self
+                            .inner
+                            .store
+                            .create(&node_port_key(port), owner.clone())
+                            .await
+                        {
+                            Ok(_) => {
+                                chosen = Some(port);
+                                break;
+                            }
+                            Err(store::Error::AlreadyExists(_)) => continue,
+                            Err(e) => {
+                                self.release_node_ports(&taken).await;
+                                return Err(ApiError::from_store(res, &name, e));
+                            }
+                        }
+                    }
+                    match chosen {
+                        Some(port) => port,
+                        None => {
+                            self.release_node_ports(&taken).await;
+                            return Err(ApiError::internal(
+                                "failed to allocate a node port: range is full",
+                            ));
+                        }
+                    }
+                }
+            };
+            taken.push(port);
+            obj["spec"]["ports"][i]["nodePort"] = json!(port);
+        }
+        Ok(taken)
+    }
+
+    async fn release_node_ports(&self, ports: &[i64]) {
+        for port in ports {
+            let _ = self.inner.store.delete(&node_port_key(*port), 0).await;
+        }
+    }
+}
+
+/// The NodePort range, as upstream's default `--service-node-port-range`.
+const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+fn node_port_key(port: i64) -> String {
+    format!("/registry/ranges/servicenodeports/{port}")
 }
 
 /// The service IP range: 10.96.0.0/16.
@@ -1444,5 +1563,42 @@ mod tests {
             (err.code, err.message.as_str()),
             (404, "namespaces \"nowhere\" not found")
         );
+    }
+
+    #[tokio::test]
+    async fn node_ports_are_allocated_checked_and_released() {
+        let (api, _dir) = api().await;
+        let svcs = resources::core("services");
+        let w = WriteOptions::default();
+        let svc = |name: &str, port: Value| {
+            json!({"metadata": {"name": name}, "spec": {"type": "NodePort", "selector": {"app": "web"},
+                "ports": [{"port": 80, "nodePort": port}]}})
+        };
+        let a = api
+            .create(svcs, Some("default"), svc("a", Value::Null), &w)
+            .await
+            .unwrap()
+            .object;
+        let port = a["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+        assert!((30000..=32767).contains(&port), "{port}");
+        let err = api
+            .create(svcs, Some("default"), svc("b", json!(port)), &w)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(
+            err.message.contains("provided port is already allocated"),
+            "{}",
+            err.message
+        );
+        api.delete(svcs, Some("default"), "a", &DeleteOptions::default())
+            .await
+            .unwrap();
+        let b = api
+            .create(svcs, Some("default"), svc("b", json!(port)), &w)
+            .await
+            .unwrap()
+            .object;
+        assert_eq!(b["spec"]["ports"][0]["nodePort"], json!(port));
     }
 }
