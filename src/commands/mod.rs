@@ -10,6 +10,7 @@ mod logs;
 mod manifest;
 mod push;
 mod resource;
+mod rotate;
 mod run;
 mod server;
 mod sim;
@@ -30,6 +31,8 @@ pub enum Command {
     Push(push::Push),
     /// Make an ed25519 publisher key for signing modules.
     Keygen(push::Keygen),
+    /// Add a new key for Secrets at rest (the server re-encrypts with it at its next start).
+    RotateSecretsKey(rotate::RotateSecretsKey),
     /// Simulate nodes (as KWOK does): register many from one process, pods reported Running.
     SimNodes(sim::SimNodes),
     /// Display objects (kubectl get, for hosts without kubectl).
@@ -54,6 +57,7 @@ impl Command {
             Self::Agent(c) => c.execute().await,
             Self::Push(c) => c.execute().await,
             Self::Keygen(c) => c.execute().await,
+            Self::RotateSecretsKey(c) => c.execute().await,
             Self::SimNodes(c) => c.execute().await,
             Self::Get(c) => c.execute().await,
             Self::Apply(c) => c.execute().await,
@@ -76,7 +80,7 @@ impl Command {
             | Self::Describe(_)
             | Self::Run(_) => "warn",
             Self::Server(_) | Self::Agent(_) | Self::Push(_) | Self::Keygen(_) => "info",
-            Self::SimNodes(_) => "info",
+            Self::SimNodes(_) | Self::RotateSecretsKey(_) => "info",
         }
     }
 }

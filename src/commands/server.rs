@@ -11,7 +11,7 @@ use skiff_control_plane::api::{self, Api, Tolerations};
 use skiff_control_plane::apiserver::{self, pki::Identity};
 use skiff_control_plane::controllers::nodes::Settings as NodeLifecycle;
 use skiff_control_plane::scheduler::{Scoring, Strategy, Weights};
-use skiff_control_plane::store::{SledConfig, SledStore};
+use skiff_control_plane::store::{Encrypted, Keyring, SledConfig, SledStore, reseal};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -172,6 +172,18 @@ impl ControlPlane {
                 data_dir.display()
             )
         })?;
+        let keys = Keyring::load_or_create(&data_dir)
+            .context("cannot read the key that encrypts Secrets at rest")?;
+        let store = Encrypted::new(store, keys);
+        let resealed = reseal(&store)
+            .await
+            .context("cannot re-encrypt Secrets with the current key")?;
+        if resealed > 0 {
+            tracing::info!(
+                secrets = resealed,
+                "re-encrypted Secrets with the current key"
+            );
+        }
         let api = Api::new(Arc::new(store), api::Config { tolerations });
         api.bootstrap()
             .await

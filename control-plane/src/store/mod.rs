@@ -4,6 +4,7 @@
 //! which the API layer exposes as `metadata.resourceVersion`. Writes are acknowledged only once
 //! durable; watches replay a bounded history and then follow live events.
 
+mod encrypted;
 mod sled_store;
 
 use std::fmt;
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
+pub use encrypted::{Encrypted, Keyring, reseal};
 pub use sled_store::{Config as SledConfig, SledStore};
 
 /// A stored key with its value and revisions.
