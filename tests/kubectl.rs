@@ -179,7 +179,8 @@ fn scenario(kubectl: Kubectl) {
     ]);
     k.ok(&["create", "namespace", "team-a"]);
     k.ok(&["create", "serviceaccount", "robot"]);
-    k.ok(&["create", "quota", "small", "--hard=cpu=2,pods=10"]);
+    // In its own namespace: a cpu quota refuses pods without cpu requests.
+    k.ok(&["create", "quota", "small", "--hard=cpu=2,pods=10", "-n", "team-a"]);
     k.ok(&["create", "service", "clusterip", "backend", "--tcp=80:8080"]);
     k.ok(&[
         "autoscale",
@@ -246,7 +247,7 @@ fn scenario(kubectl: Kubectl) {
         ),
         "CronJob"
     );
-    let quota = k.ok(&["get", "quota", "small"]);
+    let quota = k.ok(&["get", "quota", "small", "-n", "team-a"]);
     assert!(quota.contains("pods: 0/10"), "{quota}");
     let all = k.ok(&["get", "all"]);
     for item in [

@@ -70,9 +70,45 @@ pub fn parse_milli(s: &str) -> Result<i128, String> {
     Ok(if negative { -value } else { value })
 }
 
+/// Whether a quantity is written with a binary suffix (`Ki`, `Mi`, ...), so sums of it print
+/// in the same form, as Kubernetes keeps a quantity's format.
+pub fn is_binary(s: &str) -> bool {
+    s.trim().ends_with('i')
+}
+
+/// Formats milli-units in Kubernetes' canonical form: `500m`, `2`, `1k` in decimal; `128Mi`,
+/// `1Gi` in binary when the value is a whole number of at least 1024 (otherwise decimal, as
+/// Kubernetes does to avoid losing precision).
+pub fn format_milli(milli: i128, binary: bool) -> String {
+    if milli % 1000 != 0 {
+        return format!("{milli}m");
+    }
+    let mut units = milli / 1000;
+    if units == 0 {
+        return "0".into();
+    }
+    if binary && units.abs() >= 1024 {
+        let mut suffix = 0;
+        while units % 1024 == 0 && suffix < 6 {
+            units /= 1024;
+            suffix += 1;
+        }
+        return format!(
+            "{units}{}",
+            ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][suffix]
+        );
+    }
+    let mut suffix = 0;
+    while units % 1000 == 0 && suffix < 6 {
+        units /= 1000;
+        suffix += 1;
+    }
+    format!("{units}{}", ["", "k", "M", "G", "T", "P", "E"][suffix])
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_milli;
+    use super::{format_milli, is_binary, parse_milli};
 
     #[test]
     fn parses_common_forms() {
@@ -86,5 +122,19 @@ mod tests {
         assert!(parse_milli("12x").is_err());
         assert!(parse_milli("").is_err());
         assert!(parse_milli("1..2").is_err());
+    }
+
+    #[test]
+    fn formats_canonically() {
+        assert_eq!(format_milli(500, false), "500m");
+        assert_eq!(format_milli(1000, false), "1");
+        assert_eq!(format_milli(1500, false), "1500m");
+        assert_eq!(format_milli(0, true), "0");
+        assert_eq!(format_milli(2_000_000, false), "2k");
+        assert_eq!(format_milli(parse_milli("256Mi").unwrap(), true), "256Mi");
+        assert_eq!(format_milli(parse_milli("1024Mi").unwrap(), true), "1Gi");
+        assert_eq!(format_milli(parse_milli("100").unwrap(), true), "100");
+        assert_eq!(format_milli(parse_milli("1000m").unwrap(), false), "1");
+        assert!(is_binary("128Mi") && !is_binary("128M") && !is_binary("1"));
     }
 }

@@ -167,6 +167,10 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
                 }
             }
         }),
+        ("", "LimitRange") => run::<core::LimitRange>(ctx, obj, |lr, _, e| {
+            super::limits::default_limit_range(lr);
+            super::limits::validate_limit_range(lr, e);
+        }),
         ("", "ReplicationController") => {
             run::<core::ReplicationController>(ctx, obj, |rc, _, e| {
                 let spec = rc.spec.get_or_insert_with(Default::default);
@@ -450,6 +454,7 @@ has_meta!(
     core::ServiceAccount,
     core::Event,
     core::ResourceQuota,
+    core::LimitRange,
     core::ReplicationController,
     apps::Deployment,
     apps::ReplicaSet,
@@ -546,6 +551,7 @@ fn validate_meta(res: &ResourceDef, meta: &ObjectMeta, e: &mut Vec<FieldError>) 
 fn default_pod(p: &mut core::Pod, tolerations: Tolerations) {
     let spec = p.spec.get_or_insert_with(Default::default);
     default_pod_spec(spec);
+    super::limits::default_requests_from_limits(spec);
     spec.service_account_name
         .get_or_insert_with(|| "default".into());
     spec.priority.get_or_insert(0);

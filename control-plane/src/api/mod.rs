@@ -7,8 +7,10 @@ pub mod admission;
 mod convert;
 pub mod error;
 mod lifecycle;
+mod limits;
 pub mod object;
 pub mod patch;
+pub(crate) mod quota;
 pub mod resources;
 
 use std::collections::{HashMap, HashSet};
@@ -51,6 +53,8 @@ struct Inner {
     config: Config,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Per-namespace locks around quota checks and the writes they admit.
+    quota_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Options of create, update and patch.
@@ -171,6 +175,7 @@ impl Api {
                 config,
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                quota_locks: Default::default(),
             }),
         }
     }
@@ -415,6 +420,16 @@ impl Api {
             status_only: false,
         };
         let warnings = admission::admit(&ctx, &mut obj)?;
+        if let Some(ns) = ns
+            && res.group.is_empty()
+            && res.kind == "Pod"
+        {
+            self.admit_limit_ranges(&ctx, ns, &mut obj)?;
+        }
+        let quota = match ns {
+            Some(ns) => self.admit_quota(res, ns, &mut obj).await?,
+            None => None,
+        };
         let name = object::name(&obj).to_string();
         let allocated = if res.kind == "Service" && !opts.dry_run {
             self.allocate_cluster_ip(res, &mut obj).await?
@@ -449,6 +464,9 @@ impl Api {
         match result {
             Ok(rev) => {
                 object::set_resource_version(&mut obj, rev);
+                if let (Some(ns), Some(admitted)) = (ns, quota) {
+                    self.record_quota(ns, admitted).await;
+                }
                 if res.kind == "Namespace" {
                     self.create_default_service_account(&name).await;
                 }

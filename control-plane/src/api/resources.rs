@@ -102,6 +102,7 @@ pub static RESOURCES: &[ResourceDef] = &[
     def!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", ns=true, short=["sa"], cat=[], status=false, scale=false, generation=false),
     def!("", "v1", "events", "event", "Event", ns=true, short=["ev"], cat=[], status=false, scale=false, generation=false),
     def!("", "v1", "resourcequotas", "resourcequota", "ResourceQuota", ns=true, short=["quota"], cat=[], status=true, scale=false, generation=false),
+    def!("", "v1", "limitranges", "limitrange", "LimitRange", ns=true, short=["limits"], cat=[], status=false, scale=false, generation=false),
     def!("", "v1", "replicationcontrollers", "replicationcontroller", "ReplicationController", ns=true, short=["rc"], cat=["all"], status=true, scale=true, generation=true),
     def!("apps", "v1", "deployments", "deployment", "Deployment", ns=true, short=["deploy"], cat=["all"], status=true, scale=true, generation=true),
     def!("apps", "v1", "replicasets", "replicaset", "ReplicaSet", ns=true, short=["rs"], cat=["all"], status=true, scale=true, generation=true),

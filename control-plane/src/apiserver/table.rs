@@ -167,6 +167,7 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str, u8)> {
             ("Name", S, 1),
         ],
         "Lease" => vec![("Name", S, 0), ("Holder", S, 0), ("Age", S, 0)],
+        "LimitRange" => vec![("Name", S, 0), ("Created At", S, 0)],
         "HorizontalPodAutoscaler" => vec![
             ("Name", S, 0),
             ("Reference", S, 0),
@@ -599,6 +600,7 @@ fn cells(kind: &str, o: &Value, now: jiff::Timestamp) -> Vec<Value> {
             ]
         }
         "Lease" => vec![name, json!(s(o, "/spec/holderIdentity")), age],
+        "LimitRange" => vec![name, json!(s(o, "/metadata/creationTimestamp"))],
         "HorizontalPodAutoscaler" => {
             let reference = format!(
                 "{}/{}",

@@ -7,6 +7,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod job;
 pub mod nodes;
+pub mod quota;
 pub mod replicaset;
 pub mod runner;
 
@@ -34,6 +35,7 @@ pub async fn run(api: Api, node_lifecycle: nodes::Settings, stop: CancellationTo
         runner::run(api.clone(), job::Jobs, stop.clone()),
         runner::run(api.clone(), cronjob::CronJobs, stop.clone()),
         runner::run(api.clone(), endpoints::Endpoints, stop.clone()),
+        runner::run(api.clone(), quota::Quotas, stop.clone()),
     );
 }
 
