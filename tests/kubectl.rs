@@ -180,7 +180,14 @@ fn scenario(kubectl: Kubectl) {
     k.ok(&["create", "namespace", "team-a"]);
     k.ok(&["create", "serviceaccount", "robot"]);
     // In its own namespace: a cpu quota refuses pods without cpu requests.
-    k.ok(&["create", "quota", "small", "--hard=cpu=2,pods=10", "-n", "team-a"]);
+    k.ok(&[
+        "create",
+        "quota",
+        "small",
+        "--hard=cpu=2,pods=10",
+        "-n",
+        "team-a",
+    ]);
     k.ok(&["create", "service", "clusterip", "backend", "--tcp=80:8080"]);
     k.ok(&[
         "autoscale",
