@@ -180,6 +180,7 @@ async fn examples_run_with_the_expected_output() {
             vec![],
         )
         .await;
+    assert!(!n.rt.serves_http(&hello), "a command module serves no HTTP");
     n.wait_for("hello to tick", || {
         n.log("hello").iter().any(|(_, t)| t == "tick 1")
     })
@@ -359,6 +360,7 @@ async fn http_function_answers_each_request_with_a_fresh_instance() {
         n.rt.container_status(&id).await.unwrap().state,
         ContainerState::Running { .. }
     ));
+    assert!(n.rt.serves_http(&id));
 
     let ok = |method: &str, path: &str| {
         (

@@ -501,6 +501,16 @@ impl WasmRuntime {
         Ok(())
     }
 
+    /// Whether a container serves HTTP: a running `wasi:http/proxy` component, not stopping.
+    pub fn serves_http(&self, container_id: &str) -> bool {
+        self.inner
+            .serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(container_id)
+            .is_some_and(|s| !s.draining.is_cancelled())
+    }
+
     /// Answers one HTTP request with a fresh instance of a running container's
     /// `wasi:http/proxy` component, under the container's memory and CPU limits, its output
     /// going to the container's log. A guest that fails (traps, exceeds its memory) fails only
