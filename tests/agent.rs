@@ -30,19 +30,13 @@ impl Agent {
             .iter()
             .map(|s| s.to_string())
             .collect();
+        if !flags.iter().any(|f| f == "--node-ip") {
+            args.extend(["--node-ip".to_string(), "127.0.0.1".to_string()]);
+        }
         args.extend(
-            [
-                "--node-ip",
-                "127.0.0.1",
-                "--heartbeat",
-                "1s",
-                "--crash-backoff",
-                "1s",
-                "--port",
-                "0",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
+            ["--heartbeat", "1s", "--crash-backoff", "1s", "--port", "0"]
+                .iter()
+                .map(|s| s.to_string()),
         );
         args.push("--data-dir".into());
         args.push(dir.path().join("data").display().to_string());
@@ -286,7 +280,11 @@ fn agents_run_pods_restart_them_and_report_status() {
         .contains("hello:1.0")
     });
     let ready = kc.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.podIP} {.status.containerStatuses[0].imageID}"]);
-    assert!(ready.starts_with("True 127.0.0.1 sha256:"), "{ready}");
+    // Each pod of a loopback node has its own loopback address.
+    assert!(
+        ready.starts_with("True 127.") && !ready.starts_with("True 127.0.0.1 "),
+        "{ready}"
+    );
 
     // A crashing container restarts with back-off; its exit code is kept in lastState.
     let container = r#""containers": [{"name": "crash", "image": "crash:1.0"}]"#;
@@ -1423,7 +1421,7 @@ fn probes_gate_readiness_and_endpoints_and_restart_unhealthy_containers_on_a_rea
         "False"
     );
     let table = kc.ok(&["get", "endpoints", "web"]);
-    assert!(!table.contains("127.0.0.1"), "{table}");
+    assert!(!table.contains(":8080"), "{table}");
     let events = || {
         kc.ok(&[
             "get",
@@ -1440,8 +1438,7 @@ fn probes_gate_readiness_and_endpoints_and_restart_unhealthy_containers_on_a_rea
     wait_for("the pod ready", &edge1, || ready_condition() == "True");
     assert_eq!(field("{.status.containerStatuses[0].ready}"), "true");
     wait_for("the pod in the endpoints", &edge1, || {
-        kc.ok(&["get", "endpoints", "web"])
-            .contains("127.0.0.1:8080")
+        kc.ok(&["get", "endpoints", "web"]).contains(":8080")
     });
     let slices = kc.jsonpath(
         &[
@@ -1460,14 +1457,14 @@ fn probes_gate_readiness_and_endpoints_and_restart_unhealthy_containers_on_a_rea
         "kubernetes.io/service-name=web",
     ]);
     assert!(
-        table.contains("IPv4") && table.contains("8080") && table.contains("127.0.0.1"),
+        table.contains("IPv4") && table.contains("8080") && table.contains("127."),
         "{table}"
     );
 
     // It fails again: out of rotation.
     Health::set(&health.ready, 503);
     wait_for("the pod not ready again", &edge1, || {
-        ready_condition() == "False" && !kc.ok(&["get", "endpoints", "web"]).contains("127.0.0.1")
+        ready_condition() == "False" && !kc.ok(&["get", "endpoints", "web"]).contains(":8080")
     });
     Health::set(&health.ready, 200);
     wait_for("the pod ready again", &edge1, || {
@@ -1497,8 +1494,7 @@ fn probes_gate_readiness_and_endpoints_and_restart_unhealthy_containers_on_a_rea
             && !field("{.status.containerStatuses[0].state.running.startedAt}").is_empty()
     });
     wait_for("back in the endpoints", &edge1, || {
-        kc.ok(&["get", "endpoints", "web"])
-            .contains("127.0.0.1:8080")
+        kc.ok(&["get", "endpoints", "web"]).contains(":8080")
     });
 
     // A startup probe holds the container unstarted (and unready) until its port answers.
@@ -1547,4 +1543,168 @@ fn probes_gate_readiness_and_endpoints_and_restart_unhealthy_containers_on_a_rea
     wait_for("no endpoints", &edge1, || {
         kc.ok(&["get", "endpoints", "web"]).contains("<none>")
     });
+}
+
+/// The HTTP function example as a `wasi:http/proxy` component, alone in a module directory as
+/// `web.wasm` (image `web:1.0`).
+fn http_component_dir() -> tempfile::TempDir {
+    let module = std::fs::read(build_examples().join("hello-http.wasm")).expect("hello-http.wasm");
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .expect("a reactor module")
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
+        )
+        .expect("the proxy adapter")
+        .validate(true)
+        .encode()
+        .expect("a component");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("web.wasm"), component).expect("write the component");
+    dir
+}
+
+/// One HTTP GET: the status code and the body (0 and the error when it cannot connect).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = match std::net::TcpStream::connect(addr) {
+        Ok(s) => s,
+        Err(e) => return (0, e.to_string()),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    // HTTP/1.0: the body comes unchunked, ending with the connection.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if let Err(e) = stream.write_all(request.as_bytes()) {
+        return (0, e.to_string());
+    }
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (code, body)
+}
+
+#[test]
+fn a_nodeport_serves_an_http_function_from_every_node_across_its_replicas() {
+    let components = http_component_dir();
+    let server = Server::start();
+    let kc = Kc::new(Kubectl::version("33"), &server);
+    let ips = ["127.0.0.11", "127.0.0.12"];
+    let agents: Vec<Agent> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            let flags = [
+                "--module-dir".to_string(),
+                components.path().display().to_string(),
+                "--node-ip".to_string(),
+                ip.to_string(),
+            ];
+            Agent::start_with(&server, &format!("edge-{}", i + 1), &flags)
+        })
+        .collect();
+    wait_ready(&kc, &agents[0], &["edge-1", "edge-2"]);
+
+    // A requested node port that another Service holds is refused, as upstream does.
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                "spec": {"type": "NodePort", "selector": {"app": "web"},
+                         "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}"#,
+        ),
+    );
+    let node_port = kc.jsonpath(&["get", "svc", "web"], "{.spec.ports[0].nodePort}");
+    let port: u16 = node_port.parse().expect("an allocated node port");
+    assert!((30000..=32767).contains(&port), "{port}");
+    let taken = format!(
+        r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "other"}},
+            "spec": {{"type": "NodePort", "ports": [{{"port": 80, "nodePort": {port}}}]}}}}"#
+    );
+    let err = kc.fails_stdin(&["apply", "-f", "-"], Some(&taken));
+    assert!(err.contains("provided port is already allocated"), "{err}");
+
+    // Two replicas of the function, one per node, both on containerPort 8080.
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                  "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"terminationGracePeriodSeconds": 1,
+                      "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}},
+                      "containers": [{"name": "web", "image": "web:1.0",
+                        "ports": [{"name": "http", "containerPort": 8080}]}]}}}}"#,
+        ),
+    );
+    let addresses = || {
+        kc.jsonpath(
+            &["get", "endpoints", "web"],
+            "{.subsets[*].addresses[*].ip}",
+        )
+    };
+    wait_for("two ready endpoints", &agents[0], || {
+        addresses().split_whitespace().count() == 2
+    });
+
+    // Every node answers, from the pods of both nodes.
+    for ip in ips {
+        let addr = format!("{ip}:{port}");
+        wait_for(&format!("the NodePort on {addr}"), &agents[0], || {
+            http_get(&addr, "/warmup").0 == 200
+        });
+        for i in 0..10 {
+            let path = format!("/spread-{ip}-{i}");
+            let (code, body) = http_get(&addr, &path);
+            assert_eq!(code, 200, "{body}");
+            assert_eq!(
+                body,
+                format!("Hello from a Wasm function! You asked for GET {path}\n")
+            );
+        }
+    }
+    // Each pod serves on its own address too.
+    for pod_ip in addresses().split_whitespace() {
+        assert_eq!(http_get(&format!("{pod_ip}:8080"), "/direct").0, 200);
+    }
+    let pods = kc.jsonpath(
+        &["get", "pods", "-l", "app=web"],
+        r#"{range .items[*]}{.metadata.name} {.spec.nodeName}{"\n"}{end}"#,
+    );
+    let mut served = Vec::new();
+    for line in pods.lines() {
+        let (name, node) = line.split_once(' ').expect("name and node");
+        let agent = &agents[if node == "edge-1" { 0 } else { 1 }];
+        served.push(
+            agent
+                .container_log(name, "web")
+                .matches("GET /spread-")
+                .count(),
+        );
+    }
+    assert_eq!(served.len(), 2, "{pods}");
+    assert!(
+        served.iter().all(|n| *n >= 5) && served.iter().sum::<usize>() == 20,
+        "requests per replica: {served:?}"
+    );
+
+    // No replicas: no endpoints, and the NodePort stops answering 200.
+    kc.ok(&["scale", "deployment/web", "--replicas=0"]);
+    wait_for("no endpoints", &agents[0], || addresses().is_empty());
+    for ip in ips {
+        let addr = format!("{ip}:{port}");
+        wait_for(&format!("{addr} unavailable"), &agents[0], || {
+            http_get(&addr, "/gone").0 == 503
+        });
+    }
 }

@@ -1,14 +1,18 @@
 //! The Skiff node agent (the kubelet of Skiff): joins the cluster with a node token, registers
 //! its Node and heartbeats its Lease, and runs the pods bound to it in the wasmtime runtime,
 //! reporting their status. It talks to the control plane only through the Kubernetes API.
+//! It serves its pods' HTTP functions (module `functions`) and answers NodePort Services (module
+//! `proxy`).
 //! [`sim`] runs thousands of simulated nodes from one process, for tests and benchmarks.
 
 mod endpoint;
+mod functions;
 mod join;
 mod modules;
 mod node;
 mod pods;
 mod probes;
+mod proxy;
 pub mod sim;
 
 use std::path::PathBuf;
@@ -154,10 +158,20 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
         runtime.clone(),
         stop.clone(),
     ));
-    let pods = pods::Pods::new(client, config, runtime);
+    let functions = functions::Functions::new(runtime.clone(), stop.clone());
+    let proxy = tokio::spawn(proxy::run(
+        client.clone(),
+        config.node_name.clone(),
+        config.node_ip.clone(),
+        functions.clone(),
+        stop.clone(),
+    ));
+    let pods = pods::Pods::new(client, config, runtime, functions.clone());
     pods.clone().resume_local();
     pods.run(stop).await;
     registration.abort();
+    proxy.await?;
+    functions.stopped().await;
     heartbeat.await?;
     images.await?;
     serving.await??;

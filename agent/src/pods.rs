@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::functions::{Functions, pod_ip};
 use crate::probes::{self, Verdict};
 
 /// Everything a pod worker needs.
@@ -29,6 +30,8 @@ pub struct Pods {
     client: kube::Client,
     config: Arc<Config>,
     runtime: Arc<WasmRuntime>,
+    /// The HTTP functions this node serves.
+    functions: Arc<Functions>,
     /// The HTTP client of `httpGet` probes.
     probe_client: reqwest::Client,
     workers: Mutex<HashMap<String, Worker>>,
@@ -43,11 +46,17 @@ struct Worker {
 
 impl Pods {
     /// A pod manager for this node.
-    pub fn new(client: kube::Client, config: Arc<Config>, runtime: Arc<WasmRuntime>) -> Arc<Self> {
+    pub fn new(
+        client: kube::Client,
+        config: Arc<Config>,
+        runtime: Arc<WasmRuntime>,
+        functions: Arc<Functions>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             client,
             config,
             runtime,
+            functions,
             probe_client: probes::client(),
             workers: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -316,6 +325,7 @@ impl PodWorker {
                 return self.finish_deletion(&pod).await;
             }
             self.step(&pod, &mounts).await;
+            self.serve(&pod).await;
             self.probe(&pod).await;
             self.report(&pod).await;
             tokio::select! {
@@ -533,18 +543,46 @@ impl PodWorker {
         None
     }
 
+    /// Serves the ports of the running containers that are HTTP functions (see
+    /// [`crate::functions`]).
+    async fn serve(&mut self, pod: &Pod) {
+        let Some(spec) = &pod.spec else {
+            return;
+        };
+        let mut ports = Vec::new();
+        for (i, c) in spec.containers.iter().enumerate() {
+            let Some(id) = self.main.get(i).and_then(|s| s.id.as_deref()) else {
+                continue;
+            };
+            if !self.pods.runtime.serves_http(id) {
+                continue;
+            }
+            for p in c.ports.iter().flatten() {
+                if p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+                    && let Ok(port) = u16::try_from(p.container_port)
+                {
+                    ports.push((port, id.to_string()));
+                }
+            }
+        }
+        let ip = self.pod_ip(pod);
+        self.pods.functions.sync(&self.key, ip.as_deref(), &ports);
+    }
+
+    fn pod_ip(&self, pod: &Pod) -> Option<String> {
+        pod_ip(
+            self.pods.config.node_ip.as_deref(),
+            pod.metadata.uid.as_deref().unwrap_or_default(),
+        )
+    }
+
     /// Starts the probes that are due for the running containers (attempts run beside the
     /// worker; [`Self::probed`] takes their outcomes in).
     async fn probe(&mut self, pod: &Pod) {
         let Some(spec) = &pod.spec else {
             return;
         };
-        let pod_ip = self
-            .pods
-            .config
-            .node_ip
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1".into());
+        let pod_ip = self.pod_ip(pod).unwrap_or_else(|| "127.0.0.1".into());
         for (i, c) in spec.containers.iter().enumerate() {
             let Some(id) = self.main.get(i).map(|s| s.id.clone()) else {
                 continue;
@@ -886,6 +924,7 @@ impl PodWorker {
     }
 
     async fn cleanup(&mut self) -> anyhow::Result<()> {
+        self.pods.functions.remove(&self.key);
         if let Some(sandbox) = self.sandbox.take() {
             self.pods.runtime.stop_pod_sandbox(&sandbox).await?;
             self.pods.runtime.remove_pod_sandbox(&sandbox).await?;
@@ -971,6 +1010,7 @@ impl PodWorker {
             "Pending"
         };
         let now = now();
+        let pod_ip = self.pod_ip(pod);
         let mut condition = |kind: &'static str, ok: bool, reason: Option<&str>| {
             let since = match self.transitions.get(kind) {
                 Some((was, since)) if *was == ok => since.clone(),
@@ -1000,8 +1040,8 @@ impl PodWorker {
             ],
             "hostIP": node_ip,
             "hostIPs": node_ip.as_ref().map(|ip| vec![json!({"ip": ip})]),
-            "podIP": node_ip,
-            "podIPs": node_ip.as_ref().map(|ip| vec![json!({"ip": ip})]),
+            "podIP": pod_ip,
+            "podIPs": pod_ip.as_ref().map(|ip| vec![json!({"ip": ip})]),
             "startTime": self.started_at,
             "initContainerStatuses": (!init_statuses.is_empty()).then_some(init_statuses),
             "containerStatuses": statuses,
@@ -1103,7 +1143,12 @@ fn downward(pod: &Pod, path: &str, config: &Config) -> String {
             .as_ref()
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
-        "status.hostIP" | "status.podIP" => config.node_ip.clone().unwrap_or_default(),
+        "status.hostIP" => config.node_ip.clone().unwrap_or_default(),
+        "status.podIP" => pod_ip(
+            config.node_ip.as_deref(),
+            meta.uid.as_deref().unwrap_or_default(),
+        )
+        .unwrap_or_default(),
         other => {
             if let Some(key) = other
                 .strip_prefix("metadata.labels['")
