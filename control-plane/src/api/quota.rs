@@ -144,6 +144,60 @@ fn pod_counted(pod: &Value) -> bool {
     }
 }
 
+/// Whether `obj` falls within a quota's `spec.scopes` and `spec.scopeSelector`: a scoped
+/// quota counts only pods that match every scope.
+pub(crate) fn in_scope(quota: &Value, res: &ResourceDef, obj: &Value) -> bool {
+    let spec = &quota["spec"];
+    let scopes = spec["scopes"].as_array().into_iter().flatten();
+    let exprs = spec["scopeSelector"]["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    let mut terms = scopes
+        .map(|s| (s.as_str().unwrap_or(""), "Exists", Vec::new()))
+        .chain(exprs.map(|e| {
+            let values = e["values"].as_array().into_iter().flatten();
+            (
+                e["scopeName"].as_str().unwrap_or(""),
+                e["operator"].as_str().unwrap_or(""),
+                values.filter_map(Value::as_str).collect::<Vec<_>>(),
+            )
+        }))
+        .peekable();
+    if terms.peek().is_none() {
+        return true;
+    }
+    if !(res.group.is_empty() && res.kind == "Pod") {
+        return false;
+    }
+    let spec = &obj["spec"];
+    let best_effort = ["containers", "initContainers"].iter().all(|f| {
+        spec[*f].as_array().into_iter().flatten().all(|c| {
+            let r = &c["resources"];
+            ["requests", "limits"]
+                .iter()
+                .all(|l| r[*l].as_object().is_none_or(|m| m.is_empty()))
+        })
+    });
+    let terminating = spec["activeDeadlineSeconds"].as_i64().is_some();
+    let priority = spec["priorityClassName"].as_str().unwrap_or("");
+    terms.all(|(scope, op, values)| {
+        let holds = match scope {
+            "Terminating" => terminating,
+            "NotTerminating" => !terminating,
+            "BestEffort" => best_effort,
+            "NotBestEffort" => !best_effort,
+            "PriorityClass" => match op {
+                "In" => return values.contains(&priority),
+                "NotIn" => return !values.contains(&priority),
+                _ => !priority.is_empty(),
+            },
+            _ => false,
+        };
+        if op == "DoesNotExist" { !holds } else { holds }
+    })
+}
+
 /// The quota names a container's (or pod's) requests and limits account for.
 fn compute_usage(requests: &Usage, limits: &Usage) -> Usage {
     let mut u = Usage::new();
@@ -287,9 +341,11 @@ pub(crate) struct Admitted {
 
 impl Api {
     /// What the objects in `ns` use of the quota resources `keys`, counted from the store.
+    /// Only objects within `quota`'s scopes count.
     pub(crate) fn quota_used<'a>(
         &self,
         ns: &str,
+        quota: &Value,
         keys: impl IntoIterator<Item = &'a String>,
     ) -> Result<Usage> {
         let mut by_kind: BTreeMap<&'static str, (&'static ResourceDef, Vec<&String>)> =
@@ -309,6 +365,9 @@ impl Api {
                 used.insert((*k).clone(), Amount::default());
             }
             for obj in self.list(res, Some(ns), &ListOptions::default())?.items {
+                if !in_scope(quota, res, &obj) {
+                    continue;
+                }
                 for (k, a) in usage(res, &obj) {
                     if let Some(total) = used.get_mut(&k) {
                         *total = total.add(a);
@@ -340,24 +399,28 @@ impl Api {
         let quotas_def = resources::core("resourcequotas");
         let delta = usage(res, obj);
         let is_pod = res.group.is_empty() && res.kind == "Pod";
-        let applies = |q: &Value| {
-            let hard = hard_of(q);
-            hard.keys().any(|k| delta.contains_key(k))
-                || (is_pod && COMPUTE.iter().any(|k| hard.contains_key(*k)))
-        };
-        let quotas = self
-            .list(quotas_def, Some(ns), &ListOptions::default())?
-            .items;
         if res.kind == "ResourceQuota" && res.group.is_empty() {
             let hard = hard_of(obj);
-            let mut used = self.quota_used(ns, hard.keys())?;
-            for (k, a) in &delta {
-                if let Some(u) = used.get_mut(k) {
-                    *u = u.add(*a);
+            let mut used = self.quota_used(ns, obj, hard.keys())?;
+            if in_scope(obj, res, obj) {
+                for (k, a) in &delta {
+                    if let Some(u) = used.get_mut(k) {
+                        *u = u.add(*a);
+                    }
                 }
             }
             obj["status"] = json!({"hard": obj["spec"]["hard"].clone(), "used": show_all(&used)});
         }
+        let obj = &*obj;
+        let applies = |q: &Value| {
+            let hard = hard_of(q);
+            in_scope(q, res, obj)
+                && (hard.keys().any(|k| delta.contains_key(k))
+                    || (is_pod && COMPUTE.iter().any(|k| hard.contains_key(*k))))
+        };
+        let quotas = self
+            .list(quotas_def, Some(ns), &ListOptions::default())?
+            .items;
         if !quotas.iter().any(applies) {
             return Ok(None);
         }
@@ -385,7 +448,7 @@ impl Api {
             if requested.is_empty() {
                 continue;
             }
-            let used = self.quota_used(ns, requested.keys())?;
+            let used = self.quota_used(ns, q, requested.keys())?;
             if let Some((req, used, limited)) = exceeded(&requested, &used, &hard) {
                 return Err(ApiError::forbidden(
                     res,
@@ -532,6 +595,27 @@ mod tests {
             format!("{} {} {}", pretty(&r), pretty(&u), pretty(&l)),
             "pods=1,requests.cpu=500m pods=2,requests.cpu=750m pods=2,requests.cpu=1"
         );
+    }
+
+    #[test]
+    fn scoped_quotas_count_only_matching_pods() {
+        let pods = resources::core("pods");
+        let best = pod(json!([{"name": "a"}]));
+        let burst = pod(json!([{"name": "a", "resources": {"requests": {"cpu": "1"}}}]));
+        let scoped = json!({"spec": {"hard": {"pods": "1"}, "scopes": ["BestEffort"]}});
+        assert!(in_scope(&scoped, pods, &best) && !in_scope(&scoped, pods, &burst));
+        let cms = resources::core("configmaps");
+        assert!(!in_scope(&scoped, cms, &json!({})));
+        assert!(in_scope(
+            &json!({"spec": {"hard": {"pods": "1"}}}),
+            cms,
+            &json!({})
+        ));
+        let prio = json!({"spec": {"scopeSelector": {"matchExpressions": [
+            {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}});
+        let mut high = burst.clone();
+        high["spec"]["priorityClassName"] = json!("high");
+        assert!(in_scope(&prio, pods, &high) && !in_scope(&prio, pods, &burst));
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl Reconciler for Quotas {
                 Err(e) => return Err(e),
             };
             let hard = quota::hard_of(&q);
-            let used = quota::show_all(&api.quota_used(ns, hard.keys())?);
+            let used = quota::show_all(&api.quota_used(ns, &q, hard.keys())?);
             let spec_hard = q["spec"]["hard"].clone();
             // A merge patch keeps keys it does not mention: null out the ones no longer hard.
             let stale = |field: &str, now: &Value| -> Value {
