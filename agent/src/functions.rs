@@ -17,8 +17,9 @@
 //! A running container whose module is a `wasi:http/proxy` component is served on each of its
 //! container's TCP `containerPort`s at `podIP:containerPort`: every request gets a fresh
 //! instance ([`WasmRuntime::handle_http`]) under the container's memory and CPU limits, must
-//! answer within [`REQUEST_TIMEOUT`] (504 otherwise), and at most [`MAX_IN_FLIGHT`] requests
-//! per container port are answered at once (503 beyond). A command module declaring a
+//! send its response head within [`REQUEST_TIMEOUT`] (504 otherwise), and at most
+//! [`MAX_IN_FLIGHT`] requests per container port are in flight at once, bodies included (503
+//! beyond). A command module declaring a
 //! `containerPort` runs as before: the agent serves nothing for it.
 
 use std::collections::HashMap;
@@ -69,7 +70,7 @@ pub(crate) struct Functions {
 /// One container port served.
 pub(crate) struct Served {
     container_id: String,
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
     /// Stops the port's listener when the port is no longer served.
     _listener: Option<DropGuard>,
 }
@@ -102,7 +103,7 @@ impl Functions {
                 *port,
                 Arc::new(Served {
                     container_id: id.clone(),
-                    in_flight: Semaphore::new(MAX_IN_FLIGHT),
+                    in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
                     _listener: listener,
                 }),
             );
@@ -136,7 +137,8 @@ impl Functions {
         served: &Served,
         req: Request<hyper::body::Incoming>,
     ) -> Response<Body> {
-        let Ok(_permit) = served.in_flight.try_acquire() else {
+        // The permit lives as long as the response body, which the instance streams.
+        let Ok(permit) = served.in_flight.clone().try_acquire_owned() else {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("too many requests in flight (at most {MAX_IN_FLIGHT})"),
@@ -149,7 +151,13 @@ impl Functions {
         .await;
         match handled {
             Ok(Ok(response)) => response.map(|body| {
-                Body::new(body.map_err(|code| std::io::Error::other(format!("{code:?}"))))
+                Body::new(
+                    body.map_frame(move |frame| {
+                        let _held = &permit;
+                        frame
+                    })
+                    .map_err(|code| std::io::Error::other(format!("{code:?}"))),
+                )
             }),
             Ok(Err(e)) => text(StatusCode::BAD_GATEWAY, format!("{e}")),
             Err(_) => text(
