@@ -88,3 +88,87 @@ impl Reconciler for Quotas {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::json;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::api::{Config, DeleteOptions, PatchType, Target, WriteOptions};
+    use crate::store::{SledConfig, SledStore};
+
+    async fn used(api: &Api, key: &str, want: &str) {
+        let quotas = resources::core("resourcequotas");
+        for _ in 0..200 {
+            let q = api.get(quotas, Some("default"), "q").unwrap();
+            if q["status"]["used"][key] == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("quota never used {key}={want}");
+    }
+
+    #[tokio::test]
+    async fn finished_and_deleted_pods_free_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+        let api = Api::new(Arc::new(store), Config::default());
+        api.bootstrap().await.unwrap();
+        let stop = CancellationToken::new();
+        let controller = tokio::spawn(super::super::runner::run(api.clone(), Quotas, stop.clone()));
+        let (pods, w) = (resources::core("pods"), WriteOptions::default());
+        let pod = |name: &str| json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "hello:1.0"}]}});
+        let quota =
+            json!({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "1", "count/pods": "5"}}});
+        api.create(
+            resources::core("resourcequotas"),
+            Some("default"),
+            quota,
+            &w,
+        )
+        .await
+        .unwrap();
+        api.create(pods, Some("default"), pod("a"), &w)
+            .await
+            .unwrap();
+        used(&api, "pods", "1").await;
+        let full = api.create(pods, Some("default"), pod("b"), &w).await;
+        assert_eq!(full.unwrap_err().code, 403);
+        api.patch(
+            pods,
+            Some("default"),
+            "a",
+            PatchType::Merge,
+            json!({"status": {"phase": "Succeeded"}}),
+            Target::Status,
+            &w,
+        )
+        .await
+        .unwrap();
+        used(&api, "pods", "0").await;
+        api.create(pods, Some("default"), pod("b"), &w)
+            .await
+            .unwrap();
+        let q = api
+            .get(resources::core("resourcequotas"), Some("default"), "q")
+            .unwrap();
+        assert_eq!(
+            q["status"]["used"]["count/pods"], "2",
+            "finished pods still count as objects"
+        );
+        api.delete(pods, Some("default"), "b", &DeleteOptions::default())
+            .await
+            .unwrap();
+        api.delete(pods, Some("default"), "a", &DeleteOptions::default())
+            .await
+            .unwrap();
+        used(&api, "count/pods", "0").await;
+        stop.cancel();
+        controller.await.unwrap();
+    }
+}
