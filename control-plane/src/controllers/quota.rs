@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::runner::{Action, Key, Reconciler};
 use crate::api::resources::{self, ResourceDef};
-use crate::api::{Api, ApiError, quota};
+use crate::api::{Api, ApiError, ListOptions, object, quota};
 
 /// Recomputes quota usage.
 pub struct Quotas;
@@ -83,10 +83,37 @@ impl Reconciler for Quotas {
             if q["status"]["hard"] != spec_hard || q["status"]["used"] != used {
                 super::write_status(api, res, ns, name, status).await?;
             }
+            // A pod stuck terminating stops counting when its grace period ends; no event
+            // marks that moment, so come back then.
+            let counts_pods = hard
+                .keys()
+                .any(|k| quota::kind_of(k) == Some(resources::core("pods")));
+            if counts_pods && let Some(after) = next_grace_expiry(api, ns)? {
+                return Ok(Action::RequeueAfter(after));
+            }
             Ok(Action::Await)
         }
         .boxed()
     }
+}
+
+/// How long until the first terminating pod in `ns` passes its grace period.
+fn next_grace_expiry(api: &Api, ns: &str) -> Result<Option<std::time::Duration>, ApiError> {
+    let now = jiff::Timestamp::now();
+    let pods = api.list(resources::core("pods"), Some(ns), &ListOptions::default())?;
+    let next = pods
+        .items
+        .iter()
+        .filter_map(|p| {
+            let at = object::path(p, "metadata.deletionTimestamp")
+                .and_then(Value::as_str)
+                .and_then(object::parse_time)?;
+            let grace = object::path(p, "metadata.deletionGracePeriodSeconds")?.as_i64()?;
+            let ends = at + jiff::SignedDuration::from_secs(grace);
+            (ends > now).then(|| ends.duration_since(now).unsigned_abs())
+        })
+        .min();
+    Ok(next.map(|d| d + std::time::Duration::from_secs(1)))
 }
 
 #[cfg(test)]
@@ -103,7 +130,7 @@ mod tests {
 
     async fn used(api: &Api, key: &str, want: &str) {
         let quotas = resources::core("resourcequotas");
-        for _ in 0..200 {
+        for _ in 0..400 {
             let q = api.get(quotas, Some("default"), "q").unwrap();
             if q["status"]["used"][key] == want {
                 return;
@@ -168,6 +195,44 @@ mod tests {
             .await
             .unwrap();
         used(&api, "count/pods", "0").await;
+        stop.cancel();
+        controller.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn pods_stuck_terminating_stop_counting_after_their_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+        let api = Api::new(Arc::new(store), Config::default());
+        api.bootstrap().await.unwrap();
+        let stop = CancellationToken::new();
+        let controller = tokio::spawn(super::super::runner::run(api.clone(), Quotas, stop.clone()));
+        let (pods, w) = (resources::core("pods"), WriteOptions::default());
+        let quota = json!({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "1"}}});
+        api.create(
+            resources::core("resourcequotas"),
+            Some("default"),
+            quota,
+            &w,
+        )
+        .await
+        .unwrap();
+        let pod = json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "image": "hello:1.0"}]}});
+        api.create(pods, Some("default"), pod, &w).await.unwrap();
+        api.bind("default", "a", &json!({"target": {"name": "lost-node"}}))
+            .await
+            .unwrap();
+        let opts = DeleteOptions {
+            grace_period_seconds: Some(1),
+            ..Default::default()
+        };
+        let marked = api.delete(pods, Some("default"), "a", &opts).await.unwrap();
+        assert!(
+            object::is_terminating(&marked),
+            "a bound pod terminates gracefully"
+        );
+        used(&api, "pods", "1").await;
+        used(&api, "pods", "0").await;
         stop.cancel();
         controller.await.unwrap();
     }
