@@ -437,7 +437,7 @@ impl Api {
             None
         };
         let node_ports = if res.kind == "Service" && !opts.dry_run {
-            match self.allocate_node_ports(res, &mut obj).await {
+            match self.allocate_node_ports(res, &mut obj, &[]).await {
                 Ok(ports) => ports,
                 Err(e) => {
                     if let Some(ip) = allocated {
@@ -694,6 +694,14 @@ impl Api {
                 status_only: matches!(target, Target::Status | Target::Finalize),
             };
             let warnings = admission::admit(&ctx, &mut new)?;
+            let service = res.kind == "Service" && target == Target::Main && !opts.dry_run;
+            let held = node_ports_of(&cur);
+            let taken = if service {
+                keep_node_ports(&cur, &mut new);
+                self.allocate_node_ports(res, &mut new, &held).await?
+            } else {
+                Vec::new()
+            };
             object::set_resource_version(&mut new, kv.mod_revision);
             let respond = |obj: Value| -> Written {
                 let object = if target == Target::Scale {
@@ -714,25 +722,51 @@ impl Api {
                 match self.inner.store.delete(&key, kv.mod_revision).await {
                     Ok(deleted) => {
                         self.after_delete(res, &cur).await;
+                        self.release_node_ports(&taken).await;
                         object::set_resource_version(&mut new, deleted.mod_revision);
                         return Ok(respond(new));
                     }
-                    Err(store::Error::Conflict { .. }) => continue,
-                    Err(e) => return Err(ApiError::from_store(res, name, e)),
+                    Err(store::Error::Conflict { .. }) => {
+                        self.release_node_ports(&taken).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.release_node_ports(&taken).await;
+                        return Err(ApiError::from_store(res, name, e));
+                    }
                 }
             }
+            let encoded = match Self::encode(res, &mut new) {
+                Ok(encoded) => encoded,
+                Err(e) => {
+                    self.release_node_ports(&taken).await;
+                    return Err(e);
+                }
+            };
             match self
                 .inner
                 .store
-                .update(&key, kv.mod_revision, Self::encode(res, &mut new)?)
+                .update(&key, kv.mod_revision, encoded)
                 .await
             {
                 Ok(rev) => {
+                    if service {
+                        let kept = node_ports_of(&new);
+                        let freed: Vec<i64> =
+                            held.into_iter().filter(|p| !kept.contains(p)).collect();
+                        self.release_node_ports(&freed).await;
+                    }
                     object::set_resource_version(&mut new, rev);
                     return Ok(respond(new));
                 }
-                Err(store::Error::Conflict { .. }) => continue,
-                Err(e) => return Err(ApiError::from_store(res, name, e)),
+                Err(store::Error::Conflict { .. }) => {
+                    self.release_node_ports(&taken).await;
+                    continue;
+                }
+                Err(e) => {
+                    self.release_node_ports(&taken).await;
+                    return Err(ApiError::from_store(res, name, e));
+                }
             }
         }
         Err(ApiError::conflict(res, name))
@@ -915,13 +949,7 @@ impl Api {
             let _ = self.inner.store.delete(&cluster_ip_key(ip), 0).await;
         }
         if res.kind == "Service" {
-            let ports: Vec<i64> = object::path(obj, "spec.ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p["nodePort"].as_i64())
-                .collect();
-            self.release_node_ports(&ports).await;
+            self.release_node_ports(&node_ports_of(obj)).await;
         }
     }
 
@@ -1135,11 +1163,13 @@ impl Api {
     /// Gives every port of a NodePort or LoadBalancer Service a node port: the requested one
     /// when it is free (422 as upstream when it is not), otherwise a random free one from
     /// [`NODE_PORTS`]. Each allocated port is a key in the store, so two Services never share
-    /// one. Returns the ports allocated, to release if the create fails.
+    /// one; the ports in `held` are the Service's already. Returns the ports allocated, to
+    /// release if the write fails.
     async fn allocate_node_ports(
         &self,
         res: &'static ResourceDef,
         obj: &mut Value,
+        held: &[i64],
     ) -> Result<Vec<i64>> {
         let kind = obj["spec"]["type"].as_str().unwrap_or("ClusterIP");
         if kind != "NodePort" && kind != "LoadBalancer" {
@@ -1151,6 +1181,9 @@ impl Api {
         let count = obj["spec"]["ports"].as_array().map_or(0, Vec::len);
         for i in 0..count {
             let requested = obj["spec"]["ports"][i]["nodePort"].as_i64();
+            if requested.is_some_and(|p| held.contains(&p)) {
+                continue;
+            }
             let port = match requested {
                 Some(port) => match self
                     .inner
@@ -1216,6 +1249,40 @@ impl Api {
     async fn release_node_ports(&self, ports: &[i64]) {
         for port in ports {
             let _ = self.inner.store.delete(&node_port_key(*port), 0).await;
+        }
+    }
+}
+
+/// The node ports a Service holds.
+fn node_ports_of(service: &Value) -> Vec<i64> {
+    service["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["nodePort"].as_i64())
+        .collect()
+}
+
+/// An update of a NodePort or LoadBalancer Service that leaves a port's `nodePort` out keeps
+/// the one that port had (matched by port and protocol), as upstream does.
+fn keep_node_ports(old: &Value, new: &mut Value) {
+    if !matches!(
+        new["spec"]["type"].as_str(),
+        Some("NodePort" | "LoadBalancer")
+    ) {
+        return;
+    }
+    let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
+    for p in new["spec"]["ports"].as_array_mut().into_iter().flatten() {
+        if !p["nodePort"].is_null() {
+            continue;
+        }
+        if let Some(np) = old_ports
+            .iter()
+            .find(|o| o["port"] == p["port"] && o["protocol"] == p["protocol"])
+            .and_then(|o| o["nodePort"].as_i64())
+        {
+            p["nodePort"] = json!(np);
         }
     }
 }
@@ -1618,5 +1685,63 @@ mod tests {
             .unwrap()
             .object;
         assert_eq!(b["spec"]["ports"][0]["nodePort"], json!(port));
+    }
+
+    #[tokio::test]
+    async fn service_updates_keep_allocate_and_release_node_ports() {
+        let (api, _dir) = api().await;
+        let svcs = resources::core("services");
+        let w = WriteOptions::default();
+        let spec = json!({"metadata": {"name": "a"}, "spec": {"selector": {"app": "web"},
+            "ports": [{"port": 80}]}});
+        api.create(svcs, Some("default"), spec.clone(), &w)
+            .await
+            .unwrap();
+        let node_port = |obj: &Value| obj["spec"]["ports"][0]["nodePort"].as_i64();
+        // ClusterIP to NodePort: a node port is allocated.
+        let patched = api
+            .patch(
+                svcs,
+                Some("default"),
+                "a",
+                PatchType::Merge,
+                json!({"spec": {"type": "NodePort"}}),
+                Target::Main,
+                &w,
+            )
+            .await
+            .unwrap()
+            .object;
+        let port = node_port(&patched).expect("allocated");
+        // A replace that leaves it out keeps it.
+        let mut replaced = patched.clone();
+        replaced["spec"]["ports"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("nodePort");
+        replaced["spec"]["selector"] = json!({"app": "other"});
+        let replaced = api
+            .update(svcs, Some("default"), "a", replaced, Target::Main, &w)
+            .await
+            .unwrap()
+            .object;
+        assert_eq!(node_port(&replaced), Some(port));
+        // Back to ClusterIP: the port is free for another Service.
+        let mut cluster_ip = replaced.clone();
+        cluster_ip["spec"]["type"] = json!("ClusterIP");
+        cluster_ip["spec"]["ports"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("nodePort");
+        cluster_ip["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("externalTrafficPolicy");
+        api.update(svcs, Some("default"), "a", cluster_ip, Target::Main, &w)
+            .await
+            .unwrap();
+        let b = json!({"metadata": {"name": "b"}, "spec": {"type": "NodePort",
+            "ports": [{"port": 80, "nodePort": port}]}});
+        api.create(svcs, Some("default"), b, &w).await.unwrap();
     }
 }
