@@ -166,6 +166,9 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
                     validate_quantity(qty, &format!("spec.hard[{k}]"), e);
                 }
             }
+            if let Some(scopes) = q.spec.as_ref().and_then(|s| s.scopes.as_ref()) {
+                super::quota::validate_scopes(scopes, e);
+            }
         }),
         ("", "LimitRange") => run::<core::LimitRange>(ctx, obj, |lr, _, e| {
             super::limits::default_limit_range(lr);

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use skiff_api::quantity;
+use skiff_api::validation::FieldError;
 use tokio::sync::OwnedMutexGuard;
 
 use super::resources::{self, RESOURCES, ResourceDef};
@@ -141,6 +142,48 @@ fn pod_counted(pod: &Value) -> bool {
             jiff::Timestamp::now() <= at + jiff::SignedDuration::from_secs(grace)
         }
         _ => true,
+    }
+}
+
+/// Validates `spec.scopes`: known scopes, not both of a pair that excludes each other.
+pub(crate) fn validate_scopes(scopes: &[String], e: &mut Vec<FieldError>) {
+    const KNOWN: [&str; 6] = [
+        "Terminating",
+        "NotTerminating",
+        "BestEffort",
+        "NotBestEffort",
+        "PriorityClass",
+        "CrossNamespacePodAffinity",
+    ];
+    let shown = format!(
+        "[]core.ResourceQuotaScope{{{}}}",
+        scopes
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for s in scopes {
+        if !KNOWN.contains(&s.as_str()) {
+            e.push(FieldError::invalid(
+                "spec.scopes",
+                &shown,
+                "unsupported scope",
+            ));
+        }
+    }
+    let has = |s: &str| scopes.iter().any(|x| x == s);
+    for (a, b) in [
+        ("BestEffort", "NotBestEffort"),
+        ("Terminating", "NotTerminating"),
+    ] {
+        if has(a) && has(b) {
+            e.push(FieldError::invalid(
+                "spec.scopes",
+                &shown,
+                "conflicting scopes",
+            ));
+        }
     }
 }
 
@@ -616,6 +659,21 @@ mod tests {
         let mut high = burst.clone();
         high["spec"]["priorityClassName"] = json!("high");
         assert!(in_scope(&prio, pods, &high) && !in_scope(&prio, pods, &burst));
+    }
+
+    #[test]
+    fn scopes_must_be_known_and_consistent() {
+        let mut e = Vec::new();
+        validate_scopes(&["BestEffort".into(), "NotBestEffort".into()], &mut e);
+        validate_scopes(&["Sometimes".into()], &mut e);
+        let messages: Vec<&str> = e.iter().map(|f| f.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                r#"spec.scopes: Invalid value: []core.ResourceQuotaScope{"BestEffort", "NotBestEffort"}: conflicting scopes"#,
+                r#"spec.scopes: Invalid value: []core.ResourceQuotaScope{"Sometimes"}: unsupported scope"#,
+            ]
+        );
     }
 
     #[test]
