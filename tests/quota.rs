@@ -45,6 +45,15 @@ fn quota_and_limit_range_with_kubectl() {
     ]);
     k.ok_stdin(&["apply", "-f", "-"], Some(LIMITS));
     assert!(k.ok(&["-n", "t", "get", "limits"]).contains("defaults"));
+    // kubectl describe reads the typed object: min, max, default request and limit, ratio.
+    let described = k.ok(&["-n", "t", "describe", "limits", "defaults"]);
+    assert!(
+        described
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["Container", "cpu", "-", "1", "250m", "500m", "-"]),
+        "{described}"
+    );
 
     // Without the LimitRange's defaults this pod would lack the cpu request the quota needs.
     k.ok(&["-n", "t", "run", "a", "--image=hello:1.0"]);
