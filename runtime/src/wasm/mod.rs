@@ -514,7 +514,8 @@ impl WasmRuntime {
     /// Answers one HTTP request with a fresh instance of a running container's
     /// `wasi:http/proxy` component, under the container's memory and CPU limits, its output
     /// going to the container's log. A guest that fails (traps, exceeds its memory) fails only
-    /// this request: the error says why and is logged to the container's stderr.
+    /// this request: the error says why and is logged to the container's stderr. Dropping the
+    /// returned future before it resolves (a caller's timeout) stops the instance.
     pub async fn handle_http<B>(
         &self,
         container_id: &str,
@@ -564,6 +565,9 @@ impl WasmRuntime {
             .map_err(|e| failed(format!("{e:#}")))?;
         let pre = serving.pre.clone();
         let kill = c.kill.clone();
+        // A caller that gives up before the answer (a timeout) stops the instance with it.
+        let abandoned = tokio_util::sync::CancellationToken::new();
+        let give_up = abandoned.clone().drop_guard();
         // The instance lives on after answering, for as long as it streams the body.
         let run = self
             .inner
@@ -579,9 +583,12 @@ impl WasmRuntime {
                 tokio::select! {
                     result = handle => result,
                     _ = kill.cancelled() => Err(wasmtime::format_err!("stopped by the runtime")),
+                    _ = abandoned.cancelled() => Err(wasmtime::format_err!("abandoned by the caller before answering")),
                 }
             }));
-        match response.await {
+        let answered = response.await;
+        give_up.disarm();
+        match answered {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(failed(format!(
                 "the handler answered with an error: {code:?}"
