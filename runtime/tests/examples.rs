@@ -393,6 +393,25 @@ async fn http_function_answers_each_request_with_a_fresh_instance() {
         ok("GET", "/after")
     );
 
+    // A caller that gives up before the answer (a timeout) stops the instance: it never runs.
+    let abandoned = http::Request::builder()
+        .uri("http://function.local/abandoned")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert!(
+        futures::FutureExt::now_or_never(n.rt.handle_http(&id, abandoned)).is_none(),
+        "no answer before the instance runs"
+    );
+    assert_eq!(
+        n.request(&id, "GET", "/next").await.unwrap(),
+        ok("GET", "/next")
+    );
+    assert!(
+        !n.log("web").iter().any(|(_, t)| t == "GET /abandoned"),
+        "{:?}",
+        n.log("web")
+    );
+
     // So does crossing the memory limit.
     let err = n.request(&id, "GET", "/hog").await.unwrap_err().to_string();
     assert!(err.contains("OOMKilled"), "{err}");

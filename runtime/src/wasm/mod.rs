@@ -581,9 +581,10 @@ impl WasmRuntime {
                         .await
                 };
                 tokio::select! {
-                    result = handle => result,
+                    biased;
                     _ = kill.cancelled() => Err(wasmtime::format_err!("stopped by the runtime")),
                     _ = abandoned.cancelled() => Err(wasmtime::format_err!("abandoned by the caller before answering")),
+                    result = handle => result,
                 }
             }));
         let answered = response.await;
