@@ -173,10 +173,7 @@ impl Functions {
     /// Binds `ip:port` for the pod `key`; the listener stops when the guard drops.
     fn listen(self: &Arc<Self>, key: &str, ip: &str, port: u16) -> Option<DropGuard> {
         let addr = SocketAddr::new(ip.parse().ok()?, port);
-        let listener = match std::net::TcpListener::bind(addr).and_then(|l| {
-            l.set_nonblocking(true)?;
-            tokio::net::TcpListener::from_std(l)
-        }) {
+        let listener = match bind(addr) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(pod = %key, %addr, error = %e, "cannot serve the pod's port; it is reachable through its Services only");
@@ -184,40 +181,16 @@ impl Functions {
             }
         };
         let done = self.stop.child_token();
-        let (me, key, stop) = (self.clone(), key.to_string(), done.clone());
-        self.tasks.spawn(async move {
-            let connections = TaskTracker::new();
-            loop {
-                let stream = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((s, _)) => s,
-                        Err(_) => continue,
-                    },
-                    _ = stop.cancelled() => break,
-                };
-                let (me, key, stop) = (me.clone(), key.clone(), stop.clone());
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let (me, key) = (me.clone(), key.clone());
-                        async move {
-                            let response = match me.local(&key, port) {
-                                Some(served) => me.answer(&served, req).await,
-                                None => text(StatusCode::SERVICE_UNAVAILABLE, "not serving".into()),
-                            };
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    });
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = stop.cancelled() => {}
-                    }
-                });
+        let (me, key) = (self.clone(), key.to_string());
+        self.tasks.spawn(serve(listener, done.clone(), move |req| {
+            let (me, key) = (me.clone(), key.clone());
+            async move {
+                match me.local(&key, port) {
+                    Some(served) => me.answer(&served, req).await,
+                    None => text(StatusCode::SERVICE_UNAVAILABLE, "not serving".into()),
+                }
             }
-            connections.close();
-            connections.wait().await;
-        });
+        }));
         Some(done.drop_guard())
     }
 
@@ -226,6 +199,50 @@ impl Functions {
         self.tasks.close();
         self.tasks.wait().await;
     }
+}
+
+/// A non-blocking listener on `addr` (bound synchronously, so a taken port fails at once).
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
+/// Serves HTTP/1 and HTTP/2 on `listener`, each request answered by `handle`, until `stop`;
+/// returns once every connection has ended.
+pub(crate) async fn serve<F, Fut>(
+    listener: tokio::net::TcpListener,
+    stop: CancellationToken,
+    handle: F,
+) where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let connections = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(_) => continue,
+            },
+            _ = stop.cancelled() => break,
+        };
+        let (handle, stop) = (handle.clone(), stop.clone());
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let answer = handle(req);
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
 }
 
 pub(crate) fn text(code: StatusCode, body: String) -> Response<Body> {

@@ -16,15 +16,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::body::Body;
 use futures::StreamExt as _;
 use http::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
-use crate::functions::{Functions, REQUEST_TIMEOUT, text};
+use crate::functions::{Functions, REQUEST_TIMEOUT, bind, serve, text};
 
 /// One NodePort: which Service port it answers for.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -180,10 +178,7 @@ impl Proxy {
     fn listen(self: &Arc<Self>, port: u16, route: Route) -> Option<DropGuard> {
         let ip = self.node_ip.as_deref().unwrap_or("0.0.0.0");
         let addr = SocketAddr::new(ip.parse().ok()?, port);
-        let listener = match std::net::TcpListener::bind(addr).and_then(|l| {
-            l.set_nonblocking(true)?;
-            tokio::net::TcpListener::from_std(l)
-        }) {
+        let listener = match bind(addr) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(%addr, service = %format!("{}/{}", route.namespace, route.service), error = %e, "cannot serve the NodePort");
@@ -192,38 +187,12 @@ impl Proxy {
         };
         tracing::info!(%addr, service = %format!("{}/{}", route.namespace, route.service), "serving NodePort");
         let done = self.stop.child_token();
-        let (me, stop, route) = (self.clone(), done.clone(), Arc::new(route));
+        let (me, route) = (self.clone(), Arc::new(route));
         let next = Arc::new(AtomicUsize::new(0));
-        self.tasks.spawn(async move {
-            let connections = TaskTracker::new();
-            loop {
-                let stream = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((s, _)) => s,
-                        Err(_) => continue,
-                    },
-                    _ = stop.cancelled() => break,
-                };
-                let (me, stop, route, next) =
-                    (me.clone(), stop.clone(), route.clone(), next.clone());
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let (me, route, next) = (me.clone(), route.clone(), next.clone());
-                        async move {
-                            Ok::<_, std::convert::Infallible>(me.answer(&route, &next, req).await)
-                        }
-                    });
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = stop.cancelled() => {}
-                    }
-                });
-            }
-            connections.close();
-            connections.wait().await;
-        });
+        self.tasks.spawn(serve(listener, done.clone(), move |req| {
+            let (me, route, next) = (me.clone(), route.clone(), next.clone());
+            async move { me.answer(&route, &next, req).await }
+        }));
         Some(done.drop_guard())
     }
 
