@@ -561,6 +561,23 @@ fn modules_are_pushed_signed_and_pulled_by_agents() {
         .unwrap()
         .count();
     assert_eq!(blobs, 1, "stored once");
+    // An HTTP function pushed as built (a preview 1 reactor module) is stored as a component.
+    let http = skiff(&server, &["push", &module("hello-http"), "hello-http:1.0"]);
+    assert!(
+        http.status.success()
+            && String::from_utf8_lossy(&http.stderr)
+                .contains("wrapped into a wasi:http/proxy component"),
+        "{}",
+        String::from_utf8_lossy(&http.stderr)
+    );
+    let stored: Vec<Vec<u8>> = std::fs::read_dir(server.dir.path().join("modules/sha256"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        stored.iter().any(|b| b.starts_with(b"\0asm\x0d\0\x01\0")),
+        "no component in the module store"
+    );
     let not_wasm = server.dir.path().join("notes.txt");
     std::fs::write(&not_wasm, "hello").unwrap();
     let refused = skiff(&server, &["push", not_wasm.to_str().unwrap(), "notes:1"]);

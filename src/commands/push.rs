@@ -36,6 +36,18 @@ impl Push {
                 self.file.display()
             );
         }
+        let (bytes, wrapped) = componentize_http(bytes).with_context(|| {
+            format!(
+                "cannot make {} a wasi:http/proxy component",
+                self.file.display()
+            )
+        })?;
+        if wrapped {
+            eprintln!(
+                "{} exports a wasi:http handler: wrapped into a wasi:http/proxy component with the preview 1 proxy adapter",
+                self.file.display()
+            );
+        }
         let config = Kubeconfig::load(self.kubeconfig.as_deref())?;
         let key = self.sign.as_deref().map(load_key).transpose()?;
         eprintln!(
@@ -52,6 +64,46 @@ impl Push {
         );
         Ok(())
     }
+}
+
+/// A preview 1 module that exports a `wasi:http/incoming-handler` (as `clang
+/// -mexec-model=reactor` builds one with wit-bindgen's C bindings) becomes a `wasi:http/proxy`
+/// component with wasmtime's proxy adapter, so an HTTP function is pushed as it was built;
+/// anything else is pushed as it is. Returns the bytes and whether they were wrapped.
+fn componentize_http(bytes: Vec<u8>) -> anyhow::Result<(Vec<u8>, bool)> {
+    if !exports_http_handler(&bytes) {
+        return Ok((bytes, false));
+    }
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)?
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
+        )?
+        .validate(true)
+        .encode()?;
+    Ok((component, true))
+}
+
+/// Whether `bytes` are a core module (not a component) exporting a wasi:http handler.
+fn exports_http_handler(bytes: &[u8]) -> bool {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(wasmparser::Payload::Version {
+                encoding: wasmparser::Encoding::Component,
+                ..
+            })
+            | Err(_) => return false,
+            Ok(wasmparser::Payload::ExportSection(exports)) => {
+                return exports
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e.name.starts_with("wasi:http/incoming-handler@"));
+            }
+            Ok(_) => {}
+        }
+    }
+    false
 }
 
 /// Modules at least this large show upload progress.
