@@ -18,9 +18,7 @@ use super::replicaset::selector_of;
 use super::runner::{Action, Key, Reconciler};
 use super::{condition, owner_ref};
 use crate::api::resources::ResourceDef;
-use crate::api::{
-    Api, ApiError, DeleteOptions, ListOptions, PatchType, Target, WriteOptions, object, resources,
-};
+use crate::api::{Api, ApiError, DeleteOptions, ListOptions, WriteOptions, object, resources};
 
 const COMPONENT: &str = "deployment-controller";
 const HASH_LABEL: &str = "pod-template-hash";
@@ -157,18 +155,7 @@ async fn scale(
     let patch = json!({"metadata": {"annotations": {
                            DESIRED: desired.to_string(), MAX_REPLICAS: (desired + max_surge).to_string()}},
                        "spec": {"replicas": to}});
-    let written = api
-        .patch(
-            replica_sets(),
-            Some(object::namespace(rs)),
-            object::name(rs),
-            PatchType::Merge,
-            patch,
-            Target::Main,
-            &WriteOptions::default(),
-        )
-        .await?;
-    *rs = written.object;
+    *rs = super::merge_patch(api, replica_sets(), rs, patch).await?;
     if from != to {
         let way = if to > from { "up" } else { "down" };
         let message = format!(
@@ -230,18 +217,7 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
                 refs.push(owner_ref(&deploy, deployments()));
                 let patch = json!({"metadata": {"ownerReferences": refs,
                     "resourceVersion": object::meta_str(&rs, "resourceVersion")}});
-                let written = api
-                    .patch(
-                        replica_sets(),
-                        Some(ns),
-                        object::name(&rs),
-                        PatchType::Merge,
-                        patch,
-                        Target::Main,
-                        &WriteOptions::default(),
-                    )
-                    .await?;
-                mine.push(written.object);
+                mine.push(super::merge_patch(api, replica_sets(), &rs, patch).await?);
             }
             _ => {}
         }
@@ -286,18 +262,7 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
             // An old template back again (rollback): its ReplicaSet is the newest revision.
             if revision(&rs) < max_revision && !paused {
                 let patch = json!({"metadata": {"annotations": {REVISION: (max_revision + 1).to_string()}}});
-                rs = api
-                    .patch(
-                        replica_sets(),
-                        Some(ns),
-                        object::name(&rs),
-                        PatchType::Merge,
-                        patch,
-                        Target::Main,
-                        &WriteOptions::default(),
-                    )
-                    .await?
-                    .object;
+                rs = super::merge_patch(api, replica_sets(), &rs, patch).await?;
                 progressed = true;
             }
             Some(rs)
@@ -574,16 +539,7 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
         .and_then(Value::as_str);
     if revision_now > 0 && annotated != Some(revision_now.to_string().as_str()) {
         let patch = json!({"metadata": {"annotations": {REVISION: revision_now.to_string()}}});
-        api.patch(
-            deployments(),
-            Some(ns),
-            name,
-            PatchType::Merge,
-            patch,
-            Target::Main,
-            &WriteOptions::default(),
-        )
-        .await?;
+        super::merge_patch(api, deployments(), &deploy, patch).await?;
     }
     Ok(requeue.map_or(Action::Await, Action::RequeueAfter))
 }

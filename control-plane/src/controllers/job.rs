@@ -887,18 +887,7 @@ async fn adopt(api: &Api, job: &Value, pod: &Value) -> Result<Value, ApiError> {
     finalizers.push(TRACKING_FINALIZER.into());
     let patch = json!({"metadata": {"ownerReferences": refs, "finalizers": finalizers,
                                     "resourceVersion": object::meta_str(pod, "resourceVersion")}});
-    let written = api
-        .patch(
-            pods(),
-            Some(object::namespace(pod)),
-            object::name(pod),
-            PatchType::Merge,
-            patch,
-            Target::Main,
-            &WriteOptions::default(),
-        )
-        .await?;
-    Ok(written.object)
+    super::merge_patch(api, pods(), pod, patch).await
 }
 
 async fn delete_pod(api: &Api, job: &Value, pod: &Value) -> Result<(), ApiError> {

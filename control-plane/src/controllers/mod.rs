@@ -67,6 +67,29 @@ pub async fn write_status(
     }
 }
 
+/// Merge-patches `obj` (of kind `res`) and returns what was stored.
+pub async fn merge_patch(
+    api: &Api,
+    res: &'static ResourceDef,
+    obj: &Value,
+    patch: Value,
+) -> Result<Value, ApiError> {
+    let ns = Some(object::namespace(obj)).filter(|ns| !ns.is_empty());
+    let opts = WriteOptions::default();
+    let written = api
+        .patch(
+            res,
+            ns,
+            object::name(obj),
+            PatchType::Merge,
+            patch,
+            Target::Main,
+            &opts,
+        )
+        .await?;
+    Ok(written.object)
+}
+
 /// Whether `owner`, unless it is being deleted, would adopt `child`: its selector matches.
 pub fn selector_adopts(owner: &Value, child: &Value) -> bool {
     !object::is_terminating(owner)

@@ -17,9 +17,7 @@ use skiff_api::labels::Selector;
 use super::runner::{Action, Key, Reconciler};
 use super::{owner_ref, pod_available, pod_ready};
 use crate::api::resources::ResourceDef;
-use crate::api::{
-    Api, ApiError, DeleteOptions, ListOptions, PatchType, Target, WriteOptions, object, resources,
-};
+use crate::api::{Api, ApiError, DeleteOptions, ListOptions, WriteOptions, object, resources};
 
 const COMPONENT: &str = "replicaset-controller";
 
@@ -330,17 +328,6 @@ impl ReplicaSets {
         refs.extend(owner);
         let patch = json!({"metadata": {"ownerReferences": refs,
                                         "resourceVersion": object::meta_str(pod, "resourceVersion")}});
-        let written = api
-            .patch(
-                resources::core("pods"),
-                Some(object::namespace(pod)),
-                object::name(pod),
-                PatchType::Merge,
-                patch,
-                Target::Main,
-                &WriteOptions::default(),
-            )
-            .await?;
-        Ok(written.object)
+        super::merge_patch(api, resources::core("pods"), pod, patch).await
     }
 }
