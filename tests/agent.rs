@@ -282,7 +282,12 @@ fn agents_run_pods_restart_them_and_report_status() {
     let ready = kc.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.podIP} {.status.containerStatuses[0].imageID}"]);
     // Each pod of a loopback node has its own loopback address.
     assert!(
-        ready.starts_with("True 127.") && !ready.starts_with("True 127.0.0.1 "),
+        ready.starts_with("True 127.")
+            && !ready.starts_with("True 127.0.0.1 ")
+            && ready
+                .split(' ')
+                .nth(2)
+                .is_some_and(|id| id.starts_with("sha256:")),
         "{ready}"
     );
 
