@@ -221,9 +221,7 @@ impl Applier {
             .with_context(what)?;
         let outcome = match &before {
             None => Outcome::Created,
-            Some(b) if b.metadata.resource_version == after.metadata.resource_version => {
-                Outcome::Unchanged
-            }
+            Some(b) if applied_parts(b) == applied_parts(&after) => Outcome::Unchanged,
             Some(_) => Outcome::Configured,
         };
         Ok(Applied {
@@ -239,6 +237,22 @@ impl Applier {
             outcome,
         })
     }
+}
+
+/// What applying can change in an object: everything but its status and the metadata the server
+/// keeps (versions, managed fields). Comparing resource versions instead would call an object
+/// "configured" whenever its agent wrote the status between the read and the apply.
+fn applied_parts(object: &DynamicObject) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+    }
+    if let Some(meta) = value["metadata"].as_object_mut() {
+        for field in ["resourceVersion", "managedFields", "generation"] {
+            meta.remove(field);
+        }
+    }
+    value
 }
 
 /// The server's message for an API error, as kubectl shows it; other errors as they are.
