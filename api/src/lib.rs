@@ -6,6 +6,7 @@ pub mod cron;
 pub mod fields;
 pub mod labels;
 pub mod module;
+pub mod policy;
 pub mod quantity;
 pub mod signature;
 pub mod validation;

@@ -18,10 +18,17 @@ pub fn sign_module(key: &SigningKey, module: &[u8]) -> [u8; 64] {
 
 /// True when `signature` is a valid signature of `module` by one of `keys`.
 pub fn verify_module(keys: &[VerifyingKey], module: &[u8], signature: &[u8]) -> bool {
+    verify_digest(keys, &sha2::Sha256::digest(module).into(), signature)
+}
+
+/// True when `signature` is a valid signature, by one of `keys`, of the module whose sha256
+/// digest is `digest` (what a node checks again without reading the module).
+pub fn verify_digest(keys: &[VerifyingKey], digest: &[u8; 32], signature: &[u8]) -> bool {
     let Ok(sig) = Signature::from_slice(signature) else {
         return false;
     };
-    let msg = message(module);
+    let mut msg = b"skiff-module-v1:".to_vec();
+    msg.extend_from_slice(digest);
     keys.iter().any(|k| k.verify(&msg, &sig).is_ok())
 }
 
