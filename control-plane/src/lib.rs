@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod apiserver;
+pub mod auth;
 pub mod controllers;
 pub mod events;
 pub mod scheduler;

@@ -148,6 +148,7 @@ pub struct ControlPlane {
     serving: JoinHandle<()>,
     scheduler: JoinHandle<()>,
     controllers: JoinHandle<()>,
+    authorizer: JoinHandle<()>,
 }
 
 impl ControlPlane {
@@ -188,6 +189,14 @@ impl ControlPlane {
         api.bootstrap()
             .await
             .context("cannot create the system namespaces")?;
+        skiff_control_plane::auth::policy::bootstrap(&api)
+            .await
+            .context("cannot create the default RBAC roles")?;
+        skiff_control_plane::controllers::aggregation::aggregate_all(&api)
+            .await
+            .context("cannot aggregate the default RBAC roles")?;
+        let auth = skiff_control_plane::auth::Cache::load(&api)
+            .context("cannot read the RBAC policy and service accounts")?;
 
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -218,10 +227,10 @@ impl ControlPlane {
         .context("cannot load the node keys")?;
         let server = apiserver::Server::new(
             api.clone(),
-            identity.admin_token.clone(),
+            &identity,
+            auth.clone(),
             nodes,
             apiserver::modules::ModuleStore::new(data_dir.join("modules")),
-            identity.ca_pem.clone(),
             format!("{host}:{}", addr.port()),
             shutdown.clone(),
         );
@@ -237,6 +246,7 @@ impl ControlPlane {
             node_lifecycle,
             shutdown.clone(),
         ));
+        let authorizer = tokio::spawn(auth.run(api.clone(), shutdown.clone()));
         Ok(Self {
             url,
             data_dir,
@@ -245,6 +255,7 @@ impl ControlPlane {
             serving,
             scheduler,
             controllers,
+            authorizer,
         })
     }
 
@@ -259,6 +270,7 @@ impl ControlPlane {
         self.serving.await?;
         self.scheduler.await?;
         self.controllers.await?;
+        self.authorizer.await?;
         self.api.shutdown().await;
         tracing::info!("stopped");
         Ok(())

@@ -35,12 +35,13 @@ pub async fn serve(dir: &Path) -> ControlPlane {
     let nodes =
         apiserver::nodes::NodeRegistry::load(dir.join("nodes"), identity.node_secret.clone())
             .expect("nodes");
+    let auth = skiff_control_plane::auth::Cache::load(&api).expect("auth cache");
     let server = apiserver::Server::new(
         api.clone(),
-        identity.admin_token.clone(),
+        &identity,
+        auth,
         nodes,
         apiserver::modules::ModuleStore::new(dir.join("modules")),
-        identity.ca_pem.clone(),
         addr.to_string(),
         shutdown.clone(),
     );

@@ -9,6 +9,7 @@ use k8s_openapi::api::batch::v1 as batch;
 use k8s_openapi::api::coordination::v1 as coordination;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::api::rbac::v1 as rbac;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -381,6 +382,54 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
                 );
             })
         }
+        ("rbac.authorization.k8s.io", "Role") => run::<rbac::Role>(ctx, obj, |r, _, e| {
+            validate_policy_rules(r.rules.as_deref(), true, e);
+        }),
+        ("rbac.authorization.k8s.io", "ClusterRole") => {
+            run::<rbac::ClusterRole>(ctx, obj, |r, _, e| {
+                validate_policy_rules(r.rules.as_deref(), false, e);
+                if let Some(agg) = &r.aggregation_rule {
+                    let selectors = agg.cluster_role_selectors.as_deref().unwrap_or_default();
+                    if selectors.is_empty() {
+                        e.push(FieldError::required(
+                            "aggregationRule.clusterRoleSelectors",
+                            "at least one clusterRoleSelector required if aggregationRule is non-nil",
+                        ));
+                    }
+                    for (i, sel) in selectors.iter().enumerate() {
+                        if let Err(err) = Selector::from_label_selector(sel) {
+                            e.push(FieldError::invalid(
+                                format!("aggregationRule.clusterRoleSelectors[{i}]"),
+                                "",
+                                &err.to_string(),
+                            ));
+                        }
+                    }
+                }
+            })
+        }
+        ("rbac.authorization.k8s.io", "RoleBinding") => {
+            run::<rbac::RoleBinding>(ctx, obj, |b, old, e| {
+                admit_binding(
+                    &mut b.role_ref,
+                    &mut b.subjects,
+                    old.map(|o| &o.role_ref),
+                    true,
+                    e,
+                );
+            })
+        }
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            run::<rbac::ClusterRoleBinding>(ctx, obj, |b, old, e| {
+                admit_binding(
+                    &mut b.role_ref,
+                    &mut b.subjects,
+                    old.map(|o| &o.role_ref),
+                    false,
+                    e,
+                );
+            })
+        }
         _ => Ok(Vec::new()),
     }
 }
@@ -466,7 +515,11 @@ has_meta!(
     coordination::Lease,
     discovery::EndpointSlice,
     autoscaling_v2::HorizontalPodAutoscaler,
-    autoscaling_v1::HorizontalPodAutoscaler
+    autoscaling_v1::HorizontalPodAutoscaler,
+    rbac::Role,
+    rbac::ClusterRole,
+    rbac::RoleBinding,
+    rbac::ClusterRoleBinding
 );
 
 /// Collects paths present (non-null) in `orig` but missing from the typed round trip.
@@ -510,6 +563,9 @@ fn validate_meta(res: &ResourceDef, meta: &ObjectMeta, e: &mut Vec<FieldError>) 
             "Namespace" => v::dns1123_label(name),
             "Service" => v::dns1035_label(name),
             "Event" | "Lease" => Ok(()),
+            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => {
+                path_segment_name(name)
+            }
             _ => v::dns1123_subdomain(name),
         };
         if let Err(msg) = check {
@@ -917,6 +973,186 @@ fn validate_selector_template(
         }
     }
     validate_template(t, "spec.template", e);
+}
+
+/// Upstream's `IsValidPathSegmentName`: the names RBAC objects may have (`system:basic-user`).
+fn path_segment_name(name: &str) -> std::result::Result<(), String> {
+    if name == "." || name == ".." {
+        return Err(format!("may not be '{name}'"));
+    }
+    let bad: Vec<String> = ["/", "%"]
+        .iter()
+        .filter(|c| name.contains(*c))
+        .map(|c| format!("may not contain '{c}'"))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad.join(", "))
+    }
+}
+
+/// Upstream's `ValidatePolicyRule` for each rule of a Role (`namespaced`) or ClusterRole.
+fn validate_policy_rules(
+    rules: Option<&[rbac::PolicyRule]>,
+    namespaced: bool,
+    e: &mut Vec<FieldError>,
+) {
+    for (i, rule) in rules.unwrap_or_default().iter().enumerate() {
+        let path = format!("rules[{i}]");
+        if rule.verbs.is_empty() {
+            e.push(FieldError::required(
+                format!("{path}.verbs"),
+                "verbs must contain at least one value",
+            ));
+        }
+        let list = |v: &Option<Vec<String>>| v.as_deref().unwrap_or_default().len();
+        if let Some(urls) = rule.non_resource_urls.as_ref().filter(|u| !u.is_empty()) {
+            let shown = format!(
+                "[]string{{{}}}",
+                urls.iter()
+                    .map(|u| quoted(u))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if namespaced {
+                e.push(FieldError::invalid(
+                    format!("{path}.nonResourceURLs"),
+                    &shown,
+                    "namespaced rules cannot apply to non-resource URLs",
+                ));
+            }
+            if list(&rule.api_groups) > 0
+                || list(&rule.resources) > 0
+                || list(&rule.resource_names) > 0
+            {
+                e.push(FieldError::invalid(
+                    format!("{path}.nonResourceURLs"),
+                    &shown,
+                    "rules cannot apply to both regular resources and non-resource URLs",
+                ));
+            }
+            continue;
+        }
+        if rule.api_groups.is_none() {
+            e.push(FieldError::required(
+                format!("{path}.apiGroups"),
+                "resource rules must supply at least one api group",
+            ));
+        }
+        if list(&rule.resources) == 0 {
+            e.push(FieldError::required(
+                format!("{path}.resources"),
+                "resource rules must supply at least one resource",
+            ));
+        }
+    }
+}
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// Defaults and validates a RoleBinding (`namespaced`) or ClusterRoleBinding as upstream:
+/// roleRef's group defaults to RBAC's, User and Group subjects' too; the roleRef must name a
+/// role and may never change.
+fn admit_binding(
+    role_ref: &mut rbac::RoleRef,
+    subjects: &mut Option<Vec<rbac::Subject>>,
+    old: Option<&rbac::RoleRef>,
+    namespaced: bool,
+    e: &mut Vec<FieldError>,
+) {
+    if role_ref.api_group.is_empty() {
+        role_ref.api_group = RBAC_GROUP.into();
+    }
+    if role_ref.api_group != RBAC_GROUP {
+        e.push(FieldError::not_supported(
+            "roleRef.apiGroup",
+            quoted(&role_ref.api_group),
+            &[RBAC_GROUP],
+        ));
+    }
+    let kinds: &[&str] = if namespaced {
+        &["Role", "ClusterRole"]
+    } else {
+        &["ClusterRole"]
+    };
+    if !kinds.contains(&role_ref.kind.as_str()) {
+        e.push(FieldError::not_supported(
+            "roleRef.kind",
+            quoted(&role_ref.kind),
+            kinds,
+        ));
+    }
+    if role_ref.name.is_empty() {
+        e.push(FieldError::required("roleRef.name", ""));
+    } else if let Err(msg) = path_segment_name(&role_ref.name) {
+        e.push(FieldError::invalid(
+            "roleRef.name",
+            quoted(&role_ref.name),
+            &msg,
+        ));
+    }
+    for (i, s) in subjects.iter_mut().flatten().enumerate() {
+        let path = format!("subjects[{i}]");
+        let group = s.api_group.get_or_insert_with(String::new);
+        if group.is_empty() && matches!(s.kind.as_str(), "User" | "Group") {
+            *group = RBAC_GROUP.into();
+        }
+        if s.name.is_empty() {
+            e.push(FieldError::required(format!("{path}.name"), ""));
+        }
+        match s.kind.as_str() {
+            "ServiceAccount" => {
+                if !s.name.is_empty()
+                    && let Err(msg) = v::dns1123_subdomain(&s.name)
+                {
+                    e.push(FieldError::invalid(
+                        format!("{path}.name"),
+                        quoted(&s.name),
+                        &msg,
+                    ));
+                }
+                if !group.is_empty() {
+                    e.push(FieldError::not_supported(
+                        format!("{path}.apiGroup"),
+                        quoted(group),
+                        &[""],
+                    ));
+                }
+                if !namespaced && s.namespace.as_deref().unwrap_or("").is_empty() {
+                    e.push(FieldError::required(format!("{path}.namespace"), ""));
+                }
+            }
+            "User" | "Group" => {
+                if group != RBAC_GROUP {
+                    e.push(FieldError::not_supported(
+                        format!("{path}.apiGroup"),
+                        quoted(group),
+                        &[RBAC_GROUP],
+                    ));
+                }
+            }
+            other => e.push(FieldError::not_supported(
+                format!("{path}.kind"),
+                quoted(other),
+                &["ServiceAccount", "User", "Group"],
+            )),
+        }
+        if s.api_group.as_deref() == Some("") {
+            s.api_group = None;
+        }
+    }
+    if let Some(old) = old.filter(|o| *o != role_ref) {
+        let _ = old;
+        e.push(FieldError::invalid(
+            "roleRef",
+            format!(
+                "rbac.RoleRef{{APIGroup:{:?}, Kind:{:?}, Name:{:?}}}",
+                role_ref.api_group, role_ref.kind, role_ref.name
+            ),
+            "cannot change roleRef",
+        ));
+    }
 }
 
 /// Reports a change to a field that may not change after creation.

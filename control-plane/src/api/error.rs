@@ -128,9 +128,16 @@ impl ApiError {
                     .join(", ")
             ),
         };
+        // A cause's message leaves out its field, which the cause names (kubectl joins them).
         let causes: Vec<Value> = errors
             .iter()
-            .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field}))
+            .map(|e| {
+                let body = e
+                    .message
+                    .strip_prefix(&format!("{}: ", e.field))
+                    .unwrap_or(&e.message);
+                json!({"reason": e.reason, "message": body, "field": e.field})
+            })
             .collect();
         Self::new(
             422,

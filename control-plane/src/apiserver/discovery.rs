@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::resources;
+use crate::api::resources::{self, ResourceDef};
 
 /// The Kubernetes version Skiff reports: within one minor version of kubectl 1.31 to 1.33.
 pub const KUBE_MINOR: u32 = 32;
@@ -37,9 +37,20 @@ fn group_json(name: &str, versions: &[&str]) -> Value {
     json!({"name": name, "versions": vs, "preferredVersion": vs[0]})
 }
 
+/// Served group/versions: the stored kinds' and the reviews'.
+fn all_groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out = resources::groups();
+    for r in super::reviews::REVIEWS {
+        if !out.iter().any(|(g, _)| *g == r.group) {
+            out.push((r.group, vec![r.version]));
+        }
+    }
+    out
+}
+
 /// `GET /apis`.
 pub fn groups() -> Value {
-    let groups: Vec<Value> = resources::groups()
+    let groups: Vec<Value> = all_groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| group_json(g, &vs))
@@ -49,7 +60,7 @@ pub fn groups() -> Value {
 
 /// `GET /apis/<group>`.
 pub fn group(name: &str) -> Option<Value> {
-    let (g, vs) = resources::groups()
+    let (g, vs) = all_groups()
         .into_iter()
         .find(|(g, _)| *g == name && !g.is_empty())?;
     let mut v = group_json(g, &vs);
@@ -61,10 +72,17 @@ pub fn group(name: &str) -> Option<Value> {
 /// `GET /api/v1` or `GET /apis/<group>/<version>`.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let defs = resources::served(group, version);
-    if defs.is_empty() {
+    let reviews: Vec<&ResourceDef> = super::reviews::REVIEWS
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
+    if defs.is_empty() && reviews.is_empty() {
         return None;
     }
-    let mut out = Vec::new();
+    let mut out: Vec<Value> = reviews
+        .iter()
+        .map(|r| json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": ["create"]}))
+        .collect();
     for r in defs {
         let mut main = json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
@@ -93,6 +111,12 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 out.push(sub("log", "Pod", &["get"]));
             }
             "Namespace" => out.push(sub("finalize", "Namespace", &["update"])),
+            "ServiceAccount" => {
+                let mut t = sub("token", "TokenRequest", &["create"]);
+                t["group"] = json!("authentication.k8s.io");
+                t["version"] = json!("v1");
+                out.push(t);
+            }
             _ => {}
         }
     }

@@ -16,12 +16,13 @@ use skiff_api::fields::FieldSelector;
 use skiff_api::labels::Selector;
 
 use super::table::{self, IncludeObject};
-use super::{Server, User, discovery, protobuf};
+use super::{Server, User, access, discovery, protobuf, reviews};
 use crate::api::resources::{self, ResourceDef};
 use crate::api::{
     ApiError, DeleteOptions, FieldValidation, ListOptions, PatchType, Target, WatchEvent,
     WriteOptions, object,
 };
+use crate::auth::Attributes;
 
 /// Request bodies larger than this are refused, as kube-apiserver does (3 MiB).
 const MAX_BODY: usize = 3 << 20;
@@ -62,11 +63,32 @@ async fn route(
     let Some(user) = server.authenticate(req.headers().get(header::AUTHORIZATION)) else {
         return Err(ApiError::unauthorized());
     };
+    let user = if req
+        .headers()
+        .keys()
+        .any(|k| k.as_str().starts_with("impersonate-"))
+    {
+        access::impersonate(server, user, req.headers())?
+    } else {
+        user
+    };
     let query: Query = req.uri().query().map(form_urlencoded).unwrap_or_default();
     if let Some(reference) = path.strip_prefix("/skiff/modules/") {
         let reference = percent_decode(reference);
+        if let User::Subject(info) = &user {
+            let verb = if req.method() == Method::PUT {
+                "create"
+            } else {
+                "get"
+            };
+            access::check(
+                server,
+                info,
+                &Attributes::resource(verb, "skiff.dev", "modules", "", "", ""),
+            )?;
+        }
         return match (req.method().clone(), &user) {
-            (Method::PUT, User::Admin) => {
+            (Method::PUT, User::Admin | User::Subject(_)) => {
                 let (parts, body) = req.into_parts();
                 let bytes = read_body_up_to(body, super::modules::MAX_MODULE)
                     .await
@@ -105,6 +127,24 @@ async fn route(
         .filter(|s| !s.is_empty())
         .collect();
     let get = req.method() == Method::GET;
+    let resource_request = matches!(segs.as_slice(), ["api", _, _, ..] | ["apis", _, _, _, ..]);
+    if !resource_request && let User::Subject(info) = &user {
+        let verb = req.method().as_str().to_ascii_lowercase();
+        access::check(
+            server,
+            info,
+            &Attributes::non_resource(&verb, req.uri().path()),
+        )?;
+    }
+    if let Some((review, ns)) = reviews::find(&segs) {
+        reviews::authorize(server, &user, review, ns.as_deref())?;
+        if req.method() != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let (parts, body) = req.into_parts();
+        let body = read_object(&parts.headers, body, review).await?;
+        return reviews::review(server, &user, review, ns.as_deref(), body);
+    }
     match segs.as_slice() {
         ["version"] if get => return Ok(json_response(StatusCode::OK, &discovery::version())),
         ["metrics"] if get => return Ok(text(StatusCode::OK, &metrics(server))),
@@ -147,8 +187,14 @@ async fn route(
     };
     let target = parse_resource_path(group, version, rest).ok_or_else(ApiError::path_not_found)?;
     let (parts, body) = req.into_parts();
-    if let User::Node(node) = &user {
-        authorize_node(server, node, &parts.method, &target)?;
+    match &user {
+        User::Admin => {}
+        User::Node(node) => authorize_node(server, node, &parts.method, &target)?,
+        User::Subject(info) => access::check(
+            server,
+            info,
+            &request_attributes(&parts.method, &target, &query),
+        )?,
     }
     dispatch(
         server,
@@ -317,6 +363,60 @@ fn authorize_node_create(node: &str, target: &ResourcePath, obj: &Value) -> Resu
     Err(node_forbidden(node, &Method::POST, target))
 }
 
+/// The authorization attributes of a resource request, as upstream's RequestInfo derives
+/// them: the verb from the method (a collection GET is `list`, or `watch`), a namespace's own
+/// name as its namespace, and a list or watch of one `metadata.name` as a request for that name.
+fn request_attributes<'a>(
+    method: &Method,
+    target: &'a ResourcePath,
+    query: &'a Query,
+) -> Attributes<'a> {
+    let collection = target.name.is_none();
+    let verb = match *method {
+        Method::GET | Method::HEAD if collection => {
+            if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                "watch"
+            } else {
+                "list"
+            }
+        }
+        Method::GET | Method::HEAD => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if collection => "deletecollection",
+        Method::DELETE => "delete",
+        _ => "",
+    };
+    let name = match &target.name {
+        Some(n) => n.as_str(),
+        None if matches!(verb, "list" | "watch") => query
+            .get("fieldSelector")
+            .into_iter()
+            .flat_map(|f| f.split(','))
+            .find_map(|term| {
+                term.strip_prefix("metadata.name==")
+                    .or_else(|| term.strip_prefix("metadata.name="))
+            })
+            .filter(|n| !n.is_empty() && !n.contains(['/', '%']))
+            .unwrap_or(""),
+        None => "",
+    };
+    let namespace = if target.res.group.is_empty() && target.res.plural == "namespaces" {
+        target.name.as_deref().unwrap_or("")
+    } else {
+        target.ns.as_deref().unwrap_or("")
+    };
+    Attributes::resource(
+        verb,
+        target.res.group,
+        target.res.plural,
+        target.sub.as_deref().unwrap_or(""),
+        namespace,
+        name,
+    )
+}
+
 /// A parsed resource path.
 struct ResourcePath {
     res: &'static ResourceDef,
@@ -449,14 +549,21 @@ async fn dispatch(
         }
         (&Method::POST, None, None) => {
             let obj = read_object(headers, body, res).await?;
-            if let User::Node(node) = user {
-                authorize_node_create(node, &path, &obj)?;
+            match user {
+                User::Node(node) => authorize_node_create(node, &path, &obj)?,
+                User::Subject(info) => access::check_escalation(server, info, res, ns, &obj)?,
+                User::Admin => {}
             }
             let written = api.create(res, ns, obj, &write_opts()?).await?;
+            caught_up(server, res, &written.object).await;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &written.object),
                 &written.warnings,
             ))
+        }
+        (&Method::POST, Some(name), Some("token")) if res.kind == "ServiceAccount" => {
+            let request = read_object(headers, body, res).await?;
+            reviews::token_request(server, ns.unwrap_or_default(), name, request).await
         }
         (&Method::POST, Some(name), Some("binding")) if res.kind == "Pod" => {
             let binding = read_object(headers, body, resources::core("pods")).await?;
@@ -466,9 +573,13 @@ async fn dispatch(
         (&Method::PUT, Some(name), sub) => {
             let target = target_of(res, sub)?;
             let obj = read_object(headers, body, res).await?;
+            if let User::Subject(info) = user {
+                access::check_escalation(server, info, res, ns, &obj)?;
+            }
             let written = api
                 .update(res, ns, name, obj, target, &write_opts()?)
                 .await?;
+            caught_up(server, res, &written.object).await;
             Ok(with_warnings(
                 json_response(StatusCode::OK, &written.object),
                 &written.warnings,
@@ -490,9 +601,34 @@ async fn dispatch(
                 serde_json::from_slice(&raw)
                     .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
             };
+            if let User::Subject(info) = user {
+                // Server-side apply may create the object: that takes `create` too.
+                if patch_type == PatchType::Apply
+                    && matches!(api.get(res, ns, name), Err(e) if e.code == 404)
+                {
+                    let attrs = request_attributes(&Method::POST, &path, query);
+                    access::check(
+                        server,
+                        info,
+                        &Attributes {
+                            verb: "create",
+                            ..attrs
+                        },
+                    )?;
+                }
+                if crate::auth::Cache::follows(res) && res.kind != "ServiceAccount" {
+                    let mut dry = write_opts()?;
+                    dry.dry_run = true;
+                    let would = api
+                        .patch(res, ns, name, patch_type, patch.clone(), target, &dry)
+                        .await?;
+                    access::check_escalation(server, info, res, ns, &would.object)?;
+                }
+            }
             let written = api
                 .patch(res, ns, name, patch_type, patch, target, &write_opts()?)
                 .await?;
+            caught_up(server, res, &written.object).await;
             Ok(with_warnings(
                 json_response(StatusCode::OK, &written.object),
                 &written.warnings,
@@ -501,6 +637,7 @@ async fn dispatch(
         (&Method::DELETE, Some(name), None) => {
             let opts = delete_options(query, read_body(body).await?)?;
             let obj = api.delete(res, ns, name, &opts).await?;
+            caught_up(server, res, &obj).await;
             Ok(json_response(StatusCode::OK, &obj))
         }
         (&Method::DELETE, None, None) => {
@@ -515,10 +652,23 @@ async fn dispatch(
                     Err(e) => return Err(e),
                 }
             }
+            if let Some(last) = deleted.last() {
+                caught_up(server, res, last).await;
+            }
             let body = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": {"resourceVersion": api.store().revision().to_string()}, "items": deleted});
             Ok(json_response(StatusCode::OK, &body))
         }
         _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+/// After a write of a role, binding or service account, waits until authentication and
+/// authorization see it, so the writer's next request is judged by it.
+async fn caught_up(server: &Server, res: &'static ResourceDef, written: &Value) {
+    if crate::auth::Cache::follows(res)
+        && let Ok(rv) = object::meta_str(written, "resourceVersion").parse()
+    {
+        server.auth.caught_up(res, rv).await;
     }
 }
 
@@ -960,7 +1110,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
+pub(super) fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")

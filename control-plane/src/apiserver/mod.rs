@@ -3,6 +3,7 @@
 //! Handlers stay thin: they parse the request into a resource, verb and options, call the API
 //! layer, and encode the answer (JSON, Table, or a watch stream).
 
+mod access;
 mod agents;
 mod discovery;
 mod handlers;
@@ -10,6 +11,7 @@ pub mod modules;
 pub mod nodes;
 pub mod pki;
 mod protobuf;
+mod reviews;
 mod table;
 
 use std::collections::BTreeMap;
@@ -23,20 +25,41 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::Api;
+use crate::auth::{self, UserInfo, tokens};
 
 /// Who is calling: the result of authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum User {
-    /// The cluster administrator (the kubeconfig written at start).
+    /// The cluster administrator (the kubeconfig written at start), in `system:masters`:
+    /// allowed everything without consulting RBAC.
     Admin,
-    /// An agent, by node name (see [`nodes`]).
+    /// An agent, by node name (see [`nodes`]), confined by the node authorizer.
     Node(String),
+    /// Anyone else (a service account, or whom the admin impersonates), authorized by RBAC.
+    Subject(UserInfo),
+}
+
+impl User {
+    /// The user as authorizers and reviews see it.
+    pub fn info(&self) -> std::borrow::Cow<'_, UserInfo> {
+        match self {
+            Self::Admin => std::borrow::Cow::Borrowed(UserInfo::admin()),
+            Self::Node(node) => std::borrow::Cow::Owned(UserInfo {
+                name: format!("system:node:{node}"),
+                uid: String::new(),
+                groups: vec!["system:nodes".into(), auth::AUTHENTICATED.into()],
+            }),
+            Self::Subject(info) => std::borrow::Cow::Borrowed(info),
+        }
+    }
 }
 
 /// Everything the handlers share.
 pub struct Server {
     api: Api,
     admin_token: String,
+    tokens: tokens::Issuer,
+    auth: Arc<auth::Cache>,
     nodes: nodes::NodeRegistry,
     modules: modules::ModuleStore,
     ca_pem: String,
@@ -46,24 +69,32 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server over `api` that accepts `admin_token` and the credentials of nodes that joined
-    /// (`nodes`), and reports `server_address` in discovery. `ca_pem` is served to joining
-    /// agents, which check it against the hash their join token pins.
+    /// A server over `api` that accepts `identity`'s admin token, the service-account tokens
+    /// its key signs (checked against `auth`, which also holds the RBAC policy) and the
+    /// credentials of nodes that joined (`nodes`), and reports `server_address` in discovery.
+    /// The CA is served to joining agents, which check it against the hash their join token
+    /// pins.
     pub fn new(
         api: Api,
-        admin_token: String,
+        identity: &pki::Identity,
+        auth: Arc<auth::Cache>,
         nodes: nodes::NodeRegistry,
         modules: modules::ModuleStore,
-        ca_pem: String,
         server_address: String,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             api,
-            admin_token,
+            admin_token: identity.admin_token.clone(),
+            tokens: tokens::Issuer::new(
+                identity.service_account_key.clone(),
+                tokens::DEFAULT_ISSUER,
+                vec![tokens::DEFAULT_ISSUER.to_string()],
+            ),
+            auth,
             nodes,
             modules,
-            ca_pem,
+            ca_pem: identity.ca_pem.clone(),
             server_address,
             shutdown,
             metrics: Mutex::new(BTreeMap::new()),
@@ -75,7 +106,50 @@ impl Server {
         if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
             return Some(User::Admin);
         }
-        self.nodes.authenticate(token).map(User::Node)
+        if let Some(node) = self.nodes.authenticate(token) {
+            return Some(User::Node(node));
+        }
+        self.authenticate_service_account(token).map(User::Subject)
+    }
+
+    /// A service-account token: signed by this server, current, for the API's audience, and
+    /// naming a service account (and bound object) that still exists with the same uid.
+    fn authenticate_service_account(&self, token: &str) -> Option<UserInfo> {
+        let claims = match self.tokens.verify(token, tokens::now()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "bearer token refused");
+                return None;
+            }
+        };
+        let k = &claims.kubernetes;
+        let sa = &k.serviceaccount;
+        if claims.sub != auth::service_account_username(&k.namespace, &sa.name)
+            || self
+                .auth
+                .service_account_uid(&k.namespace, &sa.name)
+                .as_deref()
+                != Some(sa.uid.as_str())
+        {
+            tracing::debug!(account = %claims.sub, "token of a service account that is gone");
+            return None;
+        }
+        for (plural, bound) in [("pods", &k.pod), ("secrets", &k.secret)] {
+            if let Some(bound) = bound {
+                let live = self
+                    .api
+                    .get(
+                        crate::api::resources::core(plural),
+                        Some(&k.namespace),
+                        &bound.name,
+                    )
+                    .ok()?;
+                if crate::api::object::uid(&live) != bound.uid {
+                    return None;
+                }
+            }
+        }
+        Some(UserInfo::service_account(&k.namespace, &sa.name, &sa.uid))
     }
 
     fn count(&self, verb: &str, code: u16) {

@@ -1,5 +1,6 @@
 //! The server's identity: a CA made at first start, a serving certificate signed by it at every
-//! start (so a changed listen address is covered), and the bearer tokens.
+//! start (so a changed listen address is covered), the bearer tokens, and the key that signs
+//! service-account tokens (`pki/sa.key`).
 
 use std::fs;
 use std::io::Write as _;
@@ -49,6 +50,8 @@ pub struct Identity {
     pub admin_token: String,
     /// The secret part of the node join token.
     pub node_secret: String,
+    /// The ed25519 key that signs service-account tokens.
+    pub service_account_key: ed25519_dalek::SigningKey,
 }
 
 impl Identity {
@@ -105,6 +108,7 @@ impl Identity {
 
         let admin_token = load_or_create_secret(&dir.join("pki").join("admin.token"))?;
         let node_secret = load_or_create_secret(&dir.join("pki").join("node.secret"))?;
+        let service_account_key = load_or_create_signing_key(&pki.join("sa.key"))?;
         Ok(Self {
             ca_pem,
             ca_hash,
@@ -112,6 +116,7 @@ impl Identity {
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
             admin_token,
             node_secret,
+            service_account_key,
         })
     }
 
@@ -169,6 +174,22 @@ fn load_or_create_secret(path: &Path) -> Result<String, Error> {
     let token = hex(&bytes);
     write_private(path, token.as_bytes())?;
     Ok(token)
+}
+
+/// An ed25519 key stored as its base64 seed (mode 0600), made on first use.
+fn load_or_create_signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey, Error> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if path.exists() {
+        let seed: [u8; 32] = b64
+            .decode(read(path)?.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| Error::Damaged(path.into()))?;
+        return Ok(ed25519_dalek::SigningKey::from_bytes(&seed));
+    }
+    let seed: [u8; 32] = rand::rng().random();
+    write_private(path, format!("{}\n", b64.encode(seed)).as_bytes())?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 
 fn read(path: &Path) -> Result<String, Error> {

@@ -166,6 +166,15 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str, u8)> {
             ("Count", I, 1),
             ("Name", S, 1),
         ],
+        "Role" | "ClusterRole" => vec![("Name", S, 0), ("Created At", "date", 0)],
+        "RoleBinding" | "ClusterRoleBinding" => vec![
+            ("Name", S, 0),
+            ("Role", S, 0),
+            ("Age", S, 0),
+            ("Users", S, 1),
+            ("Groups", S, 1),
+            ("ServiceAccounts", S, 1),
+        ],
         "Lease" => vec![("Name", S, 0), ("Holder", S, 0), ("Age", S, 0)],
         "LimitRange" => vec![("Name", S, 0), ("Created At", S, 0)],
         "HorizontalPodAutoscaler" => vec![
@@ -597,6 +606,34 @@ fn cells(kind: &str, o: &Value, now: jiff::Timestamp) -> Vec<Value> {
                 json!(since(first, now)),
                 json!(n(o, "/count").max(1)),
                 name,
+            ]
+        }
+        "Role" | "ClusterRole" => vec![name, json!(s(o, "/metadata/creationTimestamp"))],
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let subjects = |kind: &str| -> String {
+                o["subjects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|sub| sub["kind"] == kind)
+                    .map(|sub| match kind {
+                        "ServiceAccount" => format!("{}/{}", s(sub, "/namespace"), s(sub, "/name")),
+                        _ => s(sub, "/name").to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    s(o, "/roleRef/kind"),
+                    s(o, "/roleRef/name")
+                )),
+                age,
+                json!(subjects("User")),
+                json!(subjects("Group")),
+                json!(subjects("ServiceAccount")),
             ]
         }
         "Lease" => vec![name, json!(s(o, "/spec/holderIdentity")), age],

@@ -2,6 +2,7 @@
 //! the gap, each driven by store watches through [`runner`]. Every controller holds only its
 //! logic.
 
+pub mod aggregation;
 pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
@@ -36,6 +37,7 @@ pub async fn run(api: Api, node_lifecycle: nodes::Settings, stop: CancellationTo
         runner::run(api.clone(), cronjob::CronJobs, stop.clone()),
         runner::run(api.clone(), endpoints::Endpoints, stop.clone()),
         runner::run(api.clone(), quota::Quotas, stop.clone()),
+        runner::run(api.clone(), aggregation::Aggregation, stop.clone()),
     );
 }
 
