@@ -3,7 +3,7 @@
 //! uid. One writer (the watch loops), many cheap readers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, LazyLock, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -19,15 +19,19 @@ use crate::api::{Api, ApiError, ListOptions, WatchEvent, object};
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// The kinds the cache follows, by index.
-fn kinds() -> [&'static ResourceDef; 5] {
-    let rbac = |plural| resources::find(RBAC_GROUP, "v1", plural).expect("RBAC kinds are served");
-    [
-        rbac("roles"),
-        rbac("clusterroles"),
-        rbac("rolebindings"),
-        rbac("clusterrolebindings"),
-        resources::core("serviceaccounts"),
-    ]
+fn kinds() -> &'static [&'static ResourceDef; 5] {
+    static KINDS: LazyLock<[&'static ResourceDef; 5]> = LazyLock::new(|| {
+        let rbac =
+            |plural| resources::find(RBAC_GROUP, "v1", plural).expect("RBAC kinds are served");
+        [
+            rbac("roles"),
+            rbac("clusterroles"),
+            rbac("rolebindings"),
+            rbac("clusterrolebindings"),
+            resources::core("serviceaccounts"),
+        ]
+    });
+    &KINDS
 }
 
 /// RBAC policy and service accounts, as of the last watch event seen.
