@@ -131,12 +131,13 @@ impl Functions {
             .cloned()
     }
 
-    /// Answers one request with a fresh instance of the served container.
-    pub(crate) async fn answer(
-        &self,
-        served: &Served,
-        req: Request<hyper::body::Incoming>,
-    ) -> Response<Body> {
+    /// Answers one request (from a client, or a guest's outgoing request) with a fresh
+    /// instance of the served container.
+    pub(crate) async fn answer<B>(&self, served: &Served, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = hyper::body::Bytes> + Send + 'static,
+        B::Error: Into<skiff_runtime::HttpError>,
+    {
         // The permit lives as long as the response body, which the instance streams.
         let Ok(permit) = served.in_flight.clone().try_acquire_owned() else {
             return text(

@@ -1,10 +1,12 @@
 //! The Skiff node agent (the kubelet of Skiff): joins the cluster with a node token, registers
 //! its Node and heartbeats its Lease, and runs the pods bound to it in the wasmtime runtime,
 //! reporting their status. It talks to the control plane only through the Kubernetes API.
-//! It serves its pods' HTTP functions (module `functions`) and answers NodePort Services (module
-//! `proxy`).
+//! It serves its pods' HTTP functions (module `functions`), answers NodePort and LoadBalancer
+//! Services (module `proxy`), and routes its guests' outgoing HTTP requests to Services by name
+//! or ClusterIP, or out of the cluster (module `egress`).
 //! [`sim`] runs thousands of simulated nodes from one process, for tests and benchmarks.
 
+mod egress;
 mod endpoint;
 mod functions;
 mod join;
@@ -133,7 +135,10 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
             config.data_dir.join("modules"),
         )),
     };
+    let (services, service_watch) = proxy::service_view();
+    let egress = egress::Egress::new(&config.node_name, services.clone());
     let mut wasm = WasmConfig::new(config.data_dir.join("cache"), config.max_pods);
+    wasm.outgoing_http = Some(Arc::new(egress.clone()));
     wasm.trusted_keys = config.trusted_keys.clone();
     wasm.require_signatures = config.require_signatures;
     wasm.host_path_prefixes = config.host_path_prefixes.clone();
@@ -159,8 +164,11 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
         stop.clone(),
     ));
     let functions = functions::Functions::new(runtime.clone(), stop.clone());
+    egress.serve_local(&functions);
     let proxy = tokio::spawn(proxy::run(
         client.clone(),
+        services,
+        service_watch,
         config.node_name.clone(),
         config.node_ip.clone(),
         functions.clone(),

@@ -3,8 +3,10 @@
 //! [`ContainerRuntime`] mirrors CRI's RuntimeService and ImageService: pod sandboxes, containers,
 //! stats and images (modules). Backends: [`WasmRuntime`] runs WebAssembly modules in-process with
 //! wasmtime; [`FakeRuntime`] starts instantly and runs nothing, for simulated nodes and tests of
-//! the layers above.
+//! the layers above. Guests' outgoing HTTP requests go where the embedder's [`OutgoingHttp`]
+//! sends them.
 
+mod egress;
 mod error;
 mod fake;
 mod logs;
@@ -14,6 +16,10 @@ mod types;
 mod wasm;
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
+pub use egress::{
+    Caller, Connection, HttpError, OutgoingBody, OutgoingHttp, RequestOptions, Sending, Sent,
+    send_direct,
+};
 pub use error::{Error, Result};
 pub use fake::FakeRuntime;
 pub use skiff_api::signature::{sign_module, verify_module};

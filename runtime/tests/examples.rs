@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skiff_runtime::{
-    ContainerConfig, ContainerRuntime, ContainerState, DirSource, ExitReason, Limits, Mount,
-    PodSandboxConfig, WasmConfig, WasmRuntime,
+    Caller, ContainerConfig, ContainerRuntime, ContainerState, DirSource, ExitReason, HttpError,
+    Limits, Mount, OutgoingBody, OutgoingHttp, PodSandboxConfig, RequestOptions, Sending,
+    WasmConfig, WasmRuntime,
 };
 
 fn build_examples(out: &Path) {
@@ -32,17 +33,21 @@ struct Node {
 
 impl Node {
     async fn new() -> Self {
+        Self::with_outgoing_http(None).await
+    }
+
+    /// A node whose guests' outgoing HTTP requests go to `outgoing` (denied without one).
+    async fn with_outgoing_http(outgoing: Option<Arc<dyn OutgoingHttp>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let modules = dir.path().join("modules");
         build_examples(&modules);
-        let rt = WasmRuntime::new(
-            WasmConfig::new(dir.path().join("cache"), 32),
-            Arc::new(DirSource::new(modules)),
-        )
-        .unwrap();
+        let mut config = WasmConfig::new(dir.path().join("cache"), 32);
+        config.outgoing_http = outgoing;
+        let rt = WasmRuntime::new(config, Arc::new(DirSource::new(modules))).unwrap();
         let sandbox = rt
             .run_pod_sandbox(&PodSandboxConfig {
                 name: "examples".into(),
+                namespace: "demo".into(),
                 ..Default::default()
             })
             .await
@@ -461,4 +466,126 @@ async fn http_function_answers_each_request_with_a_fresh_instance() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("is not serving HTTP"), "{err}");
+}
+
+/// Plays the embedder's part for guests' outgoing requests: `web.test` answers, `nowhere.test`
+/// does not resolve, anything else is denied; it remembers who asked for what.
+#[derive(Default)]
+struct FakeCluster {
+    seen: std::sync::Mutex<Vec<(Caller, String)>>,
+}
+
+impl OutgoingHttp for FakeCluster {
+    fn send(
+        &self,
+        caller: &Caller,
+        request: http::Request<OutgoingBody>,
+        _options: Option<RequestOptions>,
+    ) -> Sending {
+        use http_body_util::BodyExt as _;
+        let uri = request.uri().to_string();
+        self.seen.lock().unwrap().push((caller.clone(), uri));
+        let host = request.uri().host().unwrap_or("").to_string();
+        Box::pin(async move {
+            match host.as_str() {
+                "web.test" => {
+                    let body = http_body_util::Full::new(bytes::Bytes::from("hello from web"))
+                        .map_err(|never| match never {})
+                        .boxed_unsync();
+                    let response = http::Response::builder().status(203).body(body).unwrap();
+                    Ok((
+                        response,
+                        Box::new(async { Ok(()) }) as skiff_runtime::Connection,
+                    ))
+                }
+                "nowhere.test" => Err(HttpError::DnsError {
+                    rcode: Some("NXDOMAIN".into()),
+                    info_code: None,
+                }),
+                _ => Err(HttpError::HttpRequestDenied),
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_outgoing_requests_go_where_the_embedder_sends_them() {
+    let cluster = Arc::new(FakeCluster::default());
+    let n = Node::with_outgoing_http(Some(cluster.clone())).await;
+    n.componentize(
+        "fetch-http",
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
+    );
+    let id = n
+        .run(
+            "fetch",
+            "fetch-http-component:1.0",
+            &[],
+            Limits::default(),
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        n.request(&id, "GET", "/?url=http://web.test:8080/hi?x=1")
+            .await
+            .unwrap(),
+        (203, "text/plain".into(), "hello from web".into())
+    );
+    let (caller, uri) = cluster.seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        caller,
+        Caller {
+            namespace: "demo".into(),
+            pod: "examples".into()
+        }
+    );
+    assert_eq!(uri, "http://web.test:8080/hi?x=1");
+    // The embedder's errors reach the guest as wasi:http error codes.
+    assert_eq!(
+        n.request(&id, "GET", "/?url=http://nowhere.test/")
+            .await
+            .unwrap(),
+        (
+            502,
+            "text/plain".into(),
+            "error: DNS-error (NXDOMAIN)\n".into()
+        )
+    );
+    assert_eq!(
+        n.request(&id, "GET", "/?url=https://example.com/")
+            .await
+            .unwrap(),
+        (
+            502,
+            "text/plain".into(),
+            "error: HTTP-request-denied\n".into()
+        )
+    );
+
+    // Without an embedder's routing, every outgoing request is denied.
+    let alone = Node::new().await;
+    alone.componentize(
+        "fetch-http",
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
+    );
+    let id = alone
+        .run(
+            "fetch",
+            "fetch-http-component:1.0",
+            &[],
+            Limits::default(),
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        alone
+            .request(&id, "GET", "/?url=http://web.test/")
+            .await
+            .unwrap(),
+        (
+            502,
+            "text/plain".into(),
+            "error: HTTP-request-denied\n".into()
+        )
+    );
 }

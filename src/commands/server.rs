@@ -56,6 +56,10 @@ pub struct Server {
     /// PodTopologySpread, ImageLocality).
     #[arg(long, default_value = "")]
     scheduler_weights: Weights,
+    /// The IPv4 range Services' ClusterIPs come from; its first address is the `kubernetes`
+    /// Service's.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: api::ServiceCidr,
 }
 
 /// Parses `40s`, `2m`, `1h`, `500ms` or plain seconds.
@@ -97,6 +101,7 @@ impl Server {
                 unhealthy_zone_threshold: self.unhealthy_zone_threshold,
                 large_cluster_size_threshold: self.large_cluster_size_threshold,
             },
+            service_cidr: self.service_cluster_ip_range,
         })
         .await?;
         super::shutdown_signal().await;
@@ -118,6 +123,8 @@ pub struct Settings {
     pub scoring: Scoring,
     /// When nodes count as lost and how fast their pods are evicted.
     pub node_lifecycle: NodeLifecycle,
+    /// Where Services' ClusterIPs come from.
+    pub service_cidr: api::ServiceCidr,
 }
 
 impl Settings {
@@ -133,6 +140,7 @@ impl Settings {
             },
             scoring: Scoring::default(),
             node_lifecycle: NodeLifecycle::default(),
+            service_cidr: api::ServiceCidr::default(),
         }
     }
 }
@@ -162,6 +170,7 @@ impl ControlPlane {
             tolerations,
             scoring,
             node_lifecycle,
+            service_cidr,
         } = settings;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -185,7 +194,13 @@ impl ControlPlane {
                 "re-encrypted Secrets with the current key"
             );
         }
-        let api = Api::new(Arc::new(store), api::Config { tolerations });
+        let api = Api::new(
+            Arc::new(store),
+            api::Config {
+                tolerations,
+                service_cidr,
+            },
+        );
         api.bootstrap()
             .await
             .context("cannot create the system namespaces")?;
@@ -212,6 +227,9 @@ impl ControlPlane {
         } else {
             format!("https://{host}:{}", addr.port())
         };
+        api.ensure_kubernetes_service(&host, addr.port())
+            .await
+            .context("cannot create the kubernetes Service")?;
         let identity = Identity::load_or_create(&data_dir, std::slice::from_ref(&host))
             .context("cannot set up TLS")?;
         identity

@@ -1397,17 +1397,152 @@ fn validate_service(s: &core::Service, old: Option<&core::Service>, e: &mut Vec<
             }
         }
     }
-    if let Some(old_ip) = old
-        .and_then(|o| o.spec.as_ref())
-        .and_then(|s| s.cluster_ip.as_deref())
-        && spec.cluster_ip.as_deref().is_some_and(|ip| ip != old_ip)
-        && kind != "ExternalName"
-    {
+    validate_cluster_ips(spec, old.and_then(|o| o.spec.as_ref()), e);
+}
+
+/// `clusterIP`, `clusterIPs`, `ipFamilies` and `ipFamilyPolicy` on a single-stack IPv4
+/// cluster, with upstream's messages; a ClusterIP may not change once set.
+fn validate_cluster_ips(
+    spec: &core::ServiceSpec,
+    old: Option<&core::ServiceSpec>,
+    e: &mut Vec<FieldError>,
+) {
+    use super::service_ips::go_strings;
+    let ips: Vec<&str> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let ip = spec.cluster_ip.as_deref().unwrap_or("");
+    if spec.type_.as_deref() == Some("ExternalName") {
+        if !ip.is_empty() || !ips.is_empty() {
+            e.push(FieldError::forbidden(
+                "spec.clusterIPs",
+                "may not be set for ExternalName services",
+            ));
+        }
+        let carried =
+            |same: bool| old.is_some_and(|o| o.type_.as_deref() != Some("ExternalName")) && same;
+        let old_families = old.and_then(|o| o.ip_families.as_ref());
+        if spec.ip_families.as_ref().is_some_and(|f| !f.is_empty())
+            && !carried(spec.ip_families.as_ref() == old_families)
+        {
+            e.push(FieldError::forbidden(
+                "spec.ipFamilies",
+                "may not be set for ExternalName services",
+            ));
+        }
+        let old_policy = old.and_then(|o| o.ip_family_policy.as_ref());
+        if spec.ip_family_policy.is_some() && !carried(spec.ip_family_policy.as_ref() == old_policy)
+        {
+            e.push(FieldError::forbidden(
+                "spec.ipFamilyPolicy",
+                "may not be set for ExternalName services",
+            ));
+        }
+        return;
+    }
+    if !ip.is_empty() {
+        if ips.is_empty() {
+            e.push(FieldError::required("spec.clusterIPs", ""));
+        } else if ips[0] != ip {
+            e.push(FieldError::invalid(
+                "spec.clusterIPs",
+                go_strings(&ips),
+                "first value must match `clusterIP`",
+            ));
+        }
+    } else if !ips.is_empty() {
         e.push(FieldError::invalid(
-            "spec.clusterIPs[0]",
-            quoted(spec.cluster_ip.as_deref().unwrap_or("")),
-            "may not change once set",
+            "spec.clusterIPs",
+            go_strings(&ips),
+            "must be empty when `clusterIP` is not specified",
         ));
+    }
+    for (i, value) in ips.iter().enumerate() {
+        if *value == "None" {
+            continue;
+        }
+        match value.parse::<std::net::IpAddr>() {
+            Err(_) => e.push(FieldError::invalid(
+                format!("spec.clusterIPs[{i}]"),
+                quoted(value),
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            )),
+            Ok(std::net::IpAddr::V6(_)) => e.push(FieldError::invalid(
+                format!("spec.clusterIPs[{i}]"),
+                go_strings(&ips),
+                "IPv6 is not configured on this cluster",
+            )),
+            Ok(std::net::IpAddr::V4(_)) if i > 0 => e.push(FieldError::invalid(
+                format!("spec.clusterIPs[{i}]"),
+                go_strings(&ips),
+                "this cluster is not configured for dual-stack services",
+            )),
+            Ok(_) => {}
+        }
+    }
+    const POLICIES: [&str; 3] = ["PreferDualStack", "RequireDualStack", "SingleStack"];
+    match spec.ip_family_policy.as_deref() {
+        Some(p) if !POLICIES.contains(&p) => e.push(FieldError::not_supported(
+            "spec.ipFamilyPolicy",
+            quoted(p),
+            &POLICIES,
+        )),
+        Some("RequireDualStack") => e.push(FieldError::invalid(
+            "spec.ipFamilyPolicy",
+            quoted("RequireDualStack"),
+            "this cluster is not configured for dual-stack services",
+        )),
+        Some("SingleStack") if ips.len() > 1 => e.push(FieldError::invalid(
+            "spec.ipFamilyPolicy",
+            quoted("SingleStack"),
+            "must be 'RequireDualStack' or 'PreferDualStack' when multiple cluster IPs are specified",
+        )),
+        _ => {}
+    }
+    for (i, family) in spec.ip_families.iter().flatten().enumerate() {
+        match family.as_str() {
+            "IPv4" => {}
+            "IPv6" => e.push(FieldError::invalid(
+                format!("spec.ipFamilies[{i}]"),
+                quoted(family),
+                "not configured on this cluster",
+            )),
+            other => e.push(FieldError::not_supported(
+                format!("spec.ipFamilies[{i}]"),
+                quoted(other),
+                &["IPv4", "IPv6"],
+            )),
+        }
+    }
+    // The primary ClusterIP may not change once set (upstream's
+    // `validateUpgradeDowngradeClusterIPs`).
+    let Some(old) = old.filter(|o| o.type_.as_deref() != Some("ExternalName")) else {
+        return;
+    };
+    let old_ips: Vec<&str> = old
+        .cluster_ips
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    if old_ips.first() == Some(&"None") && ips.first() == Some(&"None") {
+        return;
+    }
+    match (old_ips.first(), ips.first()) {
+        (Some(_), None) => e.push(FieldError::invalid(
+            "spec.clusterIPs[0]",
+            go_strings(&ips),
+            "primary clusterIP can not be unset",
+        )),
+        (Some(before), Some(now)) if before != now => e.push(FieldError::invalid(
+            "spec.clusterIPs[0]",
+            go_strings(&ips),
+            "may not change once set",
+        )),
+        _ => {}
     }
 }
 

@@ -12,6 +12,7 @@ pub mod object;
 pub mod patch;
 pub(crate) mod quota;
 pub mod resources;
+mod service_ips;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub use error::{ApiError, Result};
 use object::{meta_mut, meta_str};
 pub use patch::PatchType;
 use resources::ResourceDef;
+pub use service_ips::ServiceCidr;
 
 use crate::store::{self, EventKind, Store};
 
@@ -40,6 +42,8 @@ use crate::store::{self, EventKind, Store};
 pub struct Config {
     /// Default tolerations added to pods by admission.
     pub tolerations: Tolerations,
+    /// Where Services' ClusterIPs come from (`--service-cluster-ip-range`).
+    pub service_cidr: ServiceCidr,
 }
 
 /// The API service over a store.
@@ -185,8 +189,10 @@ impl Api {
         &self.inner.store
     }
 
-    /// Creates the system namespaces if missing and resumes unfinished namespace deletions.
+    /// Creates the system namespaces if missing, resumes unfinished namespace deletions, and
+    /// makes the ClusterIP and node port allocations match the stored Services.
     pub async fn bootstrap(&self) -> Result<()> {
+        self.repair_ranges().await?;
         let ns = resources::core("namespaces");
         for name in SYSTEM_NAMESPACES {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
@@ -412,6 +418,9 @@ impl Api {
             m.remove("generation");
         }
         lifecycle::prepare_create(res, &mut obj);
+        if res.kind == "Service" && res.group.is_empty() {
+            service_ips::prepare_create(&mut obj);
+        }
         let ctx = admission::Ctx {
             res,
             old: None,
@@ -431,17 +440,19 @@ impl Api {
             None => None,
         };
         let name = object::name(&obj).to_string();
-        let allocated = if res.kind == "Service" && !opts.dry_run {
-            self.allocate_cluster_ip(res, &mut obj).await?
+        let allocated = if res.kind == "Service" {
+            self.allocate_cluster_ip(res, &mut obj, opts.dry_run)
+                .await?
+                .is_some()
         } else {
-            None
+            false
         };
         let node_ports = if res.kind == "Service" && !opts.dry_run {
             match self.allocate_node_ports(res, &mut obj, &[]).await {
                 Ok(ports) => ports,
                 Err(e) => {
-                    if let Some(ip) = allocated {
-                        let _ = self.inner.store.delete(&cluster_ip_key(&ip), 0).await;
+                    if allocated {
+                        self.release_cluster_ip(&obj).await;
                     }
                     return Err(e);
                 }
@@ -476,8 +487,8 @@ impl Api {
                 })
             }
             Err(e) => {
-                if let Some(ip) = allocated {
-                    let _ = self.inner.store.delete(&cluster_ip_key(&ip), 0).await;
+                if allocated {
+                    self.release_cluster_ip(&obj).await;
                 }
                 self.release_node_ports(&node_ports).await;
                 Err(ApiError::from_store(res, &name, e))
@@ -686,6 +697,9 @@ impl Api {
                 return Err(ApiError::conflict(res, name));
             }
             lifecycle::prepare_update(res, target, &cur, &mut new)?;
+            if res.kind == "Service" && res.group.is_empty() && target == Target::Main {
+                service_ips::prepare_update(&cur, &mut new);
+            }
             let ctx = admission::Ctx {
                 res,
                 old: Some(&cur),
@@ -696,9 +710,23 @@ impl Api {
             let warnings = admission::admit(&ctx, &mut new)?;
             let service = res.kind == "Service" && target == Target::Main && !opts.dry_run;
             let held = node_ports_of(&cur);
+            // An ExternalName Service turned into another type gets a ClusterIP.
+            let new_ip = service
+                && service_ips::needs_cluster_ip(&new)
+                && !service_ips::needs_cluster_ip(&cur)
+                && self
+                    .allocate_cluster_ip(res, &mut new, false)
+                    .await?
+                    .is_some();
             let taken = if service {
                 keep_node_ports(&cur, &mut new);
-                self.allocate_node_ports(res, &mut new, &held).await?
+                match self.allocate_node_ports(res, &mut new, &held).await {
+                    Ok(taken) => taken,
+                    Err(e) => {
+                        self.release_allocations(&[], new_ip.then_some(&new)).await;
+                        return Err(e);
+                    }
+                }
             } else {
                 Vec::new()
             };
@@ -722,16 +750,19 @@ impl Api {
                 match self.inner.store.delete(&key, kv.mod_revision).await {
                     Ok(deleted) => {
                         self.after_delete(res, &cur).await;
-                        self.release_node_ports(&taken).await;
+                        self.release_allocations(&taken, new_ip.then_some(&new))
+                            .await;
                         object::set_resource_version(&mut new, deleted.mod_revision);
                         return Ok(respond(new));
                     }
                     Err(store::Error::Conflict { .. }) => {
-                        self.release_node_ports(&taken).await;
+                        self.release_allocations(&taken, new_ip.then_some(&new))
+                            .await;
                         continue;
                     }
                     Err(e) => {
-                        self.release_node_ports(&taken).await;
+                        self.release_allocations(&taken, new_ip.then_some(&new))
+                            .await;
                         return Err(ApiError::from_store(res, name, e));
                     }
                 }
@@ -739,7 +770,8 @@ impl Api {
             let encoded = match Self::encode(res, &mut new) {
                 Ok(encoded) => encoded,
                 Err(e) => {
-                    self.release_node_ports(&taken).await;
+                    self.release_allocations(&taken, new_ip.then_some(&new))
+                        .await;
                     return Err(e);
                 }
             };
@@ -755,16 +787,21 @@ impl Api {
                         let freed: Vec<i64> =
                             held.into_iter().filter(|p| !kept.contains(p)).collect();
                         self.release_node_ports(&freed).await;
+                        if cur["spec"]["clusterIP"] != new["spec"]["clusterIP"] {
+                            self.release_cluster_ip(&cur).await;
+                        }
                     }
                     object::set_resource_version(&mut new, rev);
                     return Ok(respond(new));
                 }
                 Err(store::Error::Conflict { .. }) => {
-                    self.release_node_ports(&taken).await;
+                    self.release_allocations(&taken, new_ip.then_some(&new))
+                        .await;
                     continue;
                 }
                 Err(e) => {
-                    self.release_node_ports(&taken).await;
+                    self.release_allocations(&taken, new_ip.then_some(&new))
+                        .await;
                     return Err(ApiError::from_store(res, name, e));
                 }
             }
@@ -943,12 +980,8 @@ impl Api {
     }
 
     async fn after_delete(&self, res: &ResourceDef, obj: &Value) {
-        if res.kind == "Service"
-            && let Some(ip) = object::path(obj, "spec.clusterIP").and_then(Value::as_str)
-        {
-            let _ = self.inner.store.delete(&cluster_ip_key(ip), 0).await;
-        }
         if res.kind == "Service" {
+            self.release_cluster_ip(obj).await;
             self.release_node_ports(&node_ports_of(obj)).await;
         }
     }
@@ -1079,84 +1112,6 @@ impl Api {
         });
         Ok(futures::stream::iter(initial).chain(live).boxed())
     }
-
-    async fn allocate_cluster_ip(
-        &self,
-        res: &'static ResourceDef,
-        obj: &mut Value,
-    ) -> Result<Option<String>> {
-        let spec = &obj["spec"];
-        if spec["type"] == "ExternalName" || spec["clusterIP"] == "None" {
-            return Ok(None);
-        }
-        let name = object::name(obj).to_string();
-        let owner = Bytes::from(format!("{}/{}", object::namespace(obj), name));
-        let requested = spec["clusterIP"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(String::from);
-        let ip = match requested {
-            Some(ip) => {
-                let parsed: std::net::Ipv4Addr = ip.parse().map_err(|_| {
-                    ApiError::invalid(
-                        res,
-                        &name,
-                        &[skiff_api::validation::FieldError::invalid(
-                            "spec.clusterIPs[0]",
-                            format!("{ip:?}"),
-                            "must be a valid IP address",
-                        )],
-                    )
-                })?;
-                let key = cluster_ip_key(&parsed.to_string());
-                self.inner
-                    .store
-                    .create(&key, owner)
-                    .await
-                    .map_err(|e| match e {
-                        store::Error::AlreadyExists(_) => ApiError::invalid(
-                            res,
-                            &name,
-                            &[skiff_api::validation::FieldError::invalid(
-                                "spec.clusterIPs",
-                                format!("[]string{{\"{ip}\"}}"),
-                                &format!(
-                                    "failed to allocate IP {ip}: provided IP is already allocated"
-                                ),
-                            )],
-                        ),
-                        e => ApiError::from_store(res, &name, e),
-                    })?;
-                parsed.to_string()
-            }
-            None => {
-                let mut chosen = None;
-                for _ in 0..64 {
-                    let n: u32 = rand::rng().random_range(10..65_000);
-                    let ip = std::net::Ipv4Addr::from(u32::from(SERVICE_NET) + n).to_string();
-                    match self
-                        .inner
-                        .store
-                        .create(&cluster_ip_key(&ip), owner.clone())
-                        .await
-                    {
-                        Ok(_) => {
-                            chosen = Some(ip);
-                            break;
-                        }
-                        Err(store::Error::AlreadyExists(_)) => continue,
-                        Err(e) => return Err(ApiError::from_store(res, &name, e)),
-                    }
-                }
-                chosen.ok_or_else(|| {
-                    ApiError::internal("failed to allocate a service IP: range is full")
-                })?
-            }
-        };
-        obj["spec"]["clusterIP"] = json!(ip);
-        obj["spec"]["clusterIPs"] = json!([ip]);
-        Ok(Some(ip))
-    }
 }
 
 impl Api {
@@ -1246,6 +1201,14 @@ impl Api {
         Ok(taken)
     }
 
+    /// Releases what a failed write had allocated: node ports, and the ClusterIP of `service`.
+    async fn release_allocations(&self, ports: &[i64], service: Option<&Value>) {
+        self.release_node_ports(ports).await;
+        if let Some(service) = service {
+            self.release_cluster_ip(service).await;
+        }
+    }
+
     async fn release_node_ports(&self, ports: &[i64]) {
         for port in ports {
             let _ = self.inner.store.delete(&node_port_key(*port), 0).await;
@@ -1291,14 +1254,7 @@ fn keep_node_ports(old: &Value, new: &mut Value) {
 const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 fn node_port_key(port: i64) -> String {
-    format!("/registry/ranges/servicenodeports/{port}")
-}
-
-/// The service IP range: 10.96.0.0/16.
-const SERVICE_NET: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 0);
-
-fn cluster_ip_key(ip: &str) -> String {
-    format!("/registry/ranges/serviceips/{ip}")
+    format!("{}{port}", service_ips::NODE_PORTS)
 }
 
 /// Checks `kind`/`apiVersion` against the resource and fills them in when absent.

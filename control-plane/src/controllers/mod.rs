@@ -11,6 +11,7 @@ pub mod nodes;
 pub mod quota;
 pub mod replicaset;
 pub mod runner;
+pub mod servicelb;
 
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,7 @@ pub async fn run(api: Api, node_lifecycle: nodes::Settings, stop: CancellationTo
         runner::run(api.clone(), cronjob::CronJobs, stop.clone()),
         runner::run(api.clone(), endpoints::Endpoints, stop.clone()),
         runner::run(api.clone(), quota::Quotas, stop.clone()),
+        servicelb::run(api.clone(), stop.clone()),
         runner::run(api.clone(), aggregation::Aggregation, stop.clone()),
     );
 }

@@ -25,9 +25,10 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::ContainerRuntime;
+use crate::egress::{Caller, GuestEgress, OutgoingHttp};
 use crate::error::{Error, Result, io};
 use crate::logs::{GuestOutput, LogFile};
 use crate::source::ModuleSource;
@@ -56,6 +57,8 @@ pub struct Config {
     /// Host directories that `hostPath` volumes may name (themselves or anything below them).
     /// Empty: this node allows no `hostPath` volumes.
     pub host_path_prefixes: Vec<PathBuf>,
+    /// Where guests' outgoing HTTP requests go; `None` denies them all.
+    pub outgoing_http: Option<Arc<dyn OutgoingHttp>>,
 }
 
 impl Config {
@@ -71,6 +74,7 @@ impl Config {
             trusted_keys: Vec::new(),
             require_signatures: false,
             host_path_prefixes: Vec::new(),
+            outgoing_http: None,
         }
     }
 }
@@ -105,6 +109,8 @@ struct Serving {
     /// Cancelled by a graceful stop: no new requests, in-flight ones finish.
     draining: tokio_util::sync::CancellationToken,
     requests: TaskTracker,
+    /// The pod its outgoing requests are made for.
+    caller: Arc<Caller>,
 }
 
 #[derive(Clone)]
@@ -132,33 +138,8 @@ enum Command {
 struct Host {
     wasi: WasiP1Ctx,
     http: WasiHttpCtx,
-    egress: Egress,
+    egress: GuestEgress,
     limits: Limiter,
-}
-
-/// Outgoing HTTP from guests. None is allowed yet: the agent's service proxy decides where a
-/// guest may connect.
-struct Egress;
-
-impl WasiHttpHooks for Egress {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<
-                        dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>>
-                            + Send,
-                    >,
-                )>,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
 }
 
 impl WasiHttpView for Host {
@@ -362,6 +343,7 @@ impl WasmRuntime {
         c: &Arc<Container>,
         log: &LogFile,
         oom: Arc<AtomicBool>,
+        caller: Arc<Caller>,
     ) -> Result<Store<Host>> {
         let config = &c.config;
         let create = |reason: String| Error::Create {
@@ -394,7 +376,10 @@ impl WasmRuntime {
             Host {
                 wasi: wasi.build_p1(),
                 http: WasiHttpCtx::new(),
-                egress: Egress,
+                egress: GuestEgress {
+                    route: self.inner.config.outgoing_http.clone(),
+                    caller,
+                },
                 limits,
             },
         );
@@ -424,6 +409,18 @@ impl WasmRuntime {
         Ok(store)
     }
 
+    /// The pod a container belongs to, as its outgoing requests name it.
+    fn caller(&self, c: &Container) -> Arc<Caller> {
+        let pod = self.inner.registry.sandbox_status(&c.sandbox_id).ok();
+        Arc::new(Caller {
+            namespace: pod
+                .as_ref()
+                .map(|p| p.config.namespace.clone())
+                .unwrap_or_default(),
+            pod: pod.map(|p| p.config.name).unwrap_or_default(),
+        })
+    }
+
     fn spawn(&self, c: Arc<Container>, image: Image) -> Result<()> {
         let log = LogFile::new(&c.config.log_path, self.inner.config.log_max_bytes);
         let command = match image.pre {
@@ -431,7 +428,7 @@ impl WasmRuntime {
             Pre::Http(pre) => return self.serve(c, pre, log),
         };
         let oom = Arc::new(AtomicBool::new(false));
-        let mut store = self.new_store(&c, &log, oom.clone())?;
+        let mut store = self.new_store(&c, &log, oom.clone(), self.caller(&c))?;
         let started_at = SystemTime::now();
         c.set_state(ContainerState::Running { started_at });
         let tracked = self.inner.tasks.track_future(async move {
@@ -475,6 +472,7 @@ impl WasmRuntime {
             log,
             draining: tokio_util::sync::CancellationToken::new(),
             requests: TaskTracker::new(),
+            caller: self.caller(&c),
         });
         self.inner
             .serving
@@ -551,7 +549,7 @@ impl WasmRuntime {
             }
         };
         let oom = Arc::new(AtomicBool::new(false));
-        let mut store = self.new_store(&c, &serving.log, oom.clone())?;
+        let mut store = self.new_store(&c, &serving.log, oom.clone(), serving.caller.clone())?;
         let (respond, response) = tokio::sync::oneshot::channel();
         let request = store
             .data_mut()
