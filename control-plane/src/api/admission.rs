@@ -1142,8 +1142,7 @@ fn admit_binding(
             s.api_group = None;
         }
     }
-    if let Some(old) = old.filter(|o| *o != role_ref) {
-        let _ = old;
+    if old.is_some_and(|o| o != role_ref) {
         e.push(FieldError::invalid(
             "roleRef",
             format!(

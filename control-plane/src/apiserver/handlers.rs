@@ -606,17 +606,14 @@ async fn dispatch(
                 if patch_type == PatchType::Apply
                     && matches!(api.get(res, ns, name), Err(e) if e.code == 404)
                 {
-                    let attrs = request_attributes(&Method::POST, &path, query);
                     access::check(
                         server,
                         info,
-                        &Attributes {
-                            verb: "create",
-                            ..attrs
-                        },
+                        &request_attributes(&Method::POST, &path, query),
                     )?;
                 }
-                if crate::auth::Cache::follows(res) && res.kind != "ServiceAccount" {
+                // Whoever may patch a role or binding may still grant only what they hold.
+                if res.group == "rbac.authorization.k8s.io" {
                     let mut dry = write_opts()?;
                     dry.dry_run = true;
                     let would = api
