@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -1516,4 +1517,200 @@ fn a_nodeport_serves_an_http_function_from_every_node_across_its_replicas() {
             http_get(&addr, "/gone").0 == 503
         });
     }
+}
+
+#[test]
+fn wasm_policies_hold_at_admission_and_on_the_node_even_offline() {
+    let modules = build_examples();
+    let mut server = Server::start();
+    let kc = Kc::new(Kubectl::version("33"), &server);
+    let module = |name: &str| modules.join(format!("{name}.wasm")).display().to_string();
+    let keygen = |name: &str| {
+        let key = server.dir.path().join(format!("{name}.key"));
+        let out = skiff(&server, &["keygen", key.to_str().unwrap()]);
+        assert!(out.status.success());
+        (key, String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let (acme, acme_public) = keygen("acme");
+    let (stranger, _) = keygen("stranger");
+    let push = |file: &str, reference: &str, key: Option<&Path>| {
+        let mut args = vec!["push".to_string(), module(file), reference.to_string()];
+        if let Some(key) = key {
+            args.extend(["--sign".to_string(), key.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = skiff(&server, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    push("compute", "compute:1.0", Some(&acme));
+    push("spin", "spin:1.0", Some(&stranger));
+    push("crash", "crash:1.0", None);
+    push("hello", "hello:1.0", None);
+    let mut edge = Agent::start_with(&server, "edge", &[]);
+    wait_ready(&kc, &edge, &["edge"]);
+    kc.ok(&["create", "namespace", "team-a"]);
+    kc.ok(&["create", "namespace", "team-b"]);
+    let pod = |ns: &str, name: &str, image: &str, extra: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}", "namespace": "{ns}"}},
+                "spec": {{"nodeName": "edge", "terminationGracePeriodSeconds": 1, {extra}
+                  "containers": [{{"name": "c", "image": "{image}", "env": [{{"name": "LIMIT", "value": "100"}}],
+                                   "volumeMounts": [{{"name": "host", "mountPath": "/host"}}]}}],
+                  "volumes": [{{"name": "host", "emptyDir": {{}}}}]}}}}"#
+        )
+    };
+    // A crashing pod admitted before there is a policy: the node must stop restarting it.
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod("team-a", "early", "crash:1.0", "")),
+    );
+    let jsonpath = |ns: &str, name: &str, path: &str| {
+        kc.ok(&[
+            "get",
+            "pod",
+            name,
+            "-n",
+            ns,
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    wait_for("the early pod to restart", &edge, || {
+        jsonpath(
+            "team-a",
+            "early",
+            "{.status.containerStatuses[0].restartCount}",
+        )
+        .parse::<u32>()
+        .is_ok_and(|n| n >= 1)
+    });
+
+    // The tenant's admin sets the policy; invalid ones are refused with the field named.
+    let policy = format!(
+        "apiVersion: skiff.dev/v1\nkind: WasmPolicy\nmetadata: {{name: default, namespace: team-a}}\n\
+         spec:\n  hostPaths: [/srv/sensors]\n  egress: {{hosts: [api.example.com]}}\n  \
+         publishers: [{{name: acme, publicKey: \"{acme_public}\"}}]\n"
+    );
+    assert_eq!(
+        kc.ok_stdin(&["apply", "-f", "-"], Some(&policy)),
+        "wasmpolicy.skiff.dev/default created\n"
+    );
+    let listed = kc.ok(&["get", "wasmpolicies", "-n", "team-a"]);
+    assert!(
+        listed.starts_with("NAME      PUBLISHERS   HOST PATHS     EGRESS            AGE\n"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("default   acme         /srv/sensors   api.example.com"),
+        "{listed}"
+    );
+    let invalid = kc.fails_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            &policy
+                .replace(&acme_public, "bm9wZQ==")
+                .replace("default", "bad"),
+        ),
+    );
+    assert!(
+        invalid.contains("spec.publishers[0].publicKey: Invalid value: \"bm9wZQ==\": must be 32 bytes: an ed25519 public key"),
+        "{invalid}"
+    );
+
+    // Admission: unsigned, foreign-signed and host paths outside the policy are refused.
+    let refused = |name: &str, image: &str, extra: &str| {
+        kc.fails_stdin(
+            &["apply", "-f", "-"],
+            Some(&pod("team-a", name, image, extra)),
+        )
+    };
+    assert_eq!(
+        refused("unsigned", "hello:1.0", ""),
+        "Error from server (Forbidden): error when creating \"STDIN\": pods \"unsigned\" is forbidden: \
+         violates WasmPolicy \"default\": container \"c\": module hello:1.0: the module is not signed; \
+         the policy requires a signature by acme\n"
+    );
+    assert!(
+        refused("foreign", "spin:1.0", "").contains(
+            "module spin:1.0: the module's signature does not verify with the key of acme"
+        ),
+    );
+    let host = r#""hostNetwork": false,"#;
+    let etc = pod("team-a", "etc", "compute:1.0", host)
+        .replace(r#""emptyDir": {}"#, r#""hostPath": {"path": "/etc"}"#);
+    let err = kc.fails_stdin(&["apply", "-f", "-"], Some(&etc));
+    assert!(
+        err.contains("violates WasmPolicy \"default\": volume \"host\": hostPath /etc is not allowed: the policy allows only /srv/sensors"),
+        "{err}"
+    );
+    // What the policy allows runs; another tenant's namespace is not bound by it.
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod(
+            "team-a",
+            "signed",
+            "compute:1.0",
+            r#""restartPolicy": "Never","#,
+        )),
+    );
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod("team-b", "free", "hello:1.0", "")),
+    );
+    wait_for("the signed module to complete", &edge, || {
+        jsonpath("team-a", "signed", "{.status.phase}") == "Succeeded"
+    });
+    wait_for("the other tenant's unsigned module to run", &edge, || {
+        jsonpath("team-b", "free", "{.status.phase}") == "Running"
+    });
+
+    // The node checks again: the pod admitted before the policy is not restarted.
+    wait_for("the node to refuse the early pod's restart", &edge, || {
+        let w = jsonpath(
+            "team-a",
+            "early",
+            "{.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}",
+        );
+        w.starts_with("CreateContainerError: ")
+            && w.contains(
+                "violates WasmPolicy \"default\": module crash:1.0: the module is not signed",
+            )
+    });
+
+    // A module changed in the control plane's store no longer passes admission.
+    let digest = kc.ok(&[
+        "get",
+        "module",
+        "compute.1.0",
+        "-o",
+        "jsonpath={.spec.digest}",
+    ]);
+    let blob = server.dir.path().join(format!(
+        "modules/sha256/{}.wasm",
+        digest.trim_start_matches("sha256:")
+    ));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes.extend_from_slice(&[0, 4, b'e', b'v', b'i', b'l']);
+    std::fs::write(&blob, bytes).unwrap();
+    let err = refused("tampered", "compute:1.0", "");
+    assert!(
+        err.contains("the stored bytes do not match its digest"),
+        "{err}"
+    );
+
+    // Offline: the control plane goes away and the node reboots; it still holds the line.
+    drop(kc);
+    server.kill9();
+    let before = edge.log().len();
+    edge.restart();
+    wait_for(
+        "the rebooted node to refuse the early pod offline",
+        &edge,
+        || edge.log()[before..].contains("violates WasmPolicy \"default\": module crash:1.0"),
+    );
+    let _ = std::fs::remove_dir_all(modules);
 }

@@ -51,6 +51,8 @@ pub(crate) struct Egress {
     functions: Arc<OnceLock<Weak<Functions>>>,
     /// The next endpoint of each Service port, for round robin.
     next: Arc<Mutex<HashMap<ServicePort, usize>>>,
+    /// The cluster's WasmPolicies: their egress rules decide what leaves the cluster.
+    policies: Arc<OnceLock<Arc<crate::policy::Policies>>>,
 }
 
 /// `namespace`, `name` and port of a Service port.
@@ -74,7 +76,13 @@ impl Egress {
             view,
             functions: Default::default(),
             next: Default::default(),
+            policies: Default::default(),
         }
+    }
+
+    /// Holds outgoing requests to the egress rules of the callers' WasmPolicies.
+    pub(crate) fn enforce(&self, policies: Arc<crate::policy::Policies>) {
+        let _ = self.policies.set(policies);
     }
 
     /// Serves endpoints that are HTTP functions of this node in-process, through `functions`.
@@ -88,13 +96,19 @@ impl Egress {
     /// refusal (`Err` with the reason, which the agent logs) reaches the guest as
     /// `HTTP-request-denied`.
     ///
-    /// Kubernetes lets pods reach the outside by default, and so does this for now: it is the
-    /// place for a per-namespace egress policy. Note that "outside" includes the node itself:
-    /// an address literal such as `127.0.0.1` or the node's own address reaches whatever listens
-    /// there on the node (the agent's ports, a local API server).
+    /// Kubernetes lets pods reach the outside by default, and so does this where no WasmPolicy
+    /// of the namespace says otherwise (`spec.egress`: `allowed: false`, or only `hosts`).
+    /// Note that "outside" includes the node itself: an address literal such as `127.0.0.1` or
+    /// the node's own address reaches whatever listens there on the node (the agent's ports, a
+    /// local API server); a policy that lists hosts shuts those out too.
     pub(crate) fn external_allowed(&self, namespace: &str, host: &str) -> Result<(), String> {
-        let _ = (namespace, host);
-        Ok(())
+        let Some(policies) = self.policies.get() else {
+            return Ok(());
+        };
+        match skiff_api::policy::first_refusal(&policies.of(namespace), |p| p.check_egress(host)) {
+            Some((policy, why)) => Err(format!("WasmPolicy {policy:?}: {why}")),
+            None => Ok(()),
+        }
     }
 
     async fn route(

@@ -13,6 +13,7 @@ mod join;
 mod modules;
 mod node;
 mod pods;
+mod policy;
 mod probes;
 mod proxy;
 pub mod sim;
@@ -174,7 +175,10 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
         functions.clone(),
         stop.clone(),
     ));
-    let pods = pods::Pods::new(client, config, runtime, functions.clone());
+    let policies = policy::Policies::load(&config.data_dir);
+    egress.enforce(policies.clone());
+    let policy_watch = tokio::spawn(policies.clone().run(client.clone(), stop.clone()));
+    let pods = pods::Pods::new(client, config, runtime, functions.clone(), policies);
     pods.clone().resume_local();
     pods.run(stop).await;
     registration.abort();
@@ -182,6 +186,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
     functions.stopped().await;
     heartbeat.await?;
     images.await?;
+    policy_watch.await?;
     serving.await??;
     Ok(())
 }

@@ -32,6 +32,8 @@ pub struct Pods {
     runtime: Arc<WasmRuntime>,
     /// The HTTP functions this node serves.
     functions: Arc<Functions>,
+    /// The cluster's WasmPolicies, checked again before each container is created.
+    policies: Arc<crate::policy::Policies>,
     /// The HTTP client of `httpGet` probes.
     probe_client: reqwest::Client,
     workers: Mutex<HashMap<String, Worker>>,
@@ -51,12 +53,14 @@ impl Pods {
         config: Arc<Config>,
         runtime: Arc<WasmRuntime>,
         functions: Arc<Functions>,
+        policies: Arc<crate::policy::Policies>,
     ) -> Arc<Self> {
         Arc::new(Self {
             client,
             config,
             runtime,
             functions,
+            policies,
             probe_client: probes::client(),
             workers: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -217,6 +221,8 @@ struct Slot {
     restart_at: Option<Instant>,
     /// Consecutive failed pull attempts.
     pull_failures: u32,
+    /// Consecutive attempts the runtime refused to create the container (a policy, a volume).
+    create_failures: u32,
     /// Its probes' results for the current attempt.
     health: probes::Health,
 }
@@ -519,6 +525,7 @@ impl PodWorker {
                 let slot = self.slot_mut(init, index);
                 slot.id = Some(id);
                 slot.waiting = None;
+                slot.create_failures = 0;
                 self.event(
                     pod,
                     Some(name),
@@ -535,8 +542,16 @@ impl PodWorker {
                 );
             }
             Err(e) => {
-                self.slot_mut(init, index).waiting =
-                    Some(("CreateContainerError".into(), e.to_string()));
+                tracing::warn!(pod = %pod_key(pod), container = name, error = %e, "cannot create the container");
+                // Retried with the same back-off as a crash, as the kubelet does.
+                let slot = self.slot_mut(init, index);
+                slot.waiting = Some(("CreateContainerError".into(), e.to_string()));
+                slot.create_failures += 1;
+                let backoff = config
+                    .backoff_base
+                    .saturating_mul(1 << (slot.create_failures - 1).min(10))
+                    .min(config.backoff_max);
+                slot.restart_at = Some(Instant::now() + backoff);
                 self.event(pod, Some(name), "Warning", "Failed", format!("Error: {e}"));
             }
         }
@@ -830,6 +845,14 @@ impl PodWorker {
                 .join(&c.name)
                 .join(format!("{attempt}.log")),
             attempt,
+            policies: {
+                // A new node waits briefly for its first list of policies; one that cannot reach
+                // the control plane goes on with those it kept.
+                self.pods.policies.synced(Duration::from_secs(5)).await;
+                self.pods
+                    .policies
+                    .of(pod.metadata.namespace.as_deref().unwrap_or("default"))
+            },
         })
     }
 
@@ -1187,4 +1210,13 @@ fn rfc3339(t: SystemTime) -> String {
 
 pub(crate) fn now() -> String {
     rfc3339(SystemTime::now())
+}
+
+/// `namespace/name` of a pod, for log lines.
+fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
 }

@@ -24,7 +24,66 @@
 
 use base64::Engine as _;
 use ed25519_dalek::VerifyingKey;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// The stored object, typed so the API server can report unknown fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WasmPolicyObject {
+    /// `skiff.dev/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// `WasmPolicy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Standard metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// What the namespace's workloads may do.
+    #[serde(default)]
+    pub spec: WasmPolicySpec,
+}
+
+/// The policy's rules, as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WasmPolicySpec {
+    /// Allowed hostPath prefixes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_paths: Option<Vec<String>>,
+    /// Outgoing HTTP to hosts outside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressSpec>,
+    /// Publishers a module must be signed by (one of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publishers: Option<Vec<PublisherSpec>>,
+}
+
+/// `spec.egress`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressSpec {
+    /// Whether guests may call outside hosts at all (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<bool>,
+    /// The only outside hosts allowed, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+}
+
+/// `spec.publishers[]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherSpec {
+    /// A name for messages.
+    #[serde(default)]
+    pub name: String,
+    /// Base64 ed25519 public key.
+    #[serde(default)]
+    pub public_key: String,
+}
 
 /// One parsed policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,8 +109,8 @@ pub struct Publisher {
     pub key: VerifyingKey,
 }
 
-/// A problem with a policy's spec: the field path and what is wrong.
-pub type FieldProblem = (String, String);
+/// A problem with a policy's spec: the field path, the value as JSON, and what is wrong.
+pub type FieldProblem = (String, String, String);
 
 impl WasmPolicy {
     /// Parses a `WasmPolicy` object, naming every invalid field.
@@ -63,19 +122,21 @@ impl WasmPolicy {
             .unwrap_or_default()
             .to_string();
         if !spec.is_null() && !spec.is_object() {
-            problems.push(("spec".into(), "must be an object".into()));
+            problems.push(("spec".into(), spec.to_string(), "must be an object".into()));
         }
         let host_paths = strings(&spec["hostPaths"], "spec.hostPaths", &mut problems);
         for (i, p) in host_paths.iter().flatten().enumerate() {
             if !p.starts_with('/') {
                 problems.push((
                     format!("spec.hostPaths[{i}]"),
-                    format!("{p:?} must be an absolute path"),
+                    format!("{p:?}"),
+                    "must be an absolute path".into(),
                 ));
             } else if p.split('/').any(|s| s == "..") {
                 problems.push((
                     format!("spec.hostPaths[{i}]"),
-                    format!("{p:?} must not contain '..'"),
+                    format!("{p:?}"),
+                    "must not contain '..'".into(),
                 ));
             }
         }
@@ -83,8 +144,12 @@ impl WasmPolicy {
         let egress_allowed = match &egress["allowed"] {
             Value::Null => true,
             Value::Bool(b) => *b,
-            _ => {
-                problems.push(("spec.egress.allowed".into(), "must be true or false".into()));
+            other => {
+                problems.push((
+                    "spec.egress.allowed".into(),
+                    other.to_string(),
+                    "must be true or false".into(),
+                ));
                 true
             }
         };
@@ -99,7 +164,8 @@ impl WasmPolicy {
             {
                 problems.push((
                     format!("spec.egress.hosts[{i}]"),
-                    format!("{h:?} must be a host name, or *. and a domain"),
+                    format!("{h:?}"),
+                    "must be a host name, or *. and a domain".into(),
                 ));
             }
         }
@@ -120,11 +186,17 @@ impl WasmPolicy {
                             },
                             key,
                         }),
-                        Err(why) => problems.push((format!("{path}.publicKey"), why)),
+                        Err(why) => {
+                            problems.push((format!("{path}.publicKey"), format!("{key:?}"), why))
+                        }
                     }
                 }
             }
-            _ => problems.push(("spec.publishers".into(), "must be a list".into())),
+            other => problems.push((
+                "spec.publishers".into(),
+                other.to_string(),
+                "must be a list".into(),
+            )),
         }
         if problems.is_empty() {
             Ok(Self {
@@ -261,14 +333,22 @@ fn strings(v: &Value, path: &str, problems: &mut Vec<FieldProblem>) -> Option<Ve
                 .filter_map(|(i, s)| match s.as_str() {
                     Some(s) => Some(s.to_string()),
                     None => {
-                        problems.push((format!("{path}[{i}]"), "must be a string".into()));
+                        problems.push((
+                            format!("{path}[{i}]"),
+                            s.to_string(),
+                            "must be a string".into(),
+                        ));
                         None
                     }
                 })
                 .collect(),
         ),
-        _ => {
-            problems.push((path.to_string(), "must be a list of strings".into()));
+        other => {
+            problems.push((
+                path.to_string(),
+                other.to_string(),
+                "must be a list of strings".into(),
+            ));
             None
         }
     }
@@ -358,7 +438,7 @@ mod tests {
             "egress": {"allowed": "yes", "hosts": ["a*b"]},
             "publishers": [{"name": "x", "publicKey": "bm90IGEga2V5"}]}}))
         .unwrap_err();
-        let paths: Vec<_> = err.iter().map(|(p, _)| p.as_str()).collect();
+        let paths: Vec<_> = err.iter().map(|(p, _, _)| p.as_str()).collect();
         assert_eq!(
             paths,
             [

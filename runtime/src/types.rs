@@ -87,6 +87,10 @@ pub struct ContainerConfig {
     pub log_path: PathBuf,
     /// Restart attempt.
     pub attempt: u32,
+    /// The WasmPolicies of the pod's namespace: the module's signature and the container's
+    /// host paths are checked against each before it is created (the node's own check, which
+    /// does not trust the API server's admission alone).
+    pub policies: Vec<skiff_api::policy::WasmPolicy>,
 }
 
 /// Why a container exited, as Kubernetes reports it.

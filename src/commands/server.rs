@@ -199,6 +199,7 @@ impl ControlPlane {
             api::Config {
                 tolerations,
                 service_cidr,
+                modules_dir: Some(data_dir.join("modules")),
             },
         );
         api.bootstrap()

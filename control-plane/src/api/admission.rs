@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use skiff_api::labels::Selector;
+use skiff_api::policy::WasmPolicyObject;
 use skiff_api::quantity;
 use skiff_api::validation::{self as v, FieldError, quoted};
 
@@ -113,6 +114,14 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
             status.phase.get_or_insert_with(|| "Active".into());
         }),
         ("", "Node") => run::<core::Node>(ctx, obj, |_, _, _| {}),
+        ("skiff.dev", "WasmPolicy") => run::<WasmPolicyObject>(ctx, obj, |p, _, e| {
+            let value = serde_json::to_value(&*p).unwrap_or_default();
+            if let Err(problems) = skiff_api::policy::WasmPolicy::parse(&value) {
+                for (field, value, detail) in problems {
+                    e.push(FieldError::invalid(field, value, &detail));
+                }
+            }
+        }),
         ("skiff.dev", "Module") => run::<skiff_api::module::Module>(ctx, obj, |m, _, e| {
             let spec = &m.spec;
             if let Err(msg) =
@@ -496,6 +505,7 @@ macro_rules! has_meta {
 }
 has_meta!(
     skiff_api::module::Module,
+    WasmPolicyObject,
     core::Pod,
     core::Namespace,
     core::Node,

@@ -13,6 +13,7 @@ pub mod patch;
 pub(crate) mod quota;
 pub mod resources;
 mod service_ips;
+mod wasm_policy;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct Config {
     pub tolerations: Tolerations,
     /// Where Services' ClusterIPs come from (`--service-cluster-ip-range`).
     pub service_cidr: ServiceCidr,
+    /// The module store's directory, where WasmPolicy admission checks module signatures.
+    pub modules_dir: Option<std::path::PathBuf>,
 }
 
 /// The API service over a store.
@@ -59,6 +62,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Per-namespace locks around quota checks and the writes they admit.
     quota_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Modules whose stored bytes were checked against their digest.
+    checked_modules: wasm_policy::CheckedModules,
 }
 
 /// Options of create, update and patch.
@@ -180,6 +185,7 @@ impl Api {
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 quota_locks: Default::default(),
+                checked_modules: Default::default(),
             }),
         }
     }
@@ -434,6 +440,7 @@ impl Api {
             && res.kind == "Pod"
         {
             self.admit_limit_ranges(&ctx, ns, &mut obj)?;
+            self.admit_wasm_policies(res, ns, &obj)?;
         }
         let quota = match ns {
             Some(ns) => self.admit_quota(res, ns, &mut obj).await?,
@@ -708,6 +715,14 @@ impl Api {
                 status_only: matches!(target, Target::Status | Target::Finalize),
             };
             let warnings = admission::admit(&ctx, &mut new)?;
+            if res.kind == "Pod"
+                && res.group.is_empty()
+                && target == Target::Main
+                && let Some(ns) = ns
+                && (new["spec"] != cur["spec"])
+            {
+                self.admit_wasm_policies(res, ns, &new)?;
+            }
             let service = res.kind == "Service" && target == Target::Main && !opts.dry_run;
             let held = node_ports_of(&cur);
             // An ExternalName Service turned into another type gets a ClusterIP.

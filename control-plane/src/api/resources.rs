@@ -114,6 +114,7 @@ pub static RESOURCES: &[ResourceDef] = &[
     def!("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", ns=true, short=[], cat=[], status=false, scale=false, generation=false),
     def!("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", ns=true, short=[], cat=[], status=false, scale=false, generation=false),
     def!("skiff.dev", "v1", "modules", "module", "Module", ns=false, short=["mod"], cat=[], status=false, scale=false, generation=false),
+    def!("skiff.dev", "v1", "wasmpolicies", "wasmpolicy", "WasmPolicy", ns=true, short=["wp"], cat=[], status=false, scale=false, generation=true),
     def!("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", ns=true, short=["hpa"], cat=["all"], status=true, scale=false, generation=true),
     def!("autoscaling", "v1", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", ns=true, short=["hpa"], cat=["all"], status=true, scale=false, generation=true),
     def!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", ns=true, short=[], cat=[], status=false, scale=false, generation=false),

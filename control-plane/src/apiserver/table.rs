@@ -177,6 +177,13 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str, u8)> {
         ],
         "Lease" => vec![("Name", S, 0), ("Holder", S, 0), ("Age", S, 0)],
         "LimitRange" => vec![("Name", S, 0), ("Created At", S, 0)],
+        "WasmPolicy" => vec![
+            ("Name", S, 0),
+            ("Publishers", S, 0),
+            ("Host Paths", S, 0),
+            ("Egress", S, 0),
+            ("Age", S, 0),
+        ],
         "HorizontalPodAutoscaler" => vec![
             ("Name", S, 0),
             ("Reference", S, 0),
@@ -638,6 +645,29 @@ fn cells(kind: &str, o: &Value, now: jiff::Timestamp) -> Vec<Value> {
         }
         "Lease" => vec![name, json!(s(o, "/spec/holderIdentity")), age],
         "LimitRange" => vec![name, json!(s(o, "/metadata/creationTimestamp"))],
+        "WasmPolicy" => {
+            let list = |pointer: &str, field: Option<&str>| match o.pointer(pointer) {
+                Some(Value::Array(items)) if items.is_empty() => "<none>".to_string(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|i| field.map_or(i.as_str(), |f| i[f].as_str()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => "<any>".to_string(),
+            };
+            let egress = if o.pointer("/spec/egress/allowed") == Some(&json!(false)) {
+                "<none>".to_string()
+            } else {
+                list("/spec/egress/hosts", None)
+            };
+            vec![
+                name,
+                json!(list("/spec/publishers", Some("name"))),
+                json!(list("/spec/hostPaths", None)),
+                json!(egress),
+                age,
+            ]
+        }
         "HorizontalPodAutoscaler" => {
             let reference = format!(
                 "{}/{}",

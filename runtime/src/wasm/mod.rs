@@ -117,6 +117,10 @@ struct Serving {
 struct Image {
     id: String,
     pre: Pre,
+    /// The module's sha256 digest and its publisher's signature, checked against the pod's
+    /// WasmPolicies when a container is created from it.
+    digest: [u8; 32],
+    signature: Option<Vec<u8>>,
 }
 
 /// A pulled image, pre-instantiated once: a preview 1 command module, a `wasi:cli/run`
@@ -730,13 +734,6 @@ impl Drop for WasmRuntime {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 impl ContainerRuntime for WasmRuntime {
     async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String> {
         Ok(self.inner.registry.add_sandbox(config))
@@ -756,17 +753,32 @@ impl ContainerRuntime for WasmRuntime {
 
     async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String> {
         let image = self.image(&config.image)?;
+        let refuse = |reason: String| Error::Create {
+            name: config.name.clone(),
+            reason,
+        };
         for m in config
             .mounts
             .iter()
             .filter(|m| m.source == MountSource::HostPath)
         {
-            check_host_path(&self.inner.config.host_path_prefixes, &m.host_path).map_err(
-                |reason| Error::Create {
-                    name: config.name.clone(),
-                    reason,
-                },
-            )?;
+            check_host_path(&self.inner.config.host_path_prefixes, &m.host_path).map_err(refuse)?;
+            // Judged where it really leads, as the node's own check does (symlinks resolved).
+            let real = std::fs::canonicalize(&m.host_path).unwrap_or_else(|_| m.host_path.clone());
+            let path = real.to_string_lossy();
+            if let Some((policy, why)) =
+                skiff_api::policy::first_refusal(&config.policies, |p| p.check_host_path(&path))
+            {
+                return Err(refuse(format!("violates WasmPolicy {policy:?}: {why}")));
+            }
+        }
+        if let Some((policy, why)) = skiff_api::policy::first_refusal(&config.policies, |p| {
+            p.check_signature(&image.digest, image.signature.as_deref())
+        }) {
+            return Err(refuse(format!(
+                "violates WasmPolicy {policy:?}: module {}: {why}",
+                config.image
+            )));
         }
         Ok(self
             .inner
@@ -828,11 +840,15 @@ impl ContainerRuntime for WasmRuntime {
         }
         let fetched = self.inner.source.fetch(image).await?;
         let bytes = fetched.bytes;
-        let digest = sha256_hex(&bytes);
-        // A signature present is always checked (a tampered module is refused); a missing one
-        // only where the node requires signatures.
+        let digest_bytes: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+        let digest: String = digest_bytes.iter().map(|b| format!("{b:02x}")).collect();
+        // Where the node requires signatures, a module must verify with a key the node trusts.
+        // The publishers a namespace's WasmPolicy names are checked when a container is created.
         match &fetched.signature {
-            Some(sig) if !crate::verify_module(&self.inner.config.trusted_keys, &bytes, sig) => {
+            Some(sig)
+                if self.inner.config.require_signatures
+                    && !crate::verify_module(&self.inner.config.trusted_keys, &bytes, sig) =>
+            {
                 return Err(Error::Pull {
                     image: image.into(),
                     reason: "the module's signature does not verify with any trusted publisher key"
@@ -877,6 +893,8 @@ impl ContainerRuntime for WasmRuntime {
                 Image {
                     id: id.clone(),
                     pre,
+                    digest: digest_bytes,
+                    signature: fetched.signature,
                 },
             );
         Ok(id)

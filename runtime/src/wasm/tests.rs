@@ -338,6 +338,99 @@ async fn signatures_are_required_and_checked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_policies_are_checked_again_on_the_node() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let acme = crate::SigningKey::from_bytes(&[5; 32]);
+    let stranger = crate::SigningKey::from_bytes(&[6; 32]);
+    let module = wat::parse_str(include_str!("fixtures/done.wat")).unwrap();
+    let source = Arc::new(MemorySource::new());
+    source.insert_signed(
+        "acme",
+        module.clone(),
+        Some(crate::sign_module(&acme, &module).to_vec()),
+    );
+    source.insert_signed(
+        "foreign",
+        module.clone(),
+        Some(crate::sign_module(&stranger, &module).to_vec()),
+    );
+    source.insert("unsigned", module);
+    let allowed = dir.path().join("srv");
+    std::fs::create_dir_all(allowed.join("data")).unwrap();
+    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("etc"), allowed.join("escape")).unwrap();
+    // The node itself allows any host path and no signatures: only the policy restricts.
+    let mut config = Config::new(dir.path().join("cache"), 4);
+    config.host_path_prefixes = vec![dir.path().to_path_buf()];
+    let rt = WasmRuntime::new(config, source).unwrap();
+    let policy = skiff_api::policy::WasmPolicy::parse(&serde_json::json!({
+        "metadata": {"name": "tenant"},
+        "spec": {
+            "hostPaths": [allowed.display().to_string()],
+            "publishers": [{"name": "acme", "publicKey":
+                base64::engine::general_purpose::STANDARD.encode(acme.verifying_key().as_bytes())}],
+        },
+    }))
+    .unwrap();
+    let sandbox = rt
+        .run_pod_sandbox(&PodSandboxConfig::default())
+        .await
+        .unwrap();
+    let create = |image: &'static str, host: Option<PathBuf>| {
+        let config = ContainerConfig {
+            name: "c".into(),
+            image: format!("{image}:1"),
+            mounts: host
+                .map(|p| Mount {
+                    host_path: p,
+                    container_path: "/data".into(),
+                    source: MountSource::HostPath,
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            log_path: dir.path().join("logs/c.log"),
+            policies: vec![policy.clone()],
+            ..Default::default()
+        };
+        let (rt, sandbox) = (&rt, &sandbox);
+        async move {
+            rt.pull_image(&config.image).await.unwrap();
+            rt.create_container(sandbox, &config)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    assert!(create("acme", Some(allowed.join("data"))).await.is_ok());
+    for (image, host, why) in [
+        (
+            "foreign",
+            None,
+            "violates WasmPolicy \"tenant\": module foreign:1: the module's signature does not verify with the key of acme",
+        ),
+        (
+            "unsigned",
+            None,
+            "the module is not signed; the policy requires a signature by acme",
+        ),
+        (
+            "acme",
+            Some(dir.path().join("etc")),
+            "is not allowed: the policy allows only",
+        ),
+        (
+            "acme",
+            Some(allowed.join("escape")),
+            "is not allowed: the policy allows only",
+        ),
+    ] {
+        let err = create(image, host).await.unwrap_err();
+        assert!(err.contains(why), "{image}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_paths_only_where_the_node_allows() {
     let dir = tempfile::tempdir().unwrap();
     let allowed = dir.path().join("srv/shared");
