@@ -1668,6 +1668,50 @@ fn wasm_policies_hold_at_admission_and_on_the_node_even_offline() {
         jsonpath("team-b", "free", "{.status.phase}") == "Running"
     });
 
+    // Egress: team-a's guests may call only the hosts its policy lists; team-b's reach any host
+    // outside the cluster, as pods do. The host here is an HTTP function addressed by its IP,
+    // which is no Service's.
+    push("hello-http", "web:1.0", None);
+    push("fetch-http", "fetch:1.0", Some(&acme));
+    let function = |ns: &str, name: &str, image: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}", "namespace": "{ns}"}},
+                "spec": {{"nodeName": "edge", "terminationGracePeriodSeconds": 1,
+                  "containers": [{{"name": "c", "image": "{image}", "ports": [{{"containerPort": 8080}}]}}]}}}}"#
+        )
+    };
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&function("team-b", "web", "web:1.0")),
+    );
+    for ns in ["team-a", "team-b"] {
+        kc.ok_stdin(
+            &["apply", "-f", "-"],
+            Some(&function(ns, "fetch", "fetch:1.0")),
+        );
+    }
+    let address = |ns: &str, name: &str| {
+        let ip = jsonpath(ns, name, "{.status.podIP}");
+        let ready = jsonpath(ns, name, "{.status.containerStatuses[0].ready}");
+        (ready == "true").then(|| format!("{ip}:8080"))
+    };
+    let mut addresses = Vec::new();
+    wait_for("the HTTP functions to be ready", &edge, || {
+        addresses = [("team-b", "web"), ("team-a", "fetch"), ("team-b", "fetch")]
+            .iter()
+            .filter_map(|(ns, name)| address(ns, name))
+            .collect();
+        addresses.len() == 3
+    });
+    let path = format!("/?url=http://{}/", addresses[0]);
+    assert_eq!(
+        http_get(&addresses[1], &path),
+        (502, "error: HTTP-request-denied\n".into()),
+        "team-a's policy allows only api.example.com"
+    );
+    let (code, body) = http_get(&addresses[2], &path);
+    assert_eq!(code, 200, "team-b has no policy: {body}");
+
     // The node checks again: the pod admitted before the policy is not restarted.
     wait_for("the node to refuse the early pod's restart", &edge, || {
         let w = jsonpath(
