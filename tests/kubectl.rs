@@ -113,7 +113,12 @@ fn scenario(kubectl: Kubectl) {
         "RollingUpdate 10 Always"
     );
     let svc_ip = k.jsonpath(&["get", "svc", "api"], "{.spec.clusterIP}");
-    assert!(svc_ip.starts_with("10.96."), "cluster IP {svc_ip}");
+    // From the default service range, 10.96.0.0/12.
+    let octets: Vec<u8> = svc_ip.split('.').filter_map(|o| o.parse().ok()).collect();
+    assert!(
+        octets.len() == 4 && octets[0] == 10 && (96..112).contains(&octets[1]),
+        "cluster IP {svc_ip}"
+    );
     let svc = k.ok(&["get", "svc", "api"]);
     assert!(
         svc.contains("ClusterIP") && svc.contains("80/TCP") && svc.contains(&svc_ip),

@@ -473,7 +473,18 @@ mod tests {
     use crate::store::{SledConfig, SledStore};
 
     async fn api_on(dir: &std::path::Path, range: &str) -> Api {
-        let store = SledStore::open(SledConfig::new(dir.join("db"))).unwrap();
+        // A store just dropped may hold its lock a moment longer (sled's flusher thread).
+        let mut attempts = 0;
+        let store = loop {
+            match SledStore::open(SledConfig::new(dir.join("db"))) {
+                Ok(store) => break store,
+                Err(_) if attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot open the store again: {e}"),
+            }
+        };
         let config = Config {
             service_cidr: range.parse().unwrap(),
             ..Config::default()
@@ -666,6 +677,7 @@ mod tests {
             .create(&leaked, Bytes::from("default/gone"))
             .await
             .unwrap();
+        api.shutdown().await;
         drop(api);
         let api = api_on(dir.path(), "10.96.0.0/12").await;
         let err = create(
