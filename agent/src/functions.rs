@@ -228,6 +228,9 @@ pub(crate) async fn serve<F, Fut>(
             },
             _ = stop.cancelled() => break,
         };
+        // A response streams from the instance in several writes (head, chunks, end): without
+        // TCP_NODELAY, Nagle holds the later ones until the client's delayed ACK (~40 ms).
+        let _ = stream.set_nodelay(true);
         let (handle, stop) = (handle.clone(), stop.clone());
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {

@@ -229,12 +229,13 @@ pub(crate) async fn run(
     .default_backoff()
     .touched_objects()
     .map(|_| ());
+    // Every event, not only touched objects: the store shows the initial list only at its end
+    // (InitDone), so the ports of Services that existed before the agent started open then.
     let service_events = reflector::reflector(
         watch.services,
         watcher(kube::Api::<Service>::all(client), Default::default()),
     )
     .default_backoff()
-    .touched_objects()
     .map(|_| ());
     let proxy = Arc::new(Proxy {
         node_name,

@@ -718,7 +718,14 @@ fn engine(config: &Config) -> wasmtime::Result<Engine> {
         .total_stacks(n)
         .total_component_instances(n)
         .max_memory_size(config.max_memory_bytes as usize)
-        .linear_memory_keep_resident(64 << 10);
+        // HTTP functions instantiate per request. Resetting a slot by `madvise` flushes the TLB
+        // of every core running an agent thread (most of the agent's CPU under load, measured
+        // with benches/http.rs); with PAGEMAP_SCAN (Linux 6.7+) only the pages a guest dirtied
+        // are restored, by copy, up to these sizes, so a small handler's slot is reused with no
+        // `madvise` and no page faults.
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(64 << 10);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&c)
 }
