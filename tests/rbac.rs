@@ -643,3 +643,88 @@ async fn nodes_stay_confined_to_themselves() {
         403
     );
 }
+
+/// Each kubectl (1.31 sends JSON, newer ones protobuf) creates RBAC objects and tokens and asks
+/// `auth can-i` and `auth whoami`.
+#[test]
+fn every_kubectl_speaks_rbac_tokens_and_reviews() {
+    let server = Server::start();
+    for (i, kubectl) in [
+        Kubectl::version("31"),
+        Kubectl::version("33"),
+        Kubectl::latest(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let k = Kc::new(kubectl, &server);
+        let ns = format!("t{i}");
+        let n = ns.as_str();
+        k.ok(&["create", "namespace", n]);
+        k.ok(&["-n", n, "create", "serviceaccount", "bot"]);
+        k.ok(&[
+            "-n",
+            n,
+            "create",
+            "role",
+            "pod-reader",
+            "--verb=get,list",
+            "--resource=pods",
+        ]);
+        let sa = format!("--serviceaccount={n}:bot");
+        k.ok(&[
+            "-n",
+            n,
+            "create",
+            "rolebinding",
+            "bot",
+            "--role=pod-reader",
+            &sa,
+        ]);
+        let agg = format!("agg-{i}");
+        k.ok(&[
+            "create",
+            "clusterrole",
+            &agg,
+            "--aggregation-rule=example.com/aggregate=true",
+        ]);
+        let group = format!("--group=team-{i}");
+        k.ok(&[
+            "create",
+            "clusterrolebinding",
+            &agg,
+            &format!("--clusterrole={agg}"),
+            &group,
+        ]);
+        assert!(
+            k.ok(&["get", "clusterrolebinding", &agg, "-o", "wide"])
+                .contains(&format!("team-{i}"))
+        );
+        let token = k.ok(&["-n", n, "create", "token", "bot", "--duration=20m"]);
+        let token = token.trim();
+        let can_i = |verb: &str| {
+            let out = k.run_stdin(
+                &as_token(&["auth", "can-i", verb, "pods", "-n", n], token),
+                None,
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(
+            (can_i("list"), can_i("delete")),
+            ("yes".into(), "no".into()),
+            "{}",
+            k.kubectl.version
+        );
+        assert!(
+            k.ok(&as_token(&["auth", "whoami"], token))
+                .contains(&format!("system:serviceaccount:{n}:bot"))
+        );
+        let rules = k.ok(&as_token(&["auth", "can-i", "--list", "-n", n], token));
+        assert!(
+            rules
+                .lines()
+                .any(|l| l.starts_with("pods ") && l.contains("[get list]")),
+            "{rules}"
+        );
+    }
+}
