@@ -343,3 +343,36 @@ fn a_load_balancer_service_answers_at_every_nodes_address_and_one_port_serves_on
         );
     }
 }
+
+#[test]
+fn a_restarted_agent_answers_the_node_ports_of_services_that_were_already_there() {
+    let modules = components(&[("web", "hello-http")]);
+    let server = Server::start();
+    let kc = Kc::new(Kubectl::version("33"), &server);
+    let mut agents = agents(&server, &modules, &["127.0.0.35"]);
+    wait_ready(&kc, &agents[0], &["edge-1"]);
+    kc.ok_stdin(&["apply", "-f", "-"], Some(&web(1)));
+    kc.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&service(
+            "web",
+            r#"{"type": "NodePort", "selector": {"app": "web"},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}"#,
+        )),
+    );
+    let port = kc.jsonpath(&["get", "svc", "web"], "{.spec.ports[0].nodePort}");
+    let addr = format!("127.0.0.35:{port}");
+    wait_for("the NodePort", &agents[0], || {
+        http_get(&addr, "/before").0 == 200
+    });
+    // A gateway reboot: the Service is in the agent's first list of Services, and no change to
+    // it follows.
+    agents[0].restart();
+    wait_for("the NodePort after the restart", &agents[0], || {
+        http_get(&addr, "/after")
+            == (
+                200,
+                "Hello from a Wasm function! You asked for GET /after\n".into(),
+            )
+    });
+}
