@@ -69,7 +69,8 @@ impl Cache {
         let res = kinds()[i];
         loop {
             let from = self.seen[i].borrow().to_string();
-            let events = match api.watch(res, None, &ListOptions::default(), Some(&from), false) {
+            let mut events = match api.watch(res, None, &ListOptions::default(), Some(&from), false)
+            {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::warn!(kind = res.kind, error = %e, "cannot watch for the authorizer");
@@ -80,7 +81,6 @@ impl Cache {
                     continue;
                 }
             };
-            let mut events = events;
             loop {
                 let event = tokio::select! {
                     e = events.next() => e,
