@@ -10,9 +10,7 @@ use super::{Server, User};
 use crate::api::resources::ResourceDef;
 use crate::api::{ApiError, object};
 use crate::auth::rbac::{self, Binding, RoleKind, Rule};
-use crate::auth::{self, Attributes, UserInfo};
-
-const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+use crate::auth::{self, Attributes, RBAC_GROUP, UserInfo};
 
 /// Allows the request or answers 403 as kube-apiserver does.
 pub(super) fn check(

@@ -613,7 +613,7 @@ async fn dispatch(
                     )?;
                 }
                 // Whoever may patch a role or binding may still grant only what they hold.
-                if res.group == "rbac.authorization.k8s.io" {
+                if res.group == crate::auth::RBAC_GROUP {
                     let mut dry = write_opts()?;
                     dry.dry_run = true;
                     let would = api

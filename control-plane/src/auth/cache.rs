@@ -11,12 +11,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::RBAC_GROUP;
 use super::rbac::{Binding, Policy, Rule};
 use crate::api::resources::{self, ResourceDef};
 use crate::api::{Api, ApiError, ListOptions, WatchEvent, object};
-
-/// The RBAC group.
-pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// The kinds the cache follows, by index.
 fn kinds() -> &'static [&'static ResourceDef; 5] {

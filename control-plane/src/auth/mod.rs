@@ -14,6 +14,9 @@ use std::sync::LazyLock;
 
 pub use cache::Cache;
 
+/// The API group of Roles, ClusterRoles and their bindings.
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
 /// The group whose members may do anything (kube-apiserver's privileged group).
 pub const MASTERS: &str = "system:masters";
 /// Every authenticated user is in this group.

@@ -8,9 +8,8 @@
 
 use serde_json::{Value, json};
 
-use super::cache::RBAC_GROUP;
 use super::rbac::Rule;
-use super::{AUTHENTICATED, MASTERS, UNAUTHENTICATED};
+use super::{AUTHENTICATED, MASTERS, RBAC_GROUP, UNAUTHENTICATED};
 use crate::api::resources::{self, ResourceDef};
 use crate::api::{Api, ApiError, PatchType, Target, WriteOptions, object};
 

@@ -14,7 +14,7 @@ use crate::api::resources::{self, ResourceDef};
 use crate::api::{Api, ApiError, ListOptions, object};
 
 fn cluster_roles() -> &'static ResourceDef {
-    resources::find("rbac.authorization.k8s.io", "v1", "clusterroles").expect("served")
+    resources::find(crate::auth::RBAC_GROUP, "v1", "clusterroles").expect("served")
 }
 
 fn selectors(role: &Value) -> Vec<Selector> {
