@@ -1693,7 +1693,7 @@ fn wasm_policies_hold_at_admission_and_on_the_node_even_offline() {
     let address = |ns: &str, name: &str| {
         let ip = jsonpath(ns, name, "{.status.podIP}");
         let ready = jsonpath(ns, name, "{.status.containerStatuses[0].ready}");
-        (ready == "true").then(|| format!("{ip}:8080"))
+        (ready == "true" && !ip.is_empty()).then(|| format!("{ip}:8080"))
     };
     let mut addresses = Vec::new();
     wait_for("the HTTP functions to be ready", &edge, || {

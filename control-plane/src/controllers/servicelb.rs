@@ -251,9 +251,15 @@ fn plan<'a>(
                 && !object::is_terminating(svc)
         })
         .collect();
-    // The oldest keeps a port it shares with a later one.
+    // A Service that already has the nodes keeps them; otherwise the oldest (creation times
+    // have a resolution of a second, so Services made in the same second go by name).
     balanced.sort_by_key(|svc| {
+        let serving = svc
+            .pointer("/status/loadBalancer/ingress")
+            .and_then(Value::as_array)
+            .is_some_and(|i| !i.is_empty());
         (
+            !serving,
             object::path(svc, "metadata.creationTimestamp")
                 .and_then(Value::as_str)
                 .unwrap_or("")
@@ -321,6 +327,28 @@ mod tests {
                 (object::name(svc).to_string(), d)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_service_that_has_the_nodes_keeps_them() {
+        let addresses = vec!["127.0.0.2".to_string()];
+        let spec = json!({"type": "LoadBalancer", "ports": [{"port": 8080, "protocol": "TCP"}]});
+        let mut holder = service("web", "2024-01-01T00:00:01Z", spec.clone());
+        holder["status"] = json!({"loadBalancer": {"ingress": [{"ip": "127.0.0.2"}]}});
+        // Made in the same second, and first by name: it still waits for the holder.
+        let later = service("later", "2024-01-01T00:00:01Z", spec);
+        let services = [later, holder];
+        assert_eq!(
+            outcome(plan(services.iter(), &addresses)),
+            [
+                ("web".to_string(), "127.0.0.2 VIP".to_string()),
+                (
+                    "later".to_string(),
+                    "port 8080/TCP of the nodes is already used by LoadBalancer Service default/web"
+                        .to_string()
+                ),
+            ]
+        );
     }
 
     #[test]
