@@ -125,7 +125,8 @@ impl Identity {
         format!("skiff1:{}:{}", self.ca_hash, self.node_secret)
     }
 
-    /// Writes `DIR/kubeconfig` (admin) and `DIR/node-token`, both mode 0600.
+    /// Writes `DIR/node-token` and then `DIR/kubeconfig` (admin), both mode 0600: once the
+    /// kubeconfig is there, so is the token (tools and tests wait for the kubeconfig).
     pub fn write_client_files(&self, dir: &Path, server_url: &str) -> Result<(), Error> {
         let kubeconfig = serde_json::json!({
             "apiVersion": "v1",
@@ -140,11 +141,11 @@ impl Identity {
             "preferences": {},
         });
         let yaml = serde_yaml::to_string(&kubeconfig).expect("kubeconfig serializes");
-        write_private(&dir.join("kubeconfig"), yaml.as_bytes())?;
         write_private(
             &dir.join("node-token"),
             format!("{}\n", self.node_token()).as_bytes(),
         )?;
+        write_private(&dir.join("kubeconfig"), yaml.as_bytes())?;
         Ok(())
     }
 }
