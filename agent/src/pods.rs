@@ -846,8 +846,8 @@ impl PodWorker {
                 .join(format!("{attempt}.log")),
             attempt,
             policies: {
-                // A new node waits briefly for its first list of policies; one that cannot reach
-                // the control plane goes on with those it kept.
+                // Right after the agent starts, wait briefly for the first list of policies; a
+                // node that cannot reach the control plane goes on with those it kept.
                 self.pods.policies.synced(Duration::from_secs(5)).await;
                 self.pods
                     .policies

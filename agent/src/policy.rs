@@ -20,6 +20,9 @@ pub struct Policies {
     objects: RwLock<BTreeMap<String, Value>>,
     file: PathBuf,
     synced: tokio::sync::watch::Sender<bool>,
+    /// When the agent started: waiting for the first list is bounded from here, so only the
+    /// containers created right after the start wait.
+    started: tokio::time::Instant,
 }
 
 impl Policies {
@@ -34,6 +37,7 @@ impl Policies {
             objects: RwLock::new(objects),
             file,
             synced: tokio::sync::watch::channel(false).0,
+            started: tokio::time::Instant::now(),
         })
     }
 
@@ -49,11 +53,12 @@ impl Policies {
             .collect()
     }
 
-    /// Waits until the policies were listed from the control plane, at most `limit`: a node
-    /// that cannot reach it goes on with the policies it kept.
+    /// Waits until the policies were listed from the control plane, at most until `limit`
+    /// after the agent started: a node that cannot reach it goes on with the policies it kept,
+    /// without making every later container wait again.
     pub async fn synced(&self, limit: Duration) {
         let mut rx = self.synced.subscribe();
-        let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s)).await;
+        let _ = tokio::time::timeout_at(self.started + limit, rx.wait_for(|s| *s)).await;
     }
 
     /// Watches the cluster's policies until `stop`, keeping them on disk.

@@ -719,7 +719,7 @@ impl Api {
                 && res.group.is_empty()
                 && target == Target::Main
                 && let Some(ns) = ns
-                && (new["spec"] != cur["spec"])
+                && wasm_policy::what_policies_judge(&new) != wasm_policy::what_policies_judge(&cur)
             {
                 self.admit_wasm_policies(res, ns, &new)?;
             }

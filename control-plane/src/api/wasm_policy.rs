@@ -18,6 +18,18 @@ use super::{Api, ApiError, ListOptions, Result, object};
 #[derive(Default)]
 pub(crate) struct CheckedModules(Mutex<HashMap<(String, u64, std::time::SystemTime), [u8; 32]>>);
 
+/// What of a pod WasmPolicies look at: its containers' images and its volumes. An update that
+/// changes neither (a binding, a label) is not checked again.
+pub(crate) fn what_policies_judge(pod: &Value) -> (Vec<&Value>, &Value) {
+    let spec = &pod["spec"];
+    let images = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|field| spec[*field].as_array().into_iter().flatten())
+        .map(|c| &c["image"])
+        .collect();
+    (images, &spec["volumes"])
+}
+
 impl Api {
     /// The namespace's policies; an unparsable one (only possible if it was stored before
     /// validation knew its fields) is skipped with a log line rather than blocking every pod.
@@ -177,5 +189,27 @@ impl Api {
             .and_then(|d| d.strip_prefix("sha256:"))
             .map(str::to_string)
             .ok_or_else(|| format!("module {image} has no digest"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::what_policies_judge;
+
+    #[test]
+    fn only_images_and_volumes_are_judged_again() {
+        let pod = json!({"spec": {"containers": [{"name": "c", "image": "a:1"}],
+                                  "volumes": [{"name": "v", "emptyDir": {}}]}});
+        let mut bound = pod.clone();
+        bound["spec"]["nodeName"] = json!("edge");
+        assert_eq!(what_policies_judge(&bound), what_policies_judge(&pod));
+        let mut new_image = pod.clone();
+        new_image["spec"]["containers"][0]["image"] = json!("b:1");
+        assert_ne!(what_policies_judge(&new_image), what_policies_judge(&pod));
+        let mut host = pod.clone();
+        host["spec"]["volumes"][0] = json!({"name": "v", "hostPath": {"path": "/etc"}});
+        assert_ne!(what_policies_judge(&host), what_policies_judge(&pod));
     }
 }
