@@ -11,7 +11,8 @@ fn python_client_scenarios() {
     // A short history so the compacted-watch check has something compacted to refer to (the
     // server's own objects alone take more revisions), yet long enough that the replay check's
     // three events are still in it when background writes land in between on a busy machine.
-    let server = Server::start_with(&["--watch-history", "40"]);
+    // Bookmarks every second, so the progress check needs no minute-long watch.
+    let server = Server::start_with(&["--watch-history", "40", "--watch-bookmark-interval", "1s"]);
     let python = common::venv().join("bin/python");
     assert!(
         python.exists(),

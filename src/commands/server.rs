@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use skiff_control_plane::api::{self, Api, Tolerations};
 use skiff_control_plane::apiserver::{self, pki::Identity};
+use skiff_control_plane::cache::Config as WatchCache;
 use skiff_control_plane::controllers::nodes::Settings as NodeLifecycle;
 use skiff_control_plane::scheduler::{Scoring, Strategy, Weights};
 use skiff_control_plane::store::{Encrypted, Keyring, SledConfig, SledStore, reseal};
@@ -24,9 +25,19 @@ pub struct Server {
     /// Address to serve HTTPS on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
-    /// Revisions of history kept for resuming watches; older resourceVersions get 410 Expired.
-    #[arg(long, default_value_t = 20_000)]
-    watch_history: u64,
+    /// How long changes stay in the watch cache's history, for resuming watches and paged
+    /// lists; older resourceVersions get 410 Expired.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    watch_cache_ttl: Duration,
+    /// Bytes of object values the watch history may hold at most (oldest dropped first).
+    #[arg(long, default_value_t = 256 << 20)]
+    watch_cache_bytes: usize,
+    /// Changes the watch history may hold at most (unbounded by default).
+    #[arg(long)]
+    watch_history: Option<usize>,
+    /// How often watches that allow bookmarks get one.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    watch_bookmark_interval: Duration,
     /// How long a node may miss heartbeats before it is marked NotReady/Unknown.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: Duration,
@@ -85,7 +96,12 @@ impl Server {
         let control_plane = ControlPlane::start(Settings {
             data_dir: self.data_dir,
             listen: self.listen,
-            watch_history: self.watch_history,
+            watch_cache: WatchCache {
+                ttl: self.watch_cache_ttl,
+                max_bytes: self.watch_cache_bytes,
+                max_events: self.watch_history.unwrap_or(usize::MAX),
+            },
+            bookmark_interval: self.watch_bookmark_interval,
             tolerations: Tolerations {
                 not_ready_seconds: self.default_not_ready_toleration_seconds,
                 unreachable_seconds: self.default_unreachable_toleration_seconds,
@@ -115,8 +131,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Address to serve HTTPS on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Revisions of watch history kept.
-    pub watch_history: u64,
+    /// How much history the watch cache keeps.
+    pub watch_cache: WatchCache,
+    /// How often watches that allow bookmarks get one.
+    pub bookmark_interval: Duration,
     /// Default tolerations of pods for not-ready and unreachable nodes.
     pub tolerations: Tolerations,
     /// How the scheduler scores nodes.
@@ -133,7 +151,8 @@ impl Settings {
         Self {
             data_dir,
             listen,
-            watch_history: 20_000,
+            watch_cache: WatchCache::default(),
+            bookmark_interval: Duration::from_secs(60),
             tolerations: Tolerations {
                 not_ready_seconds: 300,
                 unreachable_seconds: 300,
@@ -166,7 +185,8 @@ impl ControlPlane {
         let Settings {
             data_dir,
             listen,
-            watch_history,
+            watch_cache,
+            bookmark_interval,
             tolerations,
             scoring,
             node_lifecycle,
@@ -175,7 +195,13 @@ impl ControlPlane {
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let mut store_config = SledConfig::new(data_dir.join("store"));
-        store_config.history = watch_history.max(1);
+        // Fail-stop: a write that could not be made durable must never be served, so the
+        // server exits and a restart serves exactly what is on disk.
+        store_config.on_failure = Some(Arc::new(|e| {
+            tracing::error!(error = %e, "the store could not make writes durable; stopping");
+            eprintln!("skiff server: the store could not make writes durable ({e}); stopping");
+            std::process::exit(70);
+        }));
         let store = SledStore::open(store_config).with_context(|| {
             format!(
                 "cannot open the store in {} (is another server using it?)",
@@ -194,14 +220,16 @@ impl ControlPlane {
                 "re-encrypted Secrets with the current key"
             );
         }
-        let api = Api::new(
+        let api = Api::open(
             Arc::new(store),
             api::Config {
                 tolerations,
                 service_cidr,
                 modules_dir: Some(data_dir.join("modules")),
+                watch_cache,
+                bookmark_interval,
             },
-        );
+        )?;
         api.bootstrap()
             .await
             .context("cannot create the system namespaces")?;

@@ -6,6 +6,7 @@ The client (v37, pydantic models) validates every response strictly, so each cal
 checks that the server's JSON matches the upstream types.
 """
 
+import json
 import sys
 import threading
 import time
@@ -170,6 +171,88 @@ try:
     check(False, "watch from a compacted revision fails")
 except ApiException as e:
     check(e.status == 410, f"watch from a compacted revision gives 410 (got {e.status})")
+
+# The client's own e2e watch test (test_watch_configmaps): a watch from a list's resourceVersion
+# with a label selector sees everything after the list, deletecollection included.
+def labelled(name, labels, value="v"):
+    return client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, labels=labels), data={"config": value})
+
+
+core.create_namespaced_config_map(NS, labelled("configmap-a", {"e2e-test": "true"}, "a"))
+rv = core.list_namespaced_config_map(NS, label_selector="e2e-test=true").metadata.resource_version
+core.create_namespaced_config_map(NS, labelled("configmap-b", {"e2e-test": "true"}, "b"))
+core.patch_namespaced_config_map("configmap-b", NS, {"data": {"config": "{}"}})
+core.delete_collection_namespaced_config_map(NS, label_selector="e2e-test=true")
+events = [(ev["type"], ev["object"].metadata.name) for ev in watch.Watch().stream(
+    core.list_namespaced_config_map, NS, resource_version=rv, timeout_seconds=2, label_selector="e2e-test=true")]
+check([t for t, _ in events] == ["ADDED", "MODIFIED", "DELETED", "DELETED"]
+      and [n for _, n in events[:2]] == ["configmap-b", "configmap-b"],
+      f"a selector watch from a list sees create, patch and deletecollection {events}")
+
+# A selector watch resumed after an object left the selector gets DELETED, with the content it
+# last matched.
+core.create_namespaced_config_map(NS, labelled("tiered", {"tier": "web"}))
+rv = core.list_namespaced_config_map(NS, label_selector="tier=web").metadata.resource_version
+core.patch_namespaced_config_map("tiered", NS, {"metadata": {"labels": {"tier": "db"}}})
+left = [(ev["type"], ev["object"].metadata.labels) for ev in watch.Watch().stream(
+    core.list_namespaced_config_map, NS, resource_version=rv, timeout_seconds=1, label_selector="tier=web")]
+check(left == [("DELETED", {"tier": "web"})], f"a resumed selector watch sees the object leave {left}")
+core.delete_namespaced_config_map("tiered", NS)
+
+# Paged lists are one revision while writes go on; an exact list reads an older revision.
+for i in range(6):
+    core.create_namespaced_config_map(NS, labelled(f"page-{i}", {"paged": "true"}))
+first = core.list_namespaced_config_map(NS, label_selector="paged=true", limit=2)
+core.delete_namespaced_config_map("page-3", NS)
+core.create_namespaced_config_map(NS, labelled("page-4a", {"paged": "true"}))
+names, token = [c.metadata.name for c in first.items], first.metadata._continue
+while token:
+    page = core.list_namespaced_config_map(NS, label_selector="paged=true", limit=2, _continue=token)
+    check(page.metadata.resource_version == first.metadata.resource_version, "every page is read at the first page's revision")
+    names += [c.metadata.name for c in page.items]
+    token = page.metadata._continue
+check(names == [f"page-{i}" for i in range(6)], f"a paged list is one snapshot {names}")
+exact = core.list_namespaced_config_map(NS, label_selector="paged=true", resource_version=first.metadata.resource_version,
+                                        resource_version_match="Exact")
+check([c.metadata.name for c in exact.items] == [f"page-{i}" for i in range(6)], "resourceVersionMatch=Exact reads the old revision")
+check(exact.metadata.resource_version == first.metadata.resource_version, "an exact list answers at its revision")
+latest = [c.metadata.name for c in core.list_namespaced_config_map(NS, label_selector="paged=true").items]
+check(latest == ["page-0", "page-1", "page-2", "page-4", "page-4a", "page-5"], f"a new list sees the writes {latest}")
+
+# Progress: a bookmark moves forward for a watcher that sees no events.
+quiet = core.list_namespaced_pod(NS, field_selector="spec.nodeName=nowhere").metadata.resource_version
+for i in range(3):
+    core.create_namespaced_config_map(NS, labelled(f"noise-{i}", {}))
+after = int(core.list_namespaced_config_map(NS).metadata.resource_version)
+resp = core.list_namespaced_pod(NS, field_selector="spec.nodeName=nowhere", watch=True, allow_watch_bookmarks=True,
+                                resource_version=quiet, timeout_seconds=3, _preload_content=False)
+lines = [json.loads(line) for line in resp.read().decode().splitlines() if line.strip()]
+marks = [int(ev["object"]["metadata"]["resourceVersion"]) for ev in lines if ev["type"] == "BOOKMARK"]
+check(lines and all(ev["type"] == "BOOKMARK" for ev in lines) and max(marks) >= after,
+      f"bookmarks carry progress past {after} to a quiet watcher: {marks}")
+
+# A continue token older than the history answers 410; so does an exact list there.
+stale = core.list_namespaced_config_map(NS, label_selector="paged=true", limit=2)
+for i in range(25):
+    core.create_namespaced_config_map(NS, labelled(f"churn-{i}", {}))
+    core.delete_namespaced_config_map(f"churn-{i}", NS)
+e = expect_error(410, core.list_namespaced_config_map, NS, label_selector="paged=true", limit=2, _continue=stale.metadata._continue)
+check("continue parameter is too old" in e.body, f"the 410 says why: {e.body}")
+expect_error(410, core.list_namespaced_config_map, NS, resource_version=stale.metadata.resource_version, resource_version_match="Exact")
+
+# A resourceVersion the server has not reached is refused after a short wait, as upstream.
+future = str(int(core.list_namespaced_config_map(NS).metadata.resource_version) + 1000)
+e = expect_error(504, core.list_namespaced_config_map, NS, resource_version=future)
+check("Too large resource version" in e.body, f"the 504 says why: {e.body}")
+try:
+    for _ in watch.Watch().stream(core.list_namespaced_config_map, NS, resource_version=future, timeout_seconds=1):
+        pass
+    check(False, "a watch from the future fails")
+except ApiException as e:
+    check(e.status == 504, f"a watch from the future gives 504 (got {e.status})")
+for c in core.list_namespaced_config_map(NS).items:
+    if c.metadata.name.startswith(("page-", "noise-")):
+        core.delete_namespaced_config_map(c.metadata.name, NS)
 
 # Delete: graceful for bound pods, immediate otherwise; collections; namespaces cascade.
 gone = core.delete_namespaced_config_map("cfg", NS)

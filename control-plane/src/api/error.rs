@@ -181,6 +181,21 @@ impl ApiError {
         )
     }
 
+    /// 504 for a read at a resourceVersion the server has not reached, as kube-apiserver's
+    /// watch cache answers it after waiting for the version to arrive.
+    pub fn too_large_resource_version(requested: u64, current: u64) -> Self {
+        let mut e = Self::new(
+            504,
+            "Timeout",
+            format!("Timeout: Too large resource version: {requested}, current: {current}"),
+        );
+        e.details = Some(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        }));
+        e
+    }
+
     /// 503 while shutting down.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)
@@ -199,6 +214,9 @@ impl ApiError {
                 "too old resource version: {requested} ({compacted})"
             )),
             store::Error::Closed => Self::unavailable("the server is shutting down"),
+            store::Error::Failed => {
+                Self::unavailable("the store stopped after a failed write; the server is stopping")
+            }
             e @ store::Error::Backend(_) => {
                 tracing::error!(error = ?e, "store failure");
                 Self::internal(e.to_string())

@@ -15,7 +15,7 @@ pub mod resources;
 mod service_ips;
 mod wasm_policy;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -36,10 +36,11 @@ pub use patch::PatchType;
 use resources::ResourceDef;
 pub use service_ips::ServiceCidr;
 
-use crate::store::{self, EventKind, Store};
+use crate::cache;
+use crate::store::{self, Store};
 
 /// Settings of the API layer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Default tolerations added to pods by admission.
     pub tolerations: Tolerations,
@@ -47,6 +48,22 @@ pub struct Config {
     pub service_cidr: ServiceCidr,
     /// The module store's directory, where WasmPolicy admission checks module signatures.
     pub modules_dir: Option<std::path::PathBuf>,
+    /// How much history the watch cache keeps.
+    pub watch_cache: cache::Config,
+    /// How often watches that allow bookmarks get one (kube-apiserver: about a minute).
+    pub bookmark_interval: std::time::Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tolerations: Tolerations::default(),
+            service_cidr: ServiceCidr::default(),
+            modules_dir: None,
+            watch_cache: cache::Config::default(),
+            bookmark_interval: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// The API service over a store.
@@ -57,6 +74,8 @@ pub struct Api {
 
 struct Inner {
     store: Arc<dyn Store>,
+    /// Every read is served from here; only read-modify-write loops read the store.
+    cache: Arc<cache::Cache>,
     config: Config,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -88,6 +107,12 @@ pub struct ListOptions {
     pub limit: usize,
     /// `continue`.
     pub continue_token: Option<String>,
+    /// `resourceVersion` of a list (a watch takes its own).
+    pub resource_version: Option<String>,
+    /// `resourceVersionMatch`: `Exact` or `NotOlderThan`.
+    pub resource_version_match: Option<String>,
+    /// `allowWatchBookmarks`.
+    pub bookmarks: bool,
 }
 
 /// Options of delete.
@@ -176,18 +201,28 @@ pub const SYSTEM_NAMESPACES: [&str; 4] =
     ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 impl Api {
-    /// Builds the API over `store`. Call [`Api::bootstrap`] before serving.
+    /// Builds the API over `store`, loading its watch cache. Call [`Api::bootstrap`] before
+    /// serving. Panics when the store cannot be read (tests and benches; the server uses
+    /// [`Api::open`]).
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
-        Self {
+        Self::open(store, config).expect("the store can be read")
+    }
+
+    /// Builds the API over `store`, loading its watch cache; call it before anything writes to
+    /// the store.
+    pub fn open(store: Arc<dyn Store>, config: Config) -> store::Result<Self> {
+        let cache = cache::Cache::open(&*store, config.watch_cache.clone(), Arc::new(index))?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 store,
+                cache,
                 config,
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 quota_locks: Default::default(),
                 checked_modules: Default::default(),
             }),
-        }
+        })
     }
 
     /// The store underneath (for benchmarks and tests).
@@ -198,6 +233,7 @@ impl Api {
     /// Creates the system namespaces if missing, resumes unfinished namespace deletions, and
     /// makes the ClusterIP and node port allocations match the stored Services.
     pub async fn bootstrap(&self) -> Result<()> {
+        self.spawn_compaction();
         self.repair_ranges().await?;
         let ns = resources::core("namespaces");
         for name in SYSTEM_NAMESPACES {
@@ -214,6 +250,26 @@ impl Api {
             }
         }
         Ok(())
+    }
+
+    /// Compacts the store's history down to what the watch cache still serves, so the two
+    /// agree after a restart and the log stays bounded.
+    fn spawn_compaction(&self) {
+        let api = self.clone();
+        self.inner.tasks.spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = api.inner.shutdown.cancelled() => return,
+                }
+                let (store, oldest) = (api.inner.store.clone(), api.inner.cache.oldest());
+                match tokio::task::spawn_blocking(move || store.compact(oldest)).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "compaction failed"),
+                    Ok(Ok(())) | Err(_) => {}
+                }
+            }
+        });
     }
 
     /// Stops background work (namespace cleanup) and waits for it.
@@ -258,18 +314,35 @@ impl Api {
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
-    /// Reads one object.
+    /// Reads one object (committed, from the watch cache).
     pub fn get(&self, res: &'static ResourceDef, ns: Option<&str>, name: &str) -> Result<Value> {
-        let kv = self
-            .inner
-            .store
-            .get(&res.key(ns, name))
-            .map_err(Self::store_err(res, name))?
-            .ok_or_else(|| ApiError::not_found(res, name))?;
-        Self::decode(res, &kv.value, kv.mod_revision)
+        let (obj, _) = self.inner.cache.get(&res.key(ns, name));
+        let obj = obj.ok_or_else(|| ApiError::not_found(res, name))?;
+        Self::decode(res, &obj.kv.value, obj.kv.mod_revision)
     }
 
-    /// Lists objects matching the selectors, in key order, paged by `limit`/`continue`.
+    /// The latest committed revision the API serves.
+    pub fn revision(&self) -> u64 {
+        self.inner.cache.revision()
+    }
+
+    /// The oldest revision lists and watches may start from.
+    pub fn oldest_revision(&self) -> u64 {
+        self.inner.cache.oldest()
+    }
+
+    /// Waits up to `timeout` until the API serves `revision`; a read at a resourceVersion the
+    /// server has not reached yet waits here first, as kube-apiserver's watch cache does.
+    pub async fn wait_for_revision(&self, revision: u64, timeout: std::time::Duration) {
+        if revision > self.revision() {
+            self.inner.cache.wait_for(revision, timeout).await;
+        }
+    }
+
+    /// Lists objects matching the selectors, in key order, paged by `limit`/`continue`, at the
+    /// revision `resourceVersion`/`resourceVersionMatch` ask for. Every page of a paged list is
+    /// read at the revision of the first one; a continue token whose revision left the history
+    /// answers 410 Expired.
     pub fn list(
         &self,
         res: &'static ResourceDef,
@@ -278,92 +351,86 @@ impl Api {
     ) -> Result<ObjectList> {
         check_field_selector(res, &opts.fields)?;
         let prefix = res.prefix(ns);
-        let (mut start, token_rev) = match &opts.continue_token {
+        let cache = &self.inner.cache;
+        let rv = parse_resource_version(opts.resource_version.as_deref())?;
+        let (at, start) = match &opts.continue_token {
             Some(t) => {
+                if rv.is_some_and(|rv| rv != 0) {
+                    return Err(ApiError::bad_request(
+                        "specifying resource version is not allowed when using continue",
+                    ));
+                }
                 let (key, rev) = decode_continue(t)?;
                 if !key.starts_with(&prefix) {
                     return Err(ApiError::bad_request(
                         "continue key is not valid for this request",
                     ));
                 }
-                (Some(key), Some(rev))
+                (cache::At::Exact(rev), Some(key))
             }
-            None => (None, None),
+            None => match (rv, opts.resource_version_match.as_deref()) {
+                (None | Some(0), _) => (cache::At::Latest, None),
+                (Some(rv), Some("Exact")) => (cache::At::Exact(rv), None),
+                // Without a match, a paged list at a version reads exactly it, as upstream.
+                (Some(rv), None) if opts.limit > 0 => (cache::At::Exact(rv), None),
+                (Some(rv), _) => {
+                    if rv > cache.revision() {
+                        return Err(ApiError::too_large_resource_version(rv, cache.revision()));
+                    }
+                    (cache::At::Latest, None)
+                }
+            },
         };
+        let filter = self.filter(res, opts);
         // A metadata.name field selector names one key: read it directly.
-        if let (Some(name), None) = (opts.fields.required("metadata.name"), &start)
+        if let (Some(name), None, cache::At::Latest) =
+            (opts.fields.required("metadata.name"), &start, at)
             && (ns.is_some() || !res.namespaced)
         {
-            let items = match self
-                .inner
-                .store
-                .get(&format!("{prefix}{name}"))
-                .map_err(Self::store_err(res, name))?
-            {
-                Some(kv) => {
-                    let obj = Self::decode(res, &kv.value, kv.mod_revision)?;
-                    if self.matches(res, &obj, opts) {
-                        vec![obj]
-                    } else {
-                        vec![]
-                    }
-                }
+            let (obj, revision) = cache.get(&format!("{prefix}{name}"));
+            let items = match obj.filter(|o| filter(o)) {
+                Some(o) => vec![Self::decode(res, &o.kv.value, o.kv.mod_revision)?],
                 None => vec![],
             };
             return Ok(ObjectList {
                 items,
-                resource_version: self.inner.store.revision(),
+                resource_version: revision,
                 continue_token: None,
             });
         }
-        let page = if opts.limit == 0 {
-            0
-        } else {
-            opts.limit.max(256)
-        };
-        let mut items = Vec::new();
-        let mut revision = None;
-        loop {
-            let range = self
-                .inner
-                .store
-                .range(&prefix, start.as_deref(), page)
-                .map_err(Self::store_err(res, ""))?;
-            revision.get_or_insert(range.revision);
-            let mut last_key = None;
-            for kv in &range.kvs {
-                let obj = Self::decode(res, &kv.value, kv.mod_revision)?;
-                if self.matches(res, &obj, opts) {
-                    items.push(obj);
+        let page = cache
+            .list(&prefix, at, start.as_deref(), opts.limit, &*filter)
+            .map_err(|e| match e {
+                cache::Error::Expired { .. } if opts.continue_token.is_some() => {
+                    ApiError::expired(CONTINUE_EXPIRED)
                 }
-                last_key = Some(kv.key.clone());
-                if opts.limit > 0 && items.len() == opts.limit {
-                    let more_in_page =
-                        kv.key != range.kvs.last().map(|k| k.key.clone()).unwrap_or_default();
-                    let continue_token = (more_in_page || range.more)
-                        .then(|| encode_continue(&kv.key, token_rev.unwrap_or(range.revision)));
-                    return Ok(ObjectList {
-                        items,
-                        resource_version: token_rev.unwrap_or(range.revision),
-                        continue_token,
-                    });
+                cache::Error::Expired { .. } => {
+                    ApiError::expired("The resourceVersion for the provided list is too old.")
                 }
-            }
-            if !range.more {
-                break;
-            }
-            start = last_key;
-        }
+                cache::Error::TooLarge { requested, current } => {
+                    ApiError::too_large_resource_version(requested, current)
+                }
+            })?;
+        let items = page
+            .items
+            .iter()
+            .map(|o| Self::decode(res, &o.kv.value, o.kv.mod_revision))
+            .collect::<Result<_>>()?;
         Ok(ObjectList {
             items,
-            resource_version: token_rev.or(revision).unwrap_or(0),
-            continue_token: None,
+            resource_version: page.revision,
+            continue_token: page.next.map(|key| encode_continue(&key, page.revision)),
         })
     }
 
-    fn matches(&self, res: &ResourceDef, obj: &Value, opts: &ListOptions) -> bool {
-        opts.labels.matches_json(object::labels(obj))
-            && opts.fields.matches(|f| field_value(res, obj, f))
+    /// The selectors of `opts` as a filter over cached objects' indexes.
+    fn filter(&self, res: &'static ResourceDef, opts: &ListOptions) -> cache::Filter {
+        let (labels, fields) = (opts.labels.clone(), opts.fields.clone());
+        let _ = res;
+        Arc::new(move |o: &cache::Object| {
+            labels.matches_json(Some(&o.index.labels))
+                && fields.matches(|f| o.index.field(f).to_string())
+        })
     }
 
     /// Creates an object in `ns` (ignored for cluster-scoped resources).
@@ -1005,7 +1072,9 @@ impl Api {
     ///
     /// `resource_version`: `None` or "0" starts with synthetic ADDED events for every current
     /// object; "N" streams every change after N (410 Expired, as an ERROR event, when N has
-    /// been compacted). `send_initial_events` adds the bookmark that ends the initial events.
+    /// left the history). `send_initial_events` adds the bookmark that ends the initial events.
+    /// With a selector, an object that starts matching is ADDED and one that stops matching is
+    /// DELETED (with its last matching content), decided from the object each change replaced.
     pub fn watch(
         &self,
         res: &'static ResourceDef,
@@ -1015,15 +1084,9 @@ impl Api {
         send_initial_events: bool,
     ) -> Result<BoxStream<'static, WatchEvent>> {
         check_field_selector(res, &opts.fields)?;
-        let prefix = res.prefix(ns);
-        let rv = match resource_version.filter(|rv| !rv.is_empty()) {
-            None => 0,
-            Some(rv) => rv
-                .parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
-        };
+        let rv = parse_resource_version(resource_version)?.unwrap_or(0);
+        let cache = &self.inner.cache;
         let mut initial = Vec::new();
-        let mut listed: HashMap<String, u64> = HashMap::new();
         let start = if rv == 0 || send_initial_events {
             let list_opts = ListOptions {
                 labels: opts.labels.clone(),
@@ -1031,14 +1094,7 @@ impl Api {
                 ..Default::default()
             };
             let list = self.list(res, ns, &list_opts)?;
-            for obj in list.items {
-                let key = res.key(
-                    Some(object::namespace(&obj)).filter(|n| !n.is_empty()),
-                    object::name(&obj),
-                );
-                listed.insert(key, meta_str(&obj, "resourceVersion").parse().unwrap_or(0));
-                initial.push(WatchEvent::Added(obj));
-            }
+            initial.extend(list.items.into_iter().map(WatchEvent::Added));
             if send_initial_events {
                 initial.push(WatchEvent::Bookmark {
                     revision: list.resource_version,
@@ -1049,81 +1105,53 @@ impl Api {
         } else {
             rv
         };
-        let events = match self.inner.store.watch(&prefix, start) {
-            Ok(s) => s,
-            Err(e @ store::Error::Compacted { .. }) => {
-                let err = ApiError::from_store(res, "", e);
+        let exact_field = opts.fields.terms().iter().find_map(|t| {
+            let field = indexed_field(res, &t.field)?;
+            opts.fields.required(field).map(|v| (field, v.to_string()))
+        });
+        let selection = cache::Selection {
+            prefix: res.prefix(ns),
+            filter: self.filter(res, opts),
+            exact_field,
+        };
+        let bookmarks = opts
+            .bookmarks
+            .then_some(self.inner.config.bookmark_interval);
+        let watch = match cache.watch(selection, start, bookmarks) {
+            Ok(w) => w,
+            Err(cache::Error::Expired { requested, oldest }) => {
+                let err =
+                    ApiError::expired(format!("too old resource version: {requested} ({oldest})"));
                 return Ok(futures::stream::iter([WatchEvent::Error(err)]).boxed());
             }
-            Err(e) => return Err(ApiError::from_store(res, "", e)),
+            Err(cache::Error::TooLarge { requested, current }) => {
+                return Err(ApiError::too_large_resource_version(requested, current));
+            }
         };
-        // With a selector, an object that starts matching is ADDED and one that stops matching
-        // is DELETED, as upstream does; `matching` tracks which keys the client holds.
-        let selective = !opts.labels.is_empty() || !opts.fields.terms().is_empty();
-        let mut matching: HashSet<String> = if !selective {
-            HashSet::new()
-        } else if listed.is_empty() && rv != 0 {
-            let list_opts = ListOptions {
-                labels: opts.labels.clone(),
-                fields: opts.fields.clone(),
-                ..Default::default()
-            };
-            self.list(res, ns, &list_opts)?
-                .items
-                .iter()
-                .map(|o| {
-                    res.key(
-                        Some(object::namespace(o)).filter(|n| !n.is_empty()),
-                        object::name(o),
-                    )
-                })
-                .collect()
-        } else {
-            listed.keys().cloned().collect()
-        };
-        let opts = opts.clone();
-        let live = events.filter_map(move |ev| {
-            let out = match ev {
-                Err(e) => Some(WatchEvent::Error(ApiError::from_store(res, "", e))),
-                // Skip what the initial list already showed.
-                Ok(ev)
-                    if listed
-                        .get(&ev.kv.key)
-                        .is_some_and(|r| ev.kv.mod_revision <= *r) =>
-                {
-                    None
+        let live = futures::stream::unfold(Some(watch), move |watch| async move {
+            let mut watch = watch?;
+            let event = match watch.next().await {
+                Err(e) => {
+                    return Some((WatchEvent::Error(ApiError::expired(e.to_string())), None));
                 }
-                Ok(ev) => match Self::decode(res, &ev.kv.value, ev.kv.mod_revision) {
-                    Err(e) => Some(WatchEvent::Error(e)),
-                    Ok(obj) => {
-                        let now = opts.labels.matches_json(object::labels(&obj))
-                            && opts.fields.matches(|f| field_value(res, &obj, f));
-                        let before = if selective {
-                            matching.contains(&ev.kv.key)
-                        } else {
-                            ev.kind != EventKind::Create
-                        };
-                        if selective {
-                            if now && ev.kind != EventKind::Delete {
-                                matching.insert(ev.kv.key.clone());
-                            } else {
-                                matching.remove(&ev.kv.key);
-                            }
-                        }
-                        match (ev.kind, before, now) {
-                            (EventKind::Delete, true, _) | (EventKind::Delete, false, true) => {
-                                Some(WatchEvent::Deleted(obj))
-                            }
-                            (EventKind::Delete, false, false) => None,
-                            (_, false, true) => Some(WatchEvent::Added(obj)),
-                            (_, true, true) => Some(WatchEvent::Modified(obj)),
-                            (_, true, false) => Some(WatchEvent::Deleted(obj)),
-                            (_, false, false) => None,
-                        }
-                    }
+                Ok(cache::Delivery::Bookmark(revision)) => WatchEvent::Bookmark {
+                    revision,
+                    initial_end: false,
                 },
+                Ok(d) => {
+                    let (o, wrap): (_, fn(Value) -> WatchEvent) = match d {
+                        cache::Delivery::Added(o) => (o, WatchEvent::Added),
+                        cache::Delivery::Modified(o) => (o, WatchEvent::Modified),
+                        cache::Delivery::Deleted(o) => (o, WatchEvent::Deleted),
+                        cache::Delivery::Bookmark(_) => unreachable!("handled above"),
+                    };
+                    match Self::decode(res, &o.kv.value, o.kv.mod_revision) {
+                        Ok(obj) => wrap(obj),
+                        Err(e) => return Some((WatchEvent::Error(e), None)),
+                    }
+                }
             };
-            std::future::ready(out)
+            Some((event, Some(watch)))
         });
         Ok(futures::stream::iter(initial).chain(live).boxed())
     }
@@ -1351,6 +1379,54 @@ fn random_suffix() -> String {
         .collect()
 }
 
+/// kube-apiserver's answer to a continue token whose revision was compacted.
+const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.";
+
+fn parse_resource_version(rv: Option<&str>) -> Result<Option<u64>> {
+    match rv.filter(|rv| !rv.is_empty()) {
+        None => Ok(None),
+        Some(rv) => rv
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}"))),
+    }
+}
+
+/// The name under which the cache indexes `field` of `res`, if it does.
+fn indexed_field(res: &ResourceDef, field: &str) -> Option<&'static str> {
+    ["metadata.name", "metadata.namespace"]
+        .into_iter()
+        .chain(selectable_fields(res).iter().copied())
+        .find(|f| *f == field)
+}
+
+/// The watch cache's [`cache::Indexer`]: labels and every selectable field of a stored value.
+fn index(key: &str, value: &[u8]) -> cache::Index {
+    let plural = key
+        .strip_prefix("/registry/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    let Some(res) = resources::RESOURCES.iter().find(|r| r.plural == plural) else {
+        return cache::Index::default();
+    };
+    let Ok(obj) = serde_json::from_slice::<Value>(value) else {
+        return cache::Index::default();
+    };
+    let mut fields = vec![
+        ("metadata.name", object::name(&obj).to_string()),
+        ("metadata.namespace", object::namespace(&obj).to_string()),
+    ];
+    fields.extend(
+        selectable_fields(res)
+            .iter()
+            .map(|f| (*f, field_value(res, &obj, f))),
+    );
+    cache::Index {
+        labels: object::labels(&obj).cloned().unwrap_or(Value::Null),
+        fields,
+    }
+}
+
 fn encode_continue(key: &str, rev: u64) -> String {
     let raw = json!({"v": "skiff.v1", "rv": rev, "start": key}).to_string();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
@@ -1434,6 +1510,9 @@ fn field_value(res: &ResourceDef, obj: &Value, field: &str) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod read_tests;
 
 #[cfg(test)]
 mod tests {

@@ -498,6 +498,9 @@ async fn dispatch(
     match (method, path.name.as_deref(), path.sub.as_deref()) {
         (&Method::GET, None, None) => {
             let opts = list_options(query)?;
+            if let Some(rv) = required_revision(query) {
+                api.wait_for_revision(rv, FRESHNESS_WAIT).await;
+            }
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
                 return watch(server, res, ns, query, &opts, table_format);
             }
@@ -652,7 +655,7 @@ async fn dispatch(
             if let Some(last) = deleted.last() {
                 caught_up(server, res, last).await;
             }
-            let body = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": {"resourceVersion": api.store().revision().to_string()}, "items": deleted});
+            let body = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": {"resourceVersion": api.revision().to_string()}, "items": deleted});
             Ok(json_response(StatusCode::OK, &body))
         }
         _ => Err(ApiError::method_not_allowed()),
@@ -711,12 +714,83 @@ fn list_options(query: &Query) -> Result<ListOptions, ApiError> {
             .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
         None => 0,
     };
-    Ok(ListOptions {
+    let opts = ListOptions {
         labels,
         fields,
         limit,
         continue_token: query.get("continue").filter(|c| !c.is_empty()).cloned(),
-    })
+        resource_version: query
+            .get("resourceVersion")
+            .filter(|v| !v.is_empty())
+            .cloned(),
+        resource_version_match: query
+            .get("resourceVersionMatch")
+            .filter(|v| !v.is_empty())
+            .cloned(),
+        bookmarks: query
+            .get("allowWatchBookmarks")
+            .is_some_and(|b| b == "true"),
+    };
+    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    if !watching && let Some(m) = &opts.resource_version_match {
+        // kube-apiserver's ValidateListOptions, in its order and words.
+        let forbidden =
+            |msg: &str| skiff_api::validation::FieldError::forbidden("resourceVersionMatch", msg);
+        let mut errors = Vec::new();
+        if opts.resource_version.is_none() {
+            errors.push(forbidden(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
+        }
+        if opts.continue_token.is_some() {
+            errors.push(forbidden(
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+        if m != "Exact" && m != "NotOlderThan" {
+            errors.push(skiff_api::validation::FieldError::not_supported(
+                "resourceVersionMatch",
+                m,
+                &["Exact", "NotOlderThan", ""],
+            ));
+        }
+        if m == "Exact" && opts.resource_version.as_deref() == Some("0") {
+            errors.push(forbidden(
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(&LIST_OPTIONS, "", &errors));
+        }
+    }
+    Ok(opts)
+}
+
+/// What list option errors name, as kube-apiserver's `ListOptions.meta.k8s.io "" is invalid`.
+static LIST_OPTIONS: ResourceDef = ResourceDef {
+    group: "meta.k8s.io",
+    version: "v1",
+    plural: "listoptions",
+    singular: "listoptions",
+    kind: "ListOptions",
+    namespaced: false,
+    short_names: &[],
+    categories: &[],
+    status: false,
+    scale: false,
+    generation: false,
+};
+
+/// How long a read at a resourceVersion the server has not reached waits for it (as
+/// kube-apiserver's watch cache) before answering "Too large resource version".
+const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
+
+/// The resourceVersion a list or watch needs the server to have reached.
+fn required_revision(query: &Query) -> Option<u64> {
+    query
+        .get("resourceVersion")
+        .and_then(|rv| rv.parse().ok())
+        .filter(|rv| *rv > 0)
 }
 
 fn delete_options(query: &Query, body: Bytes) -> Result<DeleteOptions, ApiError> {
@@ -859,24 +933,15 @@ fn watch(
         // kube-apiserver's default: between 30 and 60 minutes.
         None => Duration::from_secs(rand::rng().random_range(1800..3600)),
     };
-    let bookmarks = query
-        .get("allowWatchBookmarks")
-        .is_some_and(|b| b == "true");
     let include = include_object(query);
     let state = WatchState {
         events,
         deadline: Box::pin(tokio::time::sleep(timeout)),
-        bookmark: tokio::time::interval_at(
-            tokio::time::Instant::now() + Duration::from_secs(60),
-            Duration::from_secs(60),
-        ),
-        bookmarks,
         shutdown: server.shutdown.clone(),
         res,
         table: table_format,
         include,
         first: true,
-        last_rv: rv.and_then(|r| r.parse().ok()).unwrap_or(0),
         done: false,
     };
     let stream =
@@ -897,14 +962,11 @@ fn watch(
 struct WatchState {
     events: BoxStream<'static, WatchEvent>,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
-    bookmark: tokio::time::Interval,
-    bookmarks: bool,
     shutdown: tokio_util::sync::CancellationToken,
     res: &'static ResourceDef,
     table: bool,
     include: IncludeObject,
     first: bool,
-    last_rv: u64,
     done: bool,
 }
 
@@ -917,11 +979,7 @@ impl WatchState {
             ev = self.events.next() => ev?,
             _ = self.deadline.as_mut() => return None,
             _ = self.shutdown.cancelled() => return None,
-            _ = self.bookmark.tick(), if self.bookmarks => WatchEvent::Bookmark { revision: self.last_rv, initial_end: false },
         };
-        if let Some(rv) = event.revision() {
-            self.last_rv = self.last_rv.max(rv);
-        }
         let (kind, object) = match event {
             WatchEvent::Added(o) => ("ADDED", o),
             WatchEvent::Modified(o) => ("MODIFIED", o),
@@ -1070,7 +1128,7 @@ fn metrics(server: &Server) -> String {
     out.push_str(&format!(
         "# HELP skiff_store_revision The store's current revision.\n# TYPE skiff_store_revision gauge\nskiff_store_revision {}\n# HELP skiff_store_compacted_revision The oldest revision a watch can resume from.\n# TYPE skiff_store_compacted_revision gauge\nskiff_store_compacted_revision {}\n",
         store.revision(),
-        store.compacted_revision()
+        server.api.oldest_revision()
     ));
     out
 }

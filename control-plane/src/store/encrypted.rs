@@ -22,7 +22,7 @@ use futures::stream::BoxStream;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
-use super::{Error, Event, KeyValue, Range, Result, Store};
+use super::{CommitListener, Error, Event, KeyValue, Range, Result, Store};
 
 const PREFIX: &[u8] = b"k8s:enc:aead:v1:";
 const SECRETS: &str = "/registry/secrets/";
@@ -224,6 +224,12 @@ fn open_kv(keys: &Keyring, mut kv: KeyValue) -> Result<KeyValue> {
     Ok(kv)
 }
 
+fn open_event(keys: &Keyring, mut e: Event) -> Result<Event> {
+    e.kv = open_kv(keys, e.kv)?;
+    e.prev = e.prev.map(|p| open_kv(keys, p)).transpose()?;
+    Ok(e)
+}
+
 impl<S: Store> Store for Encrypted<S> {
     fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         self.inner
@@ -240,6 +246,35 @@ impl<S: Store> Store for Encrypted<S> {
             .map(|kv| open_kv(&self.keys, kv))
             .collect::<Result<_>>()?;
         Ok(range)
+    }
+
+    fn changes(&self, after: u64) -> Result<Vec<Event>> {
+        self.inner
+            .changes(after)?
+            .into_iter()
+            .map(|e| open_event(&self.keys, e))
+            .collect()
+    }
+
+    fn on_commit(&self, listener: CommitListener) {
+        let keys = self.keys.clone();
+        self.inner
+            .on_commit(std::sync::Arc::new(move |events: &[Event]| {
+                if !events.iter().any(|e| e.kv.key.starts_with(SECRETS)) {
+                    return listener(events);
+                }
+                let opened: Vec<Event> = events
+                    .iter()
+                    .map(|e| {
+                        open_event(&keys, e.clone()).unwrap_or_else(|err| {
+                            // The store just sealed this value with the current key, so opening
+                            // it can only fail on a bug; never hand a sealed value on.
+                            panic!("cannot open committed secret {}: {err}", e.kv.key)
+                        })
+                    })
+                    .collect();
+                listener(&opened)
+            }));
     }
 
     fn create(&self, key: &str, value: Bytes) -> BoxFuture<'_, Result<u64>> {
@@ -265,13 +300,7 @@ impl<S: Store> Store for Encrypted<S> {
     fn watch(&self, prefix: &str, after: u64) -> Result<BoxStream<'static, Result<Event>>> {
         let keys = self.keys.clone();
         let events = self.inner.watch(prefix, after)?;
-        Ok(events
-            .map(move |e| {
-                let mut e = e?;
-                e.kv = open_kv(&keys, e.kv)?;
-                Ok(e)
-            })
-            .boxed())
+        Ok(events.map(move |e| open_event(&keys, e?)).boxed())
     }
 
     fn compact(&self, revision: u64) -> Result<()> {

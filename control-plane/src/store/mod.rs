@@ -1,8 +1,10 @@
 //! The store: an etcd-shaped key-value interface with one global revision.
 //!
 //! Keys are `/registry/<resource>/[<namespace>/]<name>`. Every write gets the next revision,
-//! which the API layer exposes as `metadata.resourceVersion`. Writes are acknowledged only once
-//! durable; watches replay a bounded history and then follow live events.
+//! which the API layer exposes as `metadata.resourceVersion`. A revision is *committed* once it
+//! is durable: only then is it acknowledged, published ([`Store::revision`]), handed to the
+//! commit listener (the watch cache) and to watches. Watches replay the retained history, each
+//! event with the value it replaced, and then follow live events.
 
 mod encrypted;
 mod sled_store;
@@ -58,7 +60,15 @@ pub struct Event {
     pub kind: EventKind,
     /// The key and value after the change (the last value for a delete).
     pub kv: KeyValue,
+    /// The value the change replaced (`None` for a create), as etcd's `prev_kv`.
+    pub prev: Option<KeyValue>,
+    /// When the change was committed, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
 }
+
+/// Called with every batch of committed events, in revision order, before they are
+/// acknowledged to their writers. It runs on the store's commit path: keep it short.
+pub type CommitListener = std::sync::Arc<dyn Fn(&[Event]) + Send + Sync>;
 
 /// A page of a range read.
 #[derive(Debug, Clone)]
@@ -104,12 +114,21 @@ pub enum Error {
     /// The store is shutting down.
     #[error("store is closed")]
     Closed,
+    /// A flush failed earlier: the store stopped taking writes rather than serve a state that
+    /// was never made durable (fail-stop).
+    #[error("store stopped after a failed flush")]
+    Failed,
 }
 
 /// Result alias for store operations.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// The etcd-shaped storage interface the API server and tests program against.
+///
+/// `get` and `range` read the latest *applied* state, which may include writes still waiting
+/// for their flush: they serve read-modify-write loops (whose own write is acknowledged only
+/// after everything it read is durable) and the watch cache's start. Clients read the watch
+/// cache, which holds only committed data.
 pub trait Store: Send + Sync + 'static {
     /// Reads one key.
     fn get(&self, key: &str) -> Result<Option<KeyValue>>;
@@ -117,6 +136,14 @@ pub trait Store: Send + Sync + 'static {
     /// Reads keys starting with `prefix`, in key order, after `start_after` when given, at most
     /// `limit` of them (0 = no limit).
     fn range(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Range>;
+
+    /// Every retained event after revision `after` (committed ones only), oldest first.
+    /// Fails with [`Error::Compacted`] when `after` is older than the retained history.
+    fn changes(&self, after: u64) -> Result<Vec<Event>>;
+
+    /// Sets the listener that sees every committed batch before it is acknowledged. Set it
+    /// before the first write; a later call replaces it.
+    fn on_commit(&self, listener: CommitListener);
 
     /// Creates a key that must not exist; resolves once durable with the new revision.
     fn create(&self, key: &str, value: Bytes) -> BoxFuture<'_, Result<u64>>;
@@ -136,7 +163,7 @@ pub trait Store: Send + Sync + 'static {
     /// Drops history at and below `revision`.
     fn compact(&self, revision: u64) -> Result<()>;
 
-    /// The latest revision (applied; durable before any write is acknowledged).
+    /// The latest committed (durable) revision.
     fn revision(&self) -> u64;
 
     /// The oldest revision a watch may resume from.

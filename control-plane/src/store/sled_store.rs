@@ -1,15 +1,26 @@
 //! The sled implementation of [`Store`].
 //!
-//! One sled tree holds three key spaces: `s<key>` → the current value with its revisions,
-//! `l<revision>` → the change log that watches replay, and `m:*` → metadata. A write updates all
-//! of them in one atomic batch under the writer lock, then hands its event to the flusher
-//! thread. The flusher drains every write that arrived meanwhile, makes them durable with one
-//! `flush` (group commit), and only then acknowledges them and publishes their events.
+//! One sled tree holds four key spaces, so that each value is written once per revision:
+//! - `s<key>` → the key's create and mod revisions (a pointer to its current value);
+//! - `v<revision>` → the value written at that revision;
+//! - `l<revision>` → the change log: kind, create revision, the revision of the value it
+//!   replaced, commit time and key;
+//! - `m:*` → metadata (latest revision, compaction point, layout version).
+//!
+//! A write updates them in one atomic batch under the writer lock, then hands its event to the
+//! flusher thread. The flusher drains every write that arrived meanwhile, makes them durable
+//! with one `flush` (group commit), and only then publishes the new revision, hands the events
+//! to the commit listener and watches, and acknowledges them. A failed flush stops the store
+//! (fail-stop): nothing that was not made durable is ever published.
+//!
+//! Compaction to revision R removes the log entries up to R and the values they replaced; the
+//! value a key currently has is never removed, and every event after R can be replayed with the
+//! value it replaced.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -17,29 +28,46 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio::sync::{broadcast, oneshot};
 
-use super::{Error, Event, EventKind, KeyValue, Range, Result, Store};
+use super::{CommitListener, Error, Event, EventKind, KeyValue, Range, Result, Store};
 
 const META_REVISION: &[u8] = b"m:rev";
 const META_COMPACTED: &[u8] = b"m:compacted";
+const META_FORMAT: &[u8] = b"m:format";
+/// The layout described above. Stores written before it (state and log entries holding full
+/// copies of the value) are converted when opened.
+const FORMAT: u64 = 2;
+
+/// Called once when a flush fails, with what failed; the server exits on it.
+pub type FailureHook = Arc<dyn Fn(&Error) + Send + Sync>;
 
 /// How a [`SledStore`] is opened.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// The directory sled keeps its files in.
     pub path: PathBuf,
-    /// How many revisions of history are kept for watch resume before automatic compaction.
-    pub history: u64,
     /// sled's page cache size in bytes.
     pub cache_bytes: u64,
+    /// What to do when a flush fails (after the store has stopped taking writes).
+    pub on_failure: Option<FailureHook>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("cache_bytes", &self.cache_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
-    /// Defaults sized for a small gateway: 20,000 revisions of history, a 64 MiB cache.
+    /// Defaults sized for a small gateway: a 64 MiB cache. History is compacted by the watch
+    /// cache (or by [`Store::compact`]), not by the store itself.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
-            history: 20_000,
             cache_bytes: 64 << 20,
+            on_failure: None,
         }
     }
 }
@@ -52,6 +80,7 @@ pub struct SledStore {
 }
 
 struct Writer {
+    /// The latest applied revision (committed or waiting for its flush).
     revision: u64,
     // `None` once the store is closing.
     flush_tx: Option<mpsc::Sender<Pending>>,
@@ -59,9 +88,16 @@ struct Writer {
 
 struct Shared {
     db: sled::Db,
+    /// The latest committed revision.
     revision: AtomicU64,
     compacted: AtomicU64,
+    failed: AtomicBool,
     events: broadcast::Sender<Arc<Event>>,
+    listener: RwLock<Option<CommitListener>>,
+    on_failure: Option<FailureHook>,
+    /// Fault injection for tests: the next flush fails.
+    #[cfg(test)]
+    fail_next_flush: AtomicBool,
 }
 
 struct Pending {
@@ -85,6 +121,7 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(backend)?;
+        upgrade(&db)?;
         let revision = read_u64(&db, META_REVISION)?;
         let compacted = read_u64(&db, META_COMPACTED)?;
         let (events, _) = broadcast::channel(4096);
@@ -92,15 +129,19 @@ impl SledStore {
             db,
             revision: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
+            failed: AtomicBool::new(false),
             events,
+            listener: RwLock::new(None),
+            on_failure: config.on_failure.clone(),
+            #[cfg(test)]
+            fail_next_flush: AtomicBool::new(false),
         });
         let (flush_tx, flush_rx) = mpsc::channel();
         let flusher = {
             let shared = shared.clone();
-            let history = config.history;
             std::thread::Builder::new()
                 .name("store-flusher".into())
-                .spawn(move || flusher(&shared, &flush_rx, history))
+                .spawn(move || flusher(&shared, &flush_rx))
                 .map_err(backend)?
         };
         Ok(Self {
@@ -119,18 +160,25 @@ impl SledStore {
         let db = &self.shared.db;
         let skey = state_key(key);
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(Error::Failed);
+        }
         let flush_tx = writer.flush_tx.clone().ok_or(Error::Closed)?;
-        let current = db
-            .get(&skey)
-            .map_err(backend)?
-            .map(|v| decode_state(key, &v));
+        let current = read_state(db, key, &skey)?;
         let revision = writer.revision + 1;
+        let time_ms = now_ms();
         let mut batch = sled::Batch::default();
         let event = match (op, current) {
             (Op::Create(_), Some(_)) => return Err(Error::AlreadyExists(key.into())),
             (Op::Create(value), None) => {
-                batch.insert(skey, encode_state(revision, revision, &value));
-                event(EventKind::Create, key, value, revision, revision)
+                batch.insert(skey, &encode_state(revision, revision)[..]);
+                batch.insert(&value_key(revision)[..], &value[..]);
+                Event {
+                    kind: EventKind::Create,
+                    kv: kv(key, value, revision, revision),
+                    prev: None,
+                    time_ms,
+                }
             }
             (Op::Update(..) | Op::Delete(_), None) => return Err(Error::NotFound(key.into())),
             (Op::Update(expected, _) | Op::Delete(expected), Some(cur))
@@ -143,25 +191,29 @@ impl SledStore {
                 });
             }
             (Op::Update(_, value), Some(cur)) => {
-                batch.insert(skey, encode_state(cur.create_revision, revision, &value));
-                event(EventKind::Update, key, value, cur.create_revision, revision)
+                batch.insert(skey, &encode_state(cur.create_revision, revision)[..]);
+                batch.insert(&value_key(revision)[..], &value[..]);
+                Event {
+                    kind: EventKind::Update,
+                    kv: kv(key, value, cur.create_revision, revision),
+                    prev: Some(cur),
+                    time_ms,
+                }
             }
             (Op::Delete(_), Some(cur)) => {
                 batch.remove(skey);
-                event(
-                    EventKind::Delete,
-                    key,
-                    cur.value,
-                    cur.create_revision,
-                    revision,
-                )
+                Event {
+                    kind: EventKind::Delete,
+                    kv: kv(key, cur.value.clone(), cur.create_revision, revision),
+                    prev: Some(cur),
+                    time_ms,
+                }
             }
         };
         batch.insert(&log_key(revision)[..], encode_log(&event));
         batch.insert(META_REVISION, &revision.to_be_bytes()[..]);
         db.apply_batch(batch).map_err(backend)?;
         writer.revision = revision;
-        self.shared.revision.store(revision, Ordering::Release);
         let (reply, durable) = oneshot::channel();
         // Sent under the lock so the flusher sees events in revision order.
         flush_tx
@@ -181,6 +233,12 @@ impl SledStore {
             Ok(event)
         })
     }
+
+    /// Makes the next flush fail, as a full or broken disk would.
+    #[cfg(test)]
+    pub(crate) fn fail_next_flush(&self) {
+        self.shared.fail_next_flush.store(true, Ordering::Release);
+    }
 }
 
 impl Drop for SledStore {
@@ -199,12 +257,7 @@ impl Drop for SledStore {
 
 impl Store for SledStore {
     fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        Ok(self
-            .shared
-            .db
-            .get(state_key(key))
-            .map_err(backend)?
-            .map(|v| decode_state(key, &v)))
+        read_state(&self.shared.db, key, &state_key(key))
     }
 
     fn range(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Range> {
@@ -232,13 +285,27 @@ impl Store for SledStore {
                 break;
             }
             let key = String::from_utf8_lossy(&k[1..]).into_owned();
-            kvs.push(decode_state(&key, &v));
+            kvs.push(resolve_state(&self.shared.db, &key, &v)?);
         }
         Ok(Range {
             kvs,
             more,
             revision,
         })
+    }
+
+    fn changes(&self, after: u64) -> Result<Vec<Event>> {
+        let upto = self.revision();
+        let (events, _) = replay(&self.shared, "", after, upto)?;
+        Ok(events.into())
+    }
+
+    fn on_commit(&self, listener: CommitListener) {
+        *self
+            .shared
+            .listener
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(listener);
     }
 
     fn create(&self, key: &str, value: Bytes) -> BoxFuture<'_, Result<u64>> {
@@ -259,7 +326,8 @@ impl Store for SledStore {
     fn watch(&self, prefix: &str, after: u64) -> Result<BoxStream<'static, Result<Event>>> {
         // Subscribe before replaying so nothing falls between history and live events.
         let rx = self.shared.events.subscribe();
-        let (buffer, last) = replay(&self.shared, prefix, after)?;
+        let upto = self.revision();
+        let (buffer, last) = replay(&self.shared, prefix, after, upto)?;
         let state = WatchState {
             shared: self.shared.clone(),
             prefix: prefix.to_string(),
@@ -316,7 +384,8 @@ impl WatchState {
                 }
                 // A slow watcher fell behind the live channel: catch up from the durable log.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    match replay(&self.shared, &self.prefix, self.last) {
+                    let upto = self.shared.revision.load(Ordering::Acquire);
+                    match replay(&self.shared, &self.prefix, self.last, upto) {
                         Ok((buffer, last)) => {
                             self.buffer = buffer;
                             self.last = last;
@@ -333,9 +402,10 @@ impl WatchState {
     }
 }
 
-/// Reads logged events under `prefix` after revision `after`; returns them and the highest
-/// revision scanned.
-fn replay(shared: &Shared, prefix: &str, after: u64) -> Result<(VecDeque<Event>, u64)> {
+/// Reads logged events under `prefix` after revision `after` up to `upto` (the committed
+/// revision: later entries may still be waiting for their flush); returns them and the
+/// highest revision scanned.
+fn replay(shared: &Shared, prefix: &str, after: u64, upto: u64) -> Result<(VecDeque<Event>, u64)> {
     let check = || {
         let compacted = shared.compacted.load(Ordering::Acquire);
         if after < compacted {
@@ -350,18 +420,39 @@ fn replay(shared: &Shared, prefix: &str, after: u64) -> Result<(VecDeque<Event>,
     check()?;
     let mut events = VecDeque::new();
     let mut last = after;
-    for item in shared.db.range(log_key(after + 1)..log_key(u64::MAX)) {
-        let (k, v) = item.map_err(backend)?;
-        let rev = u64::from_be_bytes(k[1..9].try_into().expect("log keys are 9 bytes"));
-        last = rev;
-        let event = decode_log(rev, &v);
-        if event.kv.key.starts_with(prefix) {
-            events.push_back(event);
+    if upto > after {
+        for item in shared.db.range(log_key(after + 1)..=log_key(upto)) {
+            let (k, v) = item.map_err(backend)?;
+            let rev = u64::from_be_bytes(k[1..9].try_into().expect("log keys are 9 bytes"));
+            last = rev;
+            let entry = decode_log(&v);
+            if entry.key.starts_with(prefix) {
+                events.push_back(logged_event(&shared.db, rev, entry)?);
+            }
         }
     }
     // Compaction may have removed entries while we scanned.
     check()?;
     Ok((events, last.max(after)))
+}
+
+/// Rebuilds a logged event with its value and the value it replaced.
+fn logged_event(db: &sled::Db, rev: u64, entry: LogEntry) -> Result<Event> {
+    let prev = match entry.prev_revision {
+        0 => None,
+        r => Some(kv(&entry.key, read_value(db, r)?, entry.create_revision, r)),
+    };
+    let value = match (entry.kind, &prev) {
+        (EventKind::Delete, Some(p)) => p.value.clone(),
+        (EventKind::Delete, None) => Bytes::new(),
+        _ => read_value(db, rev)?,
+    };
+    Ok(Event {
+        kind: entry.kind,
+        kv: kv(&entry.key, value, entry.create_revision, rev),
+        prev,
+        time_ms: entry.time_ms,
+    })
 }
 
 fn compact(shared: &Shared, revision: u64) -> Result<()> {
@@ -378,8 +469,14 @@ fn compact(shared: &Shared, revision: u64) -> Result<()> {
         .map_err(backend)?;
     let mut batch = sled::Batch::default();
     let mut n = 0;
-    for item in shared.db.range(log_key(old)..=log_key(revision)) {
-        let (k, _) = item.map_err(backend)?;
+    for item in shared.db.range(log_key(old + 1)..=log_key(revision)) {
+        let (k, v) = item.map_err(backend)?;
+        let entry = decode_log(&v);
+        // The value this change replaced is history now; the change's own value stays while
+        // it is the key's current one (a later change removes it in turn).
+        if entry.prev_revision > 0 {
+            batch.remove(&value_key(entry.prev_revision)[..]);
+        }
         batch.remove(k);
         n += 1;
         if n % 1024 == 0 {
@@ -393,44 +490,104 @@ fn compact(shared: &Shared, revision: u64) -> Result<()> {
     Ok(())
 }
 
-fn flusher(shared: &Shared, rx: &mpsc::Receiver<Pending>, history: u64) {
+fn flusher(shared: &Shared, rx: &mpsc::Receiver<Pending>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let flushed = shared.db.flush();
-        let last = batch.last().map_or(0, |p| p.event.kv.mod_revision);
-        for p in batch {
-            match &flushed {
-                Ok(_) => {
-                    // No receivers is normal: nobody is watching.
-                    let _ = shared.events.send(Arc::new(p.event));
-                    let _ = p.reply.send(Ok(()));
-                }
-                Err(e) => {
-                    let _ = p.reply.send(Err(Error::Backend(Box::new(e.clone()))));
-                }
+        if shared.failed.load(Ordering::Acquire) {
+            for p in batch {
+                let _ = p.reply.send(Err(Error::Failed));
             }
+            continue;
         }
-        // Keep `history` revisions; compact in steps of a quarter to amortise the deletes.
-        let compacted = shared.compacted.load(Ordering::Acquire);
-        if last > compacted + history + history / 4
-            && let Err(e) = compact(shared, last - history)
+        #[cfg(test)]
+        let injected = shared.fail_next_flush.swap(false, Ordering::AcqRel);
+        #[cfg(not(test))]
+        let injected = false;
+        let flushed = if injected {
+            Err(Error::Backend("injected flush failure".into()))
+        } else {
+            shared.db.flush().map(drop).map_err(backend)
+        };
+        if let Err(e) = flushed {
+            // Fail-stop: these writes are applied in sled's memory but were never made
+            // durable, so nothing more is published or acknowledged.
+            shared.failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, "store flush failed; the store takes no more writes");
+            for p in batch {
+                let _ = p.reply.send(Err(Error::Failed));
+            }
+            if let Some(hook) = &shared.on_failure {
+                hook(&e);
+            }
+            continue;
+        }
+        let last = batch.last().map_or(0, |p| p.event.kv.mod_revision);
+        let (events, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.event, p.reply)).unzip();
+        if let Some(listener) = shared
+            .listener
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
         {
-            tracing::warn!(error = %e, "automatic compaction failed");
+            listener(&events);
+        }
+        shared.revision.store(last, Ordering::Release);
+        for event in events {
+            // No receivers is normal: nobody is watching.
+            let _ = shared.events.send(Arc::new(event));
+        }
+        for reply in replies {
+            let _ = reply.send(Ok(()));
         }
     }
     let _ = shared.db.flush();
 }
 
-fn event(kind: EventKind, key: &str, value: Bytes, create: u64, rev: u64) -> Event {
-    Event {
-        kind,
-        kv: KeyValue {
-            key: key.to_string(),
-            value,
-            create_revision: create,
-            mod_revision: rev,
-        },
+/// Converts a store written in the first layout (full values in state and log entries): each
+/// current value moves to `v<mod revision>` and the old log is dropped (watches from before
+/// the upgrade get 410 Expired and list again).
+fn upgrade(db: &sled::Db) -> Result<()> {
+    if read_u64(db, META_FORMAT)? == FORMAT {
+        return Ok(());
+    }
+    let revision = read_u64(db, META_REVISION)?;
+    let mut batch = sled::Batch::default();
+    for item in db.scan_prefix(b"s") {
+        let (k, v) = item.map_err(backend)?;
+        if v.len() < 16 {
+            return Err(Error::Backend(
+                format!("corrupt state entry {}", String::from_utf8_lossy(&k)).into(),
+            ));
+        }
+        let mod_revision = u64::from_be_bytes(v[8..16].try_into().expect("state header"));
+        batch.insert(&value_key(mod_revision)[..], &v[16..]);
+        batch.insert(k, &v[..16]);
+    }
+    for item in db.scan_prefix(b"l") {
+        let (k, _) = item.map_err(backend)?;
+        batch.remove(k);
+    }
+    batch.insert(META_COMPACTED, &revision.to_be_bytes()[..]);
+    batch.insert(META_FORMAT, &FORMAT.to_be_bytes()[..]);
+    db.apply_batch(batch).map_err(backend)?;
+    db.flush().map_err(backend)?;
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn kv(key: &str, value: Bytes, create: u64, rev: u64) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value,
+        create_revision: create,
+        mod_revision: rev,
     }
 }
 
@@ -447,6 +604,26 @@ fn read_u64(db: &sled::Db, key: &[u8]) -> Result<u64> {
         .unwrap_or(0))
 }
 
+fn read_value(db: &sled::Db, rev: u64) -> Result<Bytes> {
+    db.get(value_key(rev))
+        .map_err(backend)?
+        .map(|v| Bytes::copy_from_slice(&v))
+        .ok_or_else(|| Error::Backend(format!("value of revision {rev} is missing").into()))
+}
+
+fn read_state(db: &sled::Db, key: &str, skey: &[u8]) -> Result<Option<KeyValue>> {
+    db.get(skey)
+        .map_err(backend)?
+        .map(|v| resolve_state(db, key, &v))
+        .transpose()
+}
+
+fn resolve_state(db: &sled::Db, key: &str, v: &[u8]) -> Result<KeyValue> {
+    let create = u64::from_be_bytes(v[0..8].try_into().expect("state header"));
+    let rev = u64::from_be_bytes(v[8..16].try_into().expect("state header"));
+    Ok(kv(key, read_value(db, rev)?, create, rev))
+}
+
 fn state_key(key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
     k.push(b's');
@@ -460,54 +637,57 @@ fn log_key(rev: u64) -> [u8; 9] {
     k
 }
 
-fn encode_state(create: u64, rev: u64, value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(16 + value.len());
-    v.extend_from_slice(&create.to_be_bytes());
-    v.extend_from_slice(&rev.to_be_bytes());
-    v.extend_from_slice(value);
+fn value_key(rev: u64) -> [u8; 9] {
+    let mut k = [b'v'; 9];
+    k[1..].copy_from_slice(&rev.to_be_bytes());
+    k
+}
+
+fn encode_state(create: u64, rev: u64) -> [u8; 16] {
+    let mut v = [0; 16];
+    v[..8].copy_from_slice(&create.to_be_bytes());
+    v[8..].copy_from_slice(&rev.to_be_bytes());
     v
 }
 
-fn decode_state(key: &str, v: &[u8]) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        create_revision: u64::from_be_bytes(v[0..8].try_into().expect("state header")),
-        mod_revision: u64::from_be_bytes(v[8..16].try_into().expect("state header")),
-        value: Bytes::copy_from_slice(&v[16..]),
-    }
+struct LogEntry {
+    kind: EventKind,
+    create_revision: u64,
+    prev_revision: u64,
+    time_ms: u64,
+    key: String,
 }
 
 fn encode_log(event: &Event) -> Vec<u8> {
     let key = event.kv.key.as_bytes();
-    let mut v = Vec::with_capacity(13 + key.len() + event.kv.value.len());
+    let mut v = Vec::with_capacity(25 + key.len());
     v.push(match event.kind {
         EventKind::Create => 0,
         EventKind::Update => 1,
         EventKind::Delete => 2,
     });
     v.extend_from_slice(&event.kv.create_revision.to_be_bytes());
-    v.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    let prev = event.prev.as_ref().map_or(0, |p| p.mod_revision);
+    v.extend_from_slice(&prev.to_be_bytes());
+    v.extend_from_slice(&event.time_ms.to_be_bytes());
     v.extend_from_slice(key);
-    v.extend_from_slice(&event.kv.value);
     v
 }
 
-fn decode_log(rev: u64, v: &[u8]) -> Event {
+fn decode_log(v: &[u8]) -> LogEntry {
     let kind = match v[0] {
         0 => EventKind::Create,
         1 => EventKind::Update,
         _ => EventKind::Delete,
     };
-    let create = u64::from_be_bytes(v[1..9].try_into().expect("log header"));
-    let klen = u32::from_be_bytes(v[9..13].try_into().expect("log header")) as usize;
-    let key = String::from_utf8_lossy(&v[13..13 + klen]).into_owned();
-    event(
+    let u64_at = |i: usize| u64::from_be_bytes(v[i..i + 8].try_into().expect("log header"));
+    LogEntry {
         kind,
-        &key,
-        Bytes::copy_from_slice(&v[13 + klen..]),
-        create,
-        rev,
-    )
+        create_revision: u64_at(1),
+        prev_revision: u64_at(9),
+        time_ms: u64_at(17),
+        key: String::from_utf8_lossy(&v[25..]).into_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -516,10 +696,8 @@ mod tests {
 
     use super::*;
 
-    fn open(dir: &tempfile::TempDir, history: u64) -> SledStore {
-        let mut config = Config::new(dir.path().join("db"));
-        config.history = history;
-        SledStore::open(config).unwrap()
+    fn open(dir: &tempfile::TempDir) -> SledStore {
+        SledStore::open(Config::new(dir.path().join("db"))).unwrap()
     }
 
     fn b(s: &str) -> Bytes {
@@ -529,7 +707,7 @@ mod tests {
     #[tokio::test]
     async fn revisions_and_compare_and_swap() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir, 100);
+        let store = open(&dir);
         let r1 = store.create("/registry/pods/a/x", b("1")).await.unwrap();
         let r2 = store.create("/registry/pods/a/y", b("2")).await.unwrap();
         assert_eq!((r1, r2), (1, 2));
@@ -563,7 +741,7 @@ mod tests {
     #[tokio::test]
     async fn range_pages_with_limit_and_continue() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir, 100);
+        let store = open(&dir);
         for i in 0..5 {
             store
                 .create(&format!("/registry/pods/ns/p{i}"), b("x"))
@@ -596,7 +774,7 @@ mod tests {
     #[tokio::test]
     async fn watch_replays_history_then_follows_live_events() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir, 100);
+        let store = open(&dir);
         store.create("/registry/a/1", b("1")).await.unwrap();
         store.create("/registry/b/1", b("other")).await.unwrap();
         store.update("/registry/a/1", 0, b("2")).await.unwrap();
@@ -619,7 +797,7 @@ mod tests {
     #[tokio::test]
     async fn compaction_expires_old_watches() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir, 1_000);
+        let store = open(&dir);
         for i in 0..10 {
             store
                 .create(&format!("/registry/k/{i}"), b("x"))
@@ -641,32 +819,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn automatic_compaction_bounds_history() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir, 8);
-        for i in 0..30 {
-            store
-                .create(&format!("/registry/k/{i}"), b("x"))
-                .await
-                .unwrap();
-        }
-        let compacted = store.compacted_revision();
-        assert!(
-            compacted >= 30 - 8 - 2,
-            "history should be bounded, compacted at {compacted}"
-        );
-        assert!(store.watch("/registry/", 1).is_err());
-    }
-
-    #[tokio::test]
     async fn survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = open(&dir, 100);
+            let store = open(&dir);
             store.create("/registry/k/a", b("1")).await.unwrap();
             store.update("/registry/k/a", 1, b("2")).await.unwrap();
         }
-        let store = open(&dir, 100);
+        let store = open(&dir);
         assert_eq!(store.revision(), 2);
         assert_eq!(
             &store.get("/registry/k/a").unwrap().unwrap().value[..],
@@ -680,7 +840,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writers_share_flushes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(open(&dir, 10_000));
+        let store = Arc::new(open(&dir));
         let mut tasks = tokio::task::JoinSet::new();
         for t in 0..32 {
             let store = store.clone();
@@ -698,5 +858,109 @@ mod tests {
         }
         assert_eq!(store.revision(), 640);
         assert_eq!(store.range("/registry/k/", None, 0).unwrap().kvs.len(), 640);
+    }
+
+    #[tokio::test]
+    async fn events_carry_the_value_they_replaced_even_after_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.create("/registry/k/a", b("1")).await.unwrap(); // 1
+        store.update("/registry/k/a", 0, b("2")).await.unwrap(); // 2
+        store.create("/registry/k/b", b("x")).await.unwrap(); // 3
+        store.update("/registry/k/a", 0, b("3")).await.unwrap(); // 4
+        store.delete("/registry/k/b", 0).await.unwrap(); // 5
+        store.compact(2).unwrap();
+        let changes = store.changes(2).unwrap();
+        let seen: Vec<_> = changes
+            .iter()
+            .map(|e| {
+                (
+                    e.kind,
+                    e.kv.mod_revision,
+                    String::from_utf8_lossy(&e.kv.value).into_owned(),
+                    e.prev
+                        .as_ref()
+                        .map(|p| String::from_utf8_lossy(&p.value).into_owned()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (EventKind::Create, 3, "x".into(), None),
+                (EventKind::Update, 4, "3".into(), Some("2".into())),
+                (EventKind::Delete, 5, "x".into(), Some("x".into())),
+            ]
+        );
+        // Compacting everything keeps every current value and nothing else.
+        store.compact(5).unwrap();
+        assert_eq!(
+            &store.get("/registry/k/a").unwrap().unwrap().value[..],
+            b"3"
+        );
+        let values = store.shared.db.scan_prefix(b"v").count();
+        assert_eq!(values, 1, "only the current value of /registry/k/a is left");
+        assert!(matches!(store.changes(4), Err(Error::Compacted { .. })));
+    }
+
+    #[tokio::test]
+    async fn nothing_is_published_before_it_is_durable_and_a_failed_flush_stops_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let committed = seen.clone();
+        store.on_commit(Arc::new(move |events: &[Event]| {
+            committed
+                .lock()
+                .unwrap()
+                .extend(events.iter().map(|e| e.kv.mod_revision));
+        }));
+        store.create("/registry/k/a", b("1")).await.unwrap();
+        assert_eq!(store.revision(), 1);
+        store.fail_next_flush();
+        let failed = store.create("/registry/k/b", b("2")).await;
+        assert!(matches!(failed, Err(Error::Failed)), "{failed:?}");
+        // The failed write was never published: not the revision, not to the listener,
+        // not to a watch, and no later write is taken.
+        assert_eq!(store.revision(), 1);
+        assert_eq!(*seen.lock().unwrap(), [1]);
+        assert!(
+            store
+                .changes(0)
+                .unwrap()
+                .iter()
+                .all(|e| e.kv.mod_revision == 1)
+        );
+        assert!(matches!(
+            store.create("/registry/k/c", b("3")).await,
+            Err(Error::Failed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn stores_in_the_first_layout_are_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The first layout: state = create, mod, value; log entries with full values.
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let mut state = Vec::new();
+            state.extend_from_slice(&1u64.to_be_bytes());
+            state.extend_from_slice(&2u64.to_be_bytes());
+            state.extend_from_slice(b"{\"v\":2}");
+            db.insert(state_key("/registry/k/a"), state).unwrap();
+            db.insert(log_key(1), &b"\x00old log entry"[..]).unwrap();
+            db.insert(META_REVISION, &2u64.to_be_bytes()[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let store = open(&dir);
+        let kv = store.get("/registry/k/a").unwrap().unwrap();
+        assert_eq!(
+            (kv.create_revision, kv.mod_revision, &kv.value[..]),
+            (1, 2, &b"{\"v\":2}"[..])
+        );
+        assert_eq!(store.compacted_revision(), 2);
+        assert_eq!(store.update("/registry/k/a", 2, b("3")).await.unwrap(), 3);
+        let changes = store.changes(2).unwrap();
+        assert_eq!(changes[0].prev.as_ref().unwrap().value, b("{\"v\":2}"));
     }
 }

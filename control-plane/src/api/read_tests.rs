@@ -1,0 +1,431 @@
+//! Reads through the watch cache: committed data only, lists at one revision, exact selector
+//! transitions on resume, progress bookmarks.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use skiff_api::fields::FieldSelector;
+use skiff_api::labels::Selector;
+
+use super::*;
+use crate::store::{SledConfig, SledStore};
+
+async fn api_with(config: Config) -> (Api, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+    let api = Api::new(Arc::new(store), config);
+    api.bootstrap().await.unwrap();
+    (api, dir)
+}
+
+async fn api() -> (Api, tempfile::TempDir) {
+    api_with(Config::default()).await
+}
+
+fn cm(name: &str, labels: Value) -> Value {
+    json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})
+}
+
+fn cms() -> &'static ResourceDef {
+    resources::core("configmaps")
+}
+
+fn selecting(labels: &str) -> ListOptions {
+    ListOptions {
+        labels: Selector::parse(labels).unwrap(),
+        ..Default::default()
+    }
+}
+
+async fn next_kinds(watch: &mut BoxStream<'static, WatchEvent>, n: usize) -> Vec<String> {
+    let mut kinds = Vec::new();
+    for _ in 0..n {
+        let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("the watch goes on");
+        kinds.push(match event {
+            WatchEvent::Added(o) => format!("ADDED {}", object::name(&o)),
+            WatchEvent::Modified(o) => format!("MODIFIED {}", object::name(&o)),
+            WatchEvent::Deleted(o) => format!("DELETED {}", object::name(&o)),
+            other => format!("{other:?}"),
+        });
+    }
+    kinds
+}
+
+#[tokio::test]
+async fn a_selector_watch_resumed_after_an_object_left_the_selector_gets_deleted() {
+    let (api, _dir) = api().await;
+    let w = WriteOptions::default();
+    api.create(cms(), Some("default"), cm("a", json!({"tier": "web"})), &w)
+        .await
+        .unwrap();
+    let rv = api
+        .list(cms(), Some("default"), &selecting("tier=web"))
+        .unwrap()
+        .resource_version
+        .to_string();
+    // While the client is away, `a` leaves the selector.
+    api.patch(
+        cms(),
+        Some("default"),
+        "a",
+        PatchType::Merge,
+        json!({"metadata": {"labels": {"tier": "db"}}}),
+        Target::Main,
+        &w,
+    )
+    .await
+    .unwrap();
+    let mut watch = api
+        .watch(
+            cms(),
+            Some("default"),
+            &selecting("tier=web"),
+            Some(&rv),
+            false,
+        )
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("the resumed watch tells the client")
+        .unwrap();
+    let WatchEvent::Deleted(obj) = event else {
+        panic!("expected DELETED, got {event:?}");
+    };
+    // The last content the client was entitled to, at the change's revision.
+    assert_eq!(obj["metadata"]["labels"]["tier"], "web");
+    assert_ne!(meta_str(&obj, "resourceVersion"), rv);
+}
+
+/// The official Python client's end-to-end test of ConfigMaps, as its watch sees it.
+#[tokio::test]
+async fn a_watch_from_a_list_sees_create_patch_and_deletecollection() {
+    let (api, _dir) = api().await;
+    let w = WriteOptions::default();
+    let labels = json!({"e2e-test": "true"});
+    api.create(cms(), Some("default"), cm("before", labels.clone()), &w)
+        .await
+        .unwrap();
+    let rv = api
+        .list(cms(), Some("default"), &selecting("e2e-test=true"))
+        .unwrap()
+        .resource_version
+        .to_string();
+    api.create(cms(), Some("default"), cm("test", labels), &w)
+        .await
+        .unwrap();
+    api.patch(
+        cms(),
+        Some("default"),
+        "test",
+        PatchType::Merge,
+        json!({"data": {"k": "patched"}}),
+        Target::Main,
+        &w,
+    )
+    .await
+    .unwrap();
+    for name in ["test", "before"] {
+        api.delete(cms(), Some("default"), name, &DeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    let mut watch = api
+        .watch(
+            cms(),
+            Some("default"),
+            &selecting("e2e-test=true"),
+            Some(&rv),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        next_kinds(&mut watch, 4).await,
+        [
+            "ADDED test",
+            "MODIFIED test",
+            "DELETED test",
+            "DELETED before"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn paged_lists_are_one_revision_while_writes_go_on() {
+    let (api, _dir) = api().await;
+    let w = WriteOptions::default();
+    for i in 0..6 {
+        api.create(cms(), Some("default"), cm(&format!("c{i}"), json!({})), &w)
+            .await
+            .unwrap();
+    }
+    let page = |token: Option<String>| ListOptions {
+        limit: 2,
+        continue_token: token,
+        ..Default::default()
+    };
+    let first = api.list(cms(), Some("default"), &page(None)).unwrap();
+    let names = |l: &ObjectList| -> Vec<String> {
+        l.items
+            .iter()
+            .map(|o| object::name(o).to_string())
+            .collect()
+    };
+    assert_eq!(names(&first), ["c0", "c1"]);
+    // Between pages: one not yet listed is deleted, one changed, one added after the cursor.
+    api.delete(cms(), Some("default"), "c3", &DeleteOptions::default())
+        .await
+        .unwrap();
+    api.patch(
+        cms(),
+        Some("default"),
+        "c4",
+        PatchType::Merge,
+        json!({"data": {"k": "changed"}}),
+        Target::Main,
+        &w,
+    )
+    .await
+    .unwrap();
+    api.create(cms(), Some("default"), cm("c5a", json!({})), &w)
+        .await
+        .unwrap();
+    let mut all = names(&first);
+    let mut token = first.continue_token.clone();
+    while let Some(t) = token {
+        let next = api.list(cms(), Some("default"), &page(Some(t))).unwrap();
+        assert_eq!(next.resource_version, first.resource_version);
+        all.extend(names(&next));
+        for o in &next.items {
+            assert_eq!(
+                o["data"]["k"],
+                "v",
+                "{} as it was at the first page",
+                object::name(o)
+            );
+        }
+        token = next.continue_token;
+    }
+    assert_eq!(all, ["c0", "c1", "c2", "c3", "c4", "c5"]);
+    // A new list sees the writes.
+    let fresh = names(
+        &api.list(cms(), Some("default"), &ListOptions::default())
+            .unwrap(),
+    );
+    assert_eq!(fresh, ["c0", "c1", "c2", "c4", "c5", "c5a"]);
+}
+
+#[tokio::test]
+async fn continue_tokens_and_exact_lists_expire_with_the_history() {
+    let config = Config {
+        watch_cache: cache::Config {
+            max_events: 10,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (api, _dir) = api_with(config).await;
+    let w = WriteOptions::default();
+    for i in 0..4 {
+        api.create(cms(), Some("default"), cm(&format!("c{i}"), json!({})), &w)
+            .await
+            .unwrap();
+    }
+    let first = api
+        .list(
+            cms(),
+            Some("default"),
+            &ListOptions {
+                limit: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // An exact list at the first page's revision still works while it is in the history.
+    let exact = ListOptions {
+        resource_version: Some(first.resource_version.to_string()),
+        resource_version_match: Some("Exact".into()),
+        ..Default::default()
+    };
+    api.create(cms(), Some("default"), cm("later", json!({})), &w)
+        .await
+        .unwrap();
+    let at = api.list(cms(), Some("default"), &exact).unwrap();
+    assert_eq!(at.items.len(), 4, "the list as it was, without `later`");
+    assert_eq!(at.resource_version, first.resource_version);
+    for i in 0..20 {
+        api.create(cms(), Some("default"), cm(&format!("x{i}"), json!({})), &w)
+            .await
+            .unwrap();
+    }
+    let expired = api
+        .list(
+            cms(),
+            Some("default"),
+            &ListOptions {
+                limit: 2,
+                continue_token: first.continue_token.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!((expired.code, expired.reason), (410, "Expired"));
+    assert!(
+        expired
+            .message
+            .starts_with("The provided continue parameter is too old"),
+        "{}",
+        expired.message
+    );
+    let expired = api.list(cms(), Some("default"), &exact).unwrap_err();
+    assert_eq!((expired.code, expired.reason), (410, "Expired"));
+    // A watch from there gets 410 as its one event.
+    let mut watch = api
+        .watch(
+            cms(),
+            Some("default"),
+            &ListOptions::default(),
+            Some(&first.resource_version.to_string()),
+            false,
+        )
+        .unwrap();
+    match watch.next().await {
+        Some(WatchEvent::Error(e)) => assert_eq!(e.code, 410),
+        other => panic!("expected 410, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reads_at_a_future_resource_version_are_refused() {
+    let (api, _dir) = api().await;
+    let future = (api.revision() + 1000).to_string();
+    let err = api
+        .watch(cms(), None, &ListOptions::default(), Some(&future), false)
+        .err()
+        .expect("a watch from the future is refused");
+    assert_eq!((err.code, err.reason), (504, "Timeout"));
+    assert!(
+        err.message.contains("Too large resource version"),
+        "{}",
+        err.message
+    );
+    let list = ListOptions {
+        resource_version: Some(future),
+        ..Default::default()
+    };
+    let err = api.list(cms(), None, &list).unwrap_err();
+    assert_eq!(err.code, 504);
+}
+
+#[tokio::test]
+async fn a_write_whose_flush_failed_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap());
+    let api = Api::new(store.clone(), Config::default());
+    api.bootstrap().await.unwrap();
+    let w = WriteOptions::default();
+    let before = api.revision();
+    store.fail_next_flush();
+    let err = api
+        .create(cms(), Some("default"), cm("lost", json!({})), &w)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 503, "{err:?}");
+    // Applied in the engine's memory, never durable: no reader sees it.
+    assert_eq!(
+        api.get(cms(), Some("default"), "lost").unwrap_err().code,
+        404
+    );
+    assert!(
+        api.list(cms(), Some("default"), &ListOptions::default())
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(api.revision(), before);
+}
+
+#[tokio::test]
+async fn bookmarks_carry_progress_to_a_watcher_that_sees_nothing() {
+    let config = Config {
+        bookmark_interval: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let (api, _dir) = api_with(config).await;
+    let w = WriteOptions::default();
+    let opts = ListOptions {
+        labels: Selector::parse("never=matches").unwrap(),
+        bookmarks: true,
+        ..Default::default()
+    };
+    let start = api.revision();
+    let mut watch = api
+        .watch(cms(), None, &opts, Some(&start.to_string()), false)
+        .unwrap();
+    for i in 0..5 {
+        api.create(cms(), Some("default"), cm(&format!("c{i}"), json!({})), &w)
+            .await
+            .unwrap();
+    }
+    let now = api.revision();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("a bookmark within 5 s")
+            .unwrap();
+        match event {
+            WatchEvent::Bookmark { revision, .. } if revision >= now => break,
+            WatchEvent::Bookmark { revision, .. } => assert!(revision >= start),
+            other => panic!("the watcher selects nothing, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn node_watches_get_only_their_pods_and_slow_ones_catch_up() {
+    let (api, _dir) = api().await;
+    let pods = resources::core("pods");
+    let w = WriteOptions::default();
+    let on = |node: &str| ListOptions {
+        fields: FieldSelector::parse(&format!("spec.nodeName={node}")).unwrap(),
+        ..Default::default()
+    };
+    let start = api.revision().to_string();
+    let mut mine = api
+        .watch(pods, None, &on("n1"), Some(&start), false)
+        .unwrap();
+    let mut other = api
+        .watch(pods, None, &on("n2"), Some(&start), false)
+        .unwrap();
+    // More than a watcher's buffer, unread meanwhile: the slow watcher catches up from the
+    // history and misses nothing.
+    let count = 1300;
+    for i in 0..count {
+        let pod = json!({"metadata": {"name": format!("p{i}")}, "spec": {
+            "nodeName": if i % 10 == 0 { "n3" } else { "n1" },
+            "containers": [{"name": "c", "image": "hello:1.0"}]}});
+        api.create(pods, Some("default"), pod, &w).await.unwrap();
+    }
+    let mut names = Vec::new();
+    let expected: Vec<String> = (0..count)
+        .filter(|i| i % 10 != 0)
+        .map(|i| format!("p{i}"))
+        .collect();
+    assert!(expected.len() > cache::WATCH_BUFFER);
+    while names.len() < expected.len() {
+        match tokio::time::timeout(Duration::from_secs(5), mine.next()).await {
+            Ok(Some(WatchEvent::Added(o))) => names.push(object::name(&o).to_string()),
+            other => panic!("expected ADDED, got {other:?}"),
+        }
+    }
+    assert_eq!(names, expected);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), other.next())
+            .await
+            .is_err(),
+        "n2's watch gets nothing"
+    );
+}
