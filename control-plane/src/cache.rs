@@ -81,6 +81,18 @@ pub struct Object {
     pub kv: KeyValue,
     /// What selectors look at.
     pub index: Index,
+    /// The object as the API sends it, encoded at most once (by the API layer).
+    pub wire: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl Object {
+    fn new(kv: KeyValue, index: Index) -> Self {
+        Self {
+            kv,
+            index,
+            wire: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// One committed change with the object it replaced.
@@ -223,7 +235,7 @@ impl Cache {
             for kv in page.kvs {
                 let index = indexer(&kv.key, &kv.value);
                 after = Some(kv.key.clone());
-                objects.insert(kv.key.clone(), Arc::new(Object { kv, index }));
+                objects.insert(kv.key.clone(), Arc::new(Object::new(kv, index)));
             }
             if !page.more {
                 break;
@@ -241,10 +253,8 @@ impl Cache {
         };
         for event in store.changes(compacted)? {
             let change = Arc::new(change_of(&indexer, event, |prev, indexer| {
-                Arc::new(Object {
-                    index: indexer(&prev.key, &prev.value),
-                    kv: prev,
-                })
+                let index = indexer(&prev.key, &prev.value);
+                Arc::new(Object::new(prev, index))
             }));
             state.history_bytes += change.bytes();
             state.history.push_back(change);
@@ -423,7 +433,7 @@ impl Cache {
         after: u64,
         bookmarks: Option<Duration>,
     ) -> Result<Watch, Error> {
-        let (replay, rx, id) = self.register(&selection, after)?;
+        let Registration { replay, rx, id } = self.register(&selection, after)?;
         Ok(Watch {
             cache: self.clone(),
             selection,
@@ -439,11 +449,7 @@ impl Cache {
         })
     }
 
-    fn register(
-        &self,
-        selection: &Selection,
-        after: u64,
-    ) -> Result<(VecDeque<Arc<Change>>, mpsc::Receiver<Arc<Change>>, u64), Error> {
+    fn register(&self, selection: &Selection, after: u64) -> Result<Registration, Error> {
         let mut state = self.lock();
         if after < state.oldest {
             return Err(Error::Expired {
@@ -480,7 +486,7 @@ impl Cache {
                 tx,
             }),
         );
-        Ok((replay, rx, id))
+        Ok(Registration { replay, rx, id })
     }
 
     fn unregister(&self, id: u64) {
@@ -493,6 +499,13 @@ impl Cache {
         let state = self.lock();
         rx.is_empty().then_some(state.revision)
     }
+}
+
+/// A registered watcher: what it missed from the history, and its live feed.
+struct Registration {
+    replay: VecDeque<Arc<Change>>,
+    rx: mpsc::Receiver<Arc<Change>>,
+    id: u64,
 }
 
 impl State {
@@ -603,7 +616,7 @@ impl Watch {
     /// what it missed from the history.
     fn catch_up(&mut self) -> Result<(), Error> {
         self.cache.unregister(self.id);
-        let (replay, rx, id) = self.cache.register(&self.selection, self.last)?;
+        let Registration { replay, rx, id } = self.cache.register(&self.selection, self.last)?;
         self.replay = replay;
         self.rx = rx;
         self.id = id;
@@ -617,16 +630,20 @@ impl Watch {
         match (before, now) {
             (false, true) => Some(Delivery::Added(change.object.clone())),
             (true, true) => Some(Delivery::Modified(change.object.clone())),
+            // A delete's object already is the last content at the delete's revision.
+            (true, false) if change.kind == EventKind::Delete => {
+                Some(Delivery::Deleted(change.object.clone()))
+            }
             (true, false) => {
                 // The last content the watcher was entitled to, at the change's revision.
                 let prev = change.prev.as_ref().expect("before implies prev");
-                Some(Delivery::Deleted(Arc::new(Object {
-                    kv: KeyValue {
+                Some(Delivery::Deleted(Arc::new(Object::new(
+                    KeyValue {
                         mod_revision: change.revision,
                         ..prev.kv.clone()
                     },
-                    index: prev.index.clone(),
-                })))
+                    prev.index.clone(),
+                ))))
             }
             (false, false) => None,
         }
@@ -647,14 +664,11 @@ fn change_of(
 ) -> Change {
     let prev = event.prev.map(|p| prev_of(p, indexer));
     let object = match (&event.kind, &prev) {
-        (EventKind::Delete, Some(p)) => Arc::new(Object {
-            kv: event.kv,
-            index: p.index.clone(),
-        }),
-        _ => Arc::new(Object {
-            index: indexer(&event.kv.key, &event.kv.value),
-            kv: event.kv,
-        }),
+        (EventKind::Delete, Some(p)) => Arc::new(Object::new(event.kv, p.index.clone())),
+        _ => {
+            let index = indexer(&event.kv.key, &event.kv.value);
+            Arc::new(Object::new(event.kv, index))
+        }
     };
     Change {
         revision: object.kv.mod_revision,

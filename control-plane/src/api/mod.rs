@@ -163,6 +163,22 @@ pub struct ObjectList {
     pub continue_token: Option<String>,
 }
 
+/// A page of a list as the cache holds it (see [`Api::list_raw`]).
+pub(crate) struct RawList {
+    pub items: Vec<Arc<cache::Object>>,
+    pub resource_version: u64,
+    pub continue_token: Option<String>,
+}
+
+/// A watch event before decoding: the cached object, shared by every watcher it reaches.
+pub(crate) enum RawEvent {
+    Added(Arc<cache::Object>),
+    Modified(Arc<cache::Object>),
+    Deleted(Arc<cache::Object>),
+    Bookmark { revision: u64, initial_end: bool },
+    Error(ApiError),
+}
+
 /// One watch event, as the watch protocol names them.
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
@@ -264,9 +280,9 @@ impl Api {
                     () = api.inner.shutdown.cancelled() => return,
                 }
                 let (store, oldest) = (api.inner.store.clone(), api.inner.cache.oldest());
-                match tokio::task::spawn_blocking(move || store.compact(oldest)).await {
-                    Ok(Err(e)) => tracing::warn!(error = %e, "compaction failed"),
-                    Ok(Ok(())) | Err(_) => {}
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.compact(oldest)).await
+                {
+                    tracing::warn!(error = %e, "compaction failed");
                 }
             }
         });
@@ -349,6 +365,25 @@ impl Api {
         ns: Option<&str>,
         opts: &ListOptions,
     ) -> Result<ObjectList> {
+        let raw = self.list_raw(res, ns, opts)?;
+        Ok(ObjectList {
+            items: raw
+                .items
+                .iter()
+                .map(|o| Self::decode(res, &o.kv.value, o.kv.mod_revision))
+                .collect::<Result<_>>()?,
+            resource_version: raw.resource_version,
+            continue_token: raw.continue_token,
+        })
+    }
+
+    /// [`Api::list`] without decoding: the cached objects themselves.
+    pub(crate) fn list_raw(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<RawList> {
         check_field_selector(res, &opts.fields)?;
         let prefix = res.prefix(ns);
         let cache = &self.inner.cache;
@@ -381,19 +416,15 @@ impl Api {
                 }
             },
         };
-        let filter = self.filter(res, opts);
+        let filter = self.filter(opts);
         // A metadata.name field selector names one key: read it directly.
         if let (Some(name), None, cache::At::Latest) =
             (opts.fields.required("metadata.name"), &start, at)
             && (ns.is_some() || !res.namespaced)
         {
             let (obj, revision) = cache.get(&format!("{prefix}{name}"));
-            let items = match obj.filter(|o| filter(o)) {
-                Some(o) => vec![Self::decode(res, &o.kv.value, o.kv.mod_revision)?],
-                None => vec![],
-            };
-            return Ok(ObjectList {
-                items,
+            return Ok(RawList {
+                items: obj.filter(|o| filter(o)).into_iter().collect(),
                 resource_version: revision,
                 continue_token: None,
             });
@@ -411,22 +442,40 @@ impl Api {
                     ApiError::too_large_resource_version(requested, current)
                 }
             })?;
-        let items = page
-            .items
-            .iter()
-            .map(|o| Self::decode(res, &o.kv.value, o.kv.mod_revision))
-            .collect::<Result<_>>()?;
-        Ok(ObjectList {
-            items,
+        Ok(RawList {
+            items: page.items,
             resource_version: page.revision,
             continue_token: page.next.map(|key| encode_continue(&key, page.revision)),
         })
     }
 
+    /// Decodes a cached object as `res`'s version.
+    pub(crate) fn decode_cached(res: &'static ResourceDef, o: &cache::Object) -> Result<Value> {
+        Self::decode(res, &o.kv.value, o.kv.mod_revision)
+    }
+
+    /// The JSON the API serves for a cached object, made once per object version and shared
+    /// by every list and watch that sends it.
+    pub(crate) fn json_of(res: &'static ResourceDef, o: &cache::Object) -> Result<Bytes> {
+        let encode = || -> Result<Bytes> {
+            let obj = Self::decode(res, &o.kv.value, o.kv.mod_revision)?;
+            serde_json::to_vec(&obj)
+                .map(Bytes::from)
+                .map_err(|e| ApiError::internal(e.to_string()))
+        };
+        if convert::needs_conversion(res) {
+            return encode();
+        }
+        if let Some(b) = o.wire.get() {
+            return Ok(b.clone());
+        }
+        let b = encode()?;
+        Ok(o.wire.get_or_init(|| b).clone())
+    }
+
     /// The selectors of `opts` as a filter over cached objects' indexes.
-    fn filter(&self, res: &'static ResourceDef, opts: &ListOptions) -> cache::Filter {
+    fn filter(&self, opts: &ListOptions) -> cache::Filter {
         let (labels, fields) = (opts.labels.clone(), opts.fields.clone());
-        let _ = res;
         Arc::new(move |o: &cache::Object| {
             labels.matches_json(Some(&o.index.labels))
                 && fields.matches(|f| o.index.field(f).to_string())
@@ -1083,6 +1132,39 @@ impl Api {
         resource_version: Option<&str>,
         send_initial_events: bool,
     ) -> Result<BoxStream<'static, WatchEvent>> {
+        let raw = self.watch_raw(res, ns, opts, resource_version, send_initial_events)?;
+        let decode = move |o: &cache::Object| Self::decode(res, &o.kv.value, o.kv.mod_revision);
+        Ok(raw
+            .map(move |event| {
+                let (o, wrap): (_, fn(Value) -> WatchEvent) = match event {
+                    RawEvent::Added(o) => (o, WatchEvent::Added),
+                    RawEvent::Modified(o) => (o, WatchEvent::Modified),
+                    RawEvent::Deleted(o) => (o, WatchEvent::Deleted),
+                    RawEvent::Bookmark {
+                        revision,
+                        initial_end,
+                    } => {
+                        return WatchEvent::Bookmark {
+                            revision,
+                            initial_end,
+                        };
+                    }
+                    RawEvent::Error(e) => return WatchEvent::Error(e),
+                };
+                decode(&o).map_or_else(WatchEvent::Error, wrap)
+            })
+            .boxed())
+    }
+
+    /// [`Api::watch`] without decoding.
+    pub(crate) fn watch_raw(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        opts: &ListOptions,
+        resource_version: Option<&str>,
+        send_initial_events: bool,
+    ) -> Result<BoxStream<'static, RawEvent>> {
         check_field_selector(res, &opts.fields)?;
         let rv = parse_resource_version(resource_version)?.unwrap_or(0);
         let cache = &self.inner.cache;
@@ -1093,10 +1175,10 @@ impl Api {
                 fields: opts.fields.clone(),
                 ..Default::default()
             };
-            let list = self.list(res, ns, &list_opts)?;
-            initial.extend(list.items.into_iter().map(WatchEvent::Added));
+            let list = self.list_raw(res, ns, &list_opts)?;
+            initial.extend(list.items.into_iter().map(RawEvent::Added));
             if send_initial_events {
-                initial.push(WatchEvent::Bookmark {
+                initial.push(RawEvent::Bookmark {
                     revision: list.resource_version,
                     initial_end: true,
                 });
@@ -1111,7 +1193,7 @@ impl Api {
         });
         let selection = cache::Selection {
             prefix: res.prefix(ns),
-            filter: self.filter(res, opts),
+            filter: self.filter(opts),
             exact_field,
         };
         let bookmarks = opts
@@ -1122,34 +1204,23 @@ impl Api {
             Err(cache::Error::Expired { requested, oldest }) => {
                 let err =
                     ApiError::expired(format!("too old resource version: {requested} ({oldest})"));
-                return Ok(futures::stream::iter([WatchEvent::Error(err)]).boxed());
+                return Ok(futures::stream::iter([RawEvent::Error(err)]).boxed());
             }
             Err(cache::Error::TooLarge { requested, current }) => {
                 return Err(ApiError::too_large_resource_version(requested, current));
             }
         };
-        let live = futures::stream::unfold(Some(watch), move |watch| async move {
+        let live = futures::stream::unfold(Some(watch), |watch| async move {
             let mut watch = watch?;
             let event = match watch.next().await {
-                Err(e) => {
-                    return Some((WatchEvent::Error(ApiError::expired(e.to_string())), None));
-                }
-                Ok(cache::Delivery::Bookmark(revision)) => WatchEvent::Bookmark {
+                Err(e) => return Some((RawEvent::Error(ApiError::expired(e.to_string())), None)),
+                Ok(cache::Delivery::Bookmark(revision)) => RawEvent::Bookmark {
                     revision,
                     initial_end: false,
                 },
-                Ok(d) => {
-                    let (o, wrap): (_, fn(Value) -> WatchEvent) = match d {
-                        cache::Delivery::Added(o) => (o, WatchEvent::Added),
-                        cache::Delivery::Modified(o) => (o, WatchEvent::Modified),
-                        cache::Delivery::Deleted(o) => (o, WatchEvent::Deleted),
-                        cache::Delivery::Bookmark(_) => unreachable!("handled above"),
-                    };
-                    match Self::decode(res, &o.kv.value, o.kv.mod_revision) {
-                        Ok(obj) => wrap(obj),
-                        Err(e) => return Some((WatchEvent::Error(e), None)),
-                    }
-                }
+                Ok(cache::Delivery::Added(o)) => RawEvent::Added(o),
+                Ok(cache::Delivery::Modified(o)) => RawEvent::Modified(o),
+                Ok(cache::Delivery::Deleted(o)) => RawEvent::Deleted(o),
             };
             Some((event, Some(watch)))
         });

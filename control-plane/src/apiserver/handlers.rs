@@ -19,7 +19,7 @@ use super::table::{self, IncludeObject};
 use super::{Server, User, access, discovery, protobuf, reviews};
 use crate::api::resources::{self, ResourceDef};
 use crate::api::{
-    ApiError, DeleteOptions, FieldValidation, ListOptions, PatchType, Target, WatchEvent,
+    Api, ApiError, DeleteOptions, FieldValidation, ListOptions, PatchType, RawEvent, Target,
     WriteOptions, object,
 };
 use crate::auth::Attributes;
@@ -504,8 +504,8 @@ async fn dispatch(
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
                 return watch(server, res, ns, query, &opts, table_format);
             }
-            let list = api.list(res, ns, &opts)?;
             if table_format {
+                let list = api.list(res, ns, &opts)?;
                 let t = table::table(
                     res,
                     &list.items,
@@ -516,12 +516,31 @@ async fn dispatch(
                 );
                 return Ok(json_response(StatusCode::OK, &t));
             }
+            // The items' JSON is made once per object version and shared with every other
+            // list and watch that sends it.
+            let list = api.list_raw(res, ns, &opts)?;
             let mut meta = json!({"resourceVersion": list.resource_version.to_string()});
             if let Some(c) = &list.continue_token {
                 meta["continue"] = json!(c);
             }
-            let body = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": meta, "items": list.items});
-            Ok(json_response(StatusCode::OK, &body))
+            let mut body = serde_json::to_vec(
+                &json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": meta}),
+            )
+            .expect("serializable");
+            body.pop(); // the closing brace: the items follow
+            body.extend_from_slice(b",\"items\":[");
+            for (i, o) in list.items.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&Api::json_of(res, o)?);
+            }
+            body.extend_from_slice(b"]}");
+            Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .expect("valid response"))
         }
         (&Method::GET, Some(name), sub) => {
             let obj = match sub {
@@ -924,7 +943,7 @@ fn watch(
         ));
     }
     let rv = query.get("resourceVersion").map(String::as_str);
-    let events = server.api.watch(res, ns, opts, rv, send_initial)?;
+    let events = server.api.watch_raw(res, ns, opts, rv, send_initial)?;
     let timeout = match query.get("timeoutSeconds") {
         Some(t) => Duration::from_secs(
             t.parse()
@@ -960,7 +979,7 @@ fn watch(
 }
 
 struct WatchState {
-    events: BoxStream<'static, WatchEvent>,
+    events: BoxStream<'static, RawEvent>,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     shutdown: tokio_util::sync::CancellationToken,
     res: &'static ResourceDef,
@@ -981,10 +1000,10 @@ impl WatchState {
             _ = self.shutdown.cancelled() => return None,
         };
         let (kind, object) = match event {
-            WatchEvent::Added(o) => ("ADDED", o),
-            WatchEvent::Modified(o) => ("MODIFIED", o),
-            WatchEvent::Deleted(o) => ("DELETED", o),
-            WatchEvent::Bookmark {
+            RawEvent::Added(o) => ("ADDED", o),
+            RawEvent::Modified(o) => ("MODIFIED", o),
+            RawEvent::Deleted(o) => ("DELETED", o),
+            RawEvent::Bookmark {
                 revision,
                 initial_end,
             } => {
@@ -992,38 +1011,57 @@ impl WatchState {
                 if initial_end {
                     meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
                 }
-                (
-                    "BOOKMARK",
-                    json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": meta}),
-                )
+                let object = json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": meta});
+                return Some((watch_line("BOOKMARK", &object), self));
             }
-            WatchEvent::Error(e) => {
+            RawEvent::Error(e) => {
                 self.done = true;
-                ("ERROR", e.status())
+                return Some((watch_line("ERROR", &e.status()), self));
             }
         };
-        let object = if self.table && matches!(kind, "ADDED" | "MODIFIED" | "DELETED") {
-            let rv = object::meta_str(&object, "resourceVersion")
-                .parse()
-                .unwrap_or(0);
+        if self.table {
+            let obj = match Api::decode_cached(self.res, &object) {
+                Ok(obj) => obj,
+                Err(e) => {
+                    self.done = true;
+                    return Some((watch_line("ERROR", &e.status()), self));
+                }
+            };
             let t = table::table(
                 self.res,
-                std::slice::from_ref(&object),
-                rv,
+                std::slice::from_ref(&obj),
+                object.kv.mod_revision,
                 None,
                 self.include,
                 self.first,
             );
             self.first = false;
-            t
-        } else {
-            object
-        };
-        let mut line =
-            serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serializable");
-        line.push(b'\n');
-        Some((Bytes::from(line), self))
+            return Some((watch_line(kind, &t), self));
+        }
+        // The object's JSON is shared by every watcher the event reaches.
+        match Api::json_of(self.res, &object) {
+            Ok(json) => {
+                let mut line = Vec::with_capacity(json.len() + 32);
+                line.extend_from_slice(b"{\"type\":\"");
+                line.extend_from_slice(kind.as_bytes());
+                line.extend_from_slice(b"\",\"object\":");
+                line.extend_from_slice(&json);
+                line.extend_from_slice(b"}\n");
+                Some((Bytes::from(line), self))
+            }
+            Err(e) => {
+                self.done = true;
+                Some((watch_line("ERROR", &e.status()), self))
+            }
+        }
     }
+}
+
+fn watch_line(kind: &str, object: &Value) -> Bytes {
+    let mut line =
+        serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serializable");
+    line.push(b'\n');
+    Bytes::from(line)
 }
 
 /// `pods/<name>/log`. Containers run on agents; until a pod is running there is no log, and the
