@@ -3,9 +3,10 @@
 //! reporting them Running. The scheduler and the control plane meet the traffic of a large
 //! cluster without a large cluster.
 //!
-//! Everything goes over one HTTP/2 connection (requests multiplex on it), with bounded
-//! concurrency: a few thousand nodes and tens of thousands of pods cost one client, one watch
-//! of all bound pods and a few dozen requests in flight.
+//! Each node watches its own pods (`spec.nodeName=<node>`), as a real agent does, so the API
+//! server carries one watch per node; the watches and the other requests multiplex on HTTP/2
+//! connections (one per `nodes_per_connection` nodes), with bounded concurrency for the rest.
+//! `per_node_watches: false` instead watches every bound pod once for all nodes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -60,6 +61,10 @@ pub struct Config {
     pub run_pods: bool,
     /// Most requests in flight at once, for pods and for leases each.
     pub concurrency: usize,
+    /// One pod watch per node, as real agents have (else one watch for all nodes).
+    pub per_node_watches: bool,
+    /// Nodes whose watches share one HTTP/2 connection (servers cap streams per connection).
+    pub nodes_per_connection: usize,
 }
 
 impl Config {
@@ -79,6 +84,8 @@ impl Config {
             heartbeat: Duration::from_secs(10),
             run_pods: true,
             concurrency: 64,
+            per_node_watches: true,
+            nodes_per_connection: 100,
         }
     }
 
@@ -108,6 +115,9 @@ impl Config {
         if self.concurrency == 0 {
             bail!("the concurrency must be at least 1");
         }
+        if self.nodes_per_connection == 0 {
+            bail!("the nodes per connection must be at least 1");
+        }
         Ok(())
     }
 }
@@ -117,8 +127,16 @@ impl Config {
 pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> {
     config.check()?;
     let client = client(&config.server, &config.ca_pem, &config.token)?;
+    let watch_clients = if config.per_node_watches {
+        (0..config.count.div_ceil(config.nodes_per_connection))
+            .map(|_| self::client(&config.server, &config.ca_pem, &config.token))
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        vec![client.clone()]
+    };
     let sim = Arc::new(Sim {
         client,
+        watch_clients,
         pod_addresses: (0..config.count).map(|_| AtomicU32::new(0)).collect(),
         config,
         runtime: FakeRuntime::new(),
@@ -126,9 +144,9 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
     });
     let mut tasks = JoinSet::new();
     tasks.spawn(sim.clone().nodes(stop.clone()));
-    if sim.config.run_pods {
-        tasks.spawn(sim.clone().pods(stop.clone()));
-    }
+    // The watches are there even when the pods are not run: they are what nodes cost the
+    // API server.
+    tasks.spawn(sim.clone().pods(stop.clone()));
     while let Some(done) = tasks.join_next().await {
         done??;
     }
@@ -171,6 +189,8 @@ fn client(server: &str, ca_pem: &str, token: &str) -> anyhow::Result<kube::Clien
 /// The simulator's shared state.
 struct Sim {
     client: kube::Client,
+    /// The clients the pod watches use (one connection each).
+    watch_clients: Vec<kube::Client>,
     config: Config,
     runtime: FakeRuntime,
     /// Pod addresses handed out so far, per node.
@@ -345,14 +365,47 @@ impl Sim {
         }
     }
 
-    /// Watches every bound pod (one watch for all nodes) and starts, stops and finishes the
-    /// ones bound to these nodes until `stop`; the work runs off the watch loop, at most
+    /// Watches the pods bound to these nodes (one watch per node, or one for all) and starts,
+    /// stops and finishes them until `stop`; the work runs off the watch loops, at most
     /// `concurrency` pods at a time.
     async fn pods(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
         let (jobs, queue) = mpsc::unbounded_channel();
         let worker = tokio::spawn(self.clone().work(queue, stop.clone()));
-        let api: Api<Pod> = Api::all(self.client.clone());
-        let stream = watcher(api, watcher::Config::default().fields("spec.nodeName!="));
+        let mut watches = JoinSet::new();
+        if self.config.per_node_watches {
+            for index in 0..self.config.count {
+                let client = self.watch_clients[index / self.config.nodes_per_connection].clone();
+                let fields = format!("spec.nodeName={}", self.node_name(index));
+                watches.spawn(
+                    self.clone()
+                        .follow(client, fields, jobs.clone(), stop.clone()),
+                );
+            }
+        } else {
+            let client = self.watch_clients[0].clone();
+            watches.spawn(self.clone().follow(
+                client,
+                "spec.nodeName!=".into(),
+                jobs.clone(),
+                stop.clone(),
+            ));
+        }
+        drop(jobs);
+        while watches.join_next().await.is_some() {}
+        worker.await?;
+        Ok(())
+    }
+
+    /// Follows one pod watch (`fields` selects it) until `stop`.
+    async fn follow(
+        self: Arc<Self>,
+        client: kube::Client,
+        fields: String,
+        jobs: mpsc::UnboundedSender<Job>,
+        stop: CancellationToken,
+    ) {
+        let api: Api<Pod> = Api::all(client);
+        let stream = watcher(api, watcher::Config::default().fields(&fields));
         let mut stream = std::pin::pin!(stream);
         let mut listed: Option<HashSet<String>> = None;
         loop {
@@ -391,7 +444,7 @@ impl Sim {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "watching pods failed; retrying");
+                    tracing::warn!(error = %e, watch = %fields, "watching pods failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = stop.cancelled() => break,
@@ -399,13 +452,14 @@ impl Sim {
                 }
             }
         }
-        drop(jobs);
-        worker.await?;
-        Ok(())
     }
 
-    /// A pod as the watch reports it: queue what it needs, if it is on one of these nodes.
+    /// A pod as the watch reports it: queue what it needs, if it is on one of these nodes
+    /// and they run their pods.
     fn seen(&self, pod: Pod, jobs: &mpsc::UnboundedSender<Job>) {
+        if !self.config.run_pods {
+            return;
+        }
         let Some(node) = pod
             .spec
             .as_ref()

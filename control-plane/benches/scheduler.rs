@@ -5,6 +5,11 @@
 //! first create until every pod is bound (`spec.nodeName` set); the bind is counted when its
 //! event arrives on an in-process watch, and the store publishes events only once durable.
 //!
+//! Each simulated node watches its own pods (`spec.nodeName=<node>`), as a real agent does;
+//! `SKIFF_BENCH_SHARED_WATCH=1` gives them one watch for all instead. Before the main run, a
+//! fan-out phase opens one field-selected HTTPS watch per node and binds pods at 1,000/s,
+//! timing each bind from its commit to its node's watcher.
+//!
 //! Run: `cargo bench -p skiff-control-plane --bench scheduler`. The last line is JSON.
 //! `SKIFF_BENCH_NODES` and `SKIFF_BENCH_PODS` override the sizes (e.g. 500 and 5000 for a quick
 //! run); `SKIFF_BENCH_RUN_PODS=0` leaves the pods Pending on their nodes (no status writes
@@ -132,6 +137,137 @@ async fn follow(api: Api, pods: usize, run_pods: bool) -> Timeline {
     t
 }
 
+/// Watch fan-out: `watches` HTTPS watches open, each selecting one node's pods as an agent's
+/// does (over HTTP/2 connections of 100 watches each), then `binds` pods bound to those nodes at
+/// `rate` per second through the binding subresource's in-process path. Returns, per bind, the
+/// time from its commit (an in-process watch sees every event as the store commits it) to its
+/// node's HTTPS watcher receiving it.
+async fn fanout(
+    api: &Api,
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    token: &str,
+    watches: usize,
+    binds: usize,
+    rate: f64,
+) -> Vec<Duration> {
+    let pods = resources::core("pods");
+    let ns = "fanout";
+    api.create(
+        resources::core("namespaces"),
+        None,
+        json!({"metadata": {"name": ns}}),
+        &Default::default(),
+    )
+    .await
+    .expect("namespace");
+    for i in 0..binds {
+        let mut p = pod(i);
+        p["metadata"]["name"] = json!(format!("fan-{i}"));
+        api.create(pods, Some(ns), p, &Default::default())
+            .await
+            .expect("create");
+    }
+    let rv = api.revision().to_string();
+    let received: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    let clients: Vec<reqwest::Client> = (0..watches.div_ceil(100))
+        .map(|_| {
+            reqwest::Client::builder()
+                .add_root_certificate(
+                    reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("ca"),
+                )
+                .http2_adaptive_window(true)
+                .build()
+                .expect("client")
+        })
+        .collect();
+    for node in 0..watches {
+        let client = clients[node / 100].clone();
+        let url = format!(
+            "https://{addr}/api/v1/pods?watch=true&fieldSelector=spec.nodeName%3Dfan-node-{node}&resourceVersion={rv}"
+        );
+        let (token, received, opened) = (token.to_string(), received.clone(), opened.clone());
+        tasks.spawn(async move {
+            let mut resp = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("watch");
+            assert_eq!(resp.status().as_u16(), 200, "watch refused");
+            opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut buf = Vec::new();
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                let now = Instant::now();
+                buf.extend_from_slice(&chunk);
+                while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=end).collect();
+                    let ev: Value = serde_json::from_slice(&line).expect("event");
+                    if let Some(name) = ev["object"]["metadata"]["name"].as_str() {
+                        received
+                            .lock()
+                            .unwrap()
+                            .entry(name.to_string())
+                            .or_insert(now);
+                    }
+                }
+            }
+        });
+    }
+    while opened.load(std::sync::atomic::Ordering::Relaxed) < watches {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut commits = api
+        .watch(pods, Some(ns), &ListOptions::default(), Some(&rv), false)
+        .expect("watch");
+    let committed = tokio::spawn(async move {
+        let mut at = HashMap::new();
+        while at.len() < binds {
+            if let Some(WatchEvent::Modified(o)) = commits.next().await
+                && o["spec"]["nodeName"].is_string()
+            {
+                at.entry(o["metadata"]["name"].as_str().unwrap().to_string())
+                    .or_insert_with(Instant::now);
+            }
+        }
+        at
+    });
+    let start = Instant::now();
+    let mut bound = tokio::task::JoinSet::new();
+    for i in 0..binds {
+        tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+        let api = api.clone();
+        bound.spawn(async move {
+            let binding = json!({"apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": format!("fan-{i}")},
+                "target": {"kind": "Node", "name": format!("fan-node-{}", i % watches)}});
+            api.bind(ns, &format!("fan-{i}"), &binding)
+                .await
+                .expect("bind");
+        });
+    }
+    while bound.join_next().await.is_some() {}
+    let committed = committed.await.expect("commit watch");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received.lock().unwrap().len() < binds && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tasks.abort_all();
+    let received = received.lock().unwrap();
+    let mut latencies: Vec<Duration> = committed
+        .iter()
+        .map(|(name, at)| {
+            received.get(name).map_or(Duration::from_secs(60), |r| {
+                r.saturating_duration_since(*at)
+            })
+        })
+        .collect();
+    latencies.sort();
+    latencies
+}
+
 /// Runs the simulated nodes (the child process's whole job).
 fn sim_child() {
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
@@ -143,6 +279,7 @@ fn sim_child() {
         var("SKIFF_BENCH_SIM_COUNT").parse().expect("count"),
     );
     config.run_pods = var("SKIFF_BENCH_SIM_RUN_PODS") == "1";
+    config.per_node_watches = var("SKIFF_BENCH_SIM_SHARED_WATCH") != "1";
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -158,14 +295,15 @@ fn main() {
     let nodes = env_usize("SKIFF_BENCH_NODES", 5_000);
     let pods = env_usize("SKIFF_BENCH_PODS", 50_000);
     let run_pods = std::env::var("SKIFF_BENCH_RUN_PODS").map_or(true, |v| v != "0");
+    let per_node_watches = std::env::var("SKIFF_BENCH_SHARED_WATCH").map_or(true, |v| v != "1");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(bench(nodes, pods, run_pods));
+    rt.block_on(bench(nodes, pods, run_pods, per_node_watches));
 }
 
-async fn bench(nodes: usize, pods: usize, run_pods: bool) {
+async fn bench(nodes: usize, pods: usize, run_pods: bool, per_node_watches: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let support::ControlPlane {
         api,
@@ -174,11 +312,28 @@ async fn bench(nodes: usize, pods: usize, run_pods: bool) {
         shutdown,
         serving,
     } = support::serve(dir.path()).await;
+    let rss_start = rss_mib("self");
+    // Fan-out first, on the fresh server, so its watches and pods do not load the main run.
+    let fan_watches = env_usize("SKIFF_BENCH_FANOUT_WATCHES", nodes);
+    let fan_binds = env_usize("SKIFF_BENCH_FANOUT_BINDS", 5_000);
+    let fan = fanout(
+        &api,
+        addr,
+        &identity.ca_pem,
+        &identity.admin_token,
+        fan_watches,
+        fan_binds,
+        1_000.0,
+    )
+    .await;
+    let (fan_p50, fan_p99) = (percentile(&fan, 0.5), percentile(&fan, 0.99));
+    println!(
+        "watch fan-out: {fan_watches} field-selected HTTPS watches, {fan_binds} binds at 1,000/s: commit -> its node's watcher p50 {fan_p50:.1} ms, p99 {fan_p99:.1} ms"
+    );
     let scheduler = tokio::spawn(skiff_control_plane::scheduler::run(
         api.clone(),
         shutdown.clone(),
     ));
-    let rss_start = rss_mib("self");
 
     // The simulated nodes run in a child process, so this process's RSS is the control
     // plane's (plus the benchmark's clients and its watch); they share the two cores.
@@ -193,6 +348,10 @@ async fn bench(nodes: usize, pods: usize, run_pods: bool) {
             .env("SKIFF_BENCH_SIM_TOKEN", &identity.admin_token)
             .env("SKIFF_BENCH_SIM_COUNT", nodes.to_string())
             .env("SKIFF_BENCH_SIM_RUN_PODS", if run_pods { "1" } else { "0" })
+            .env(
+                "SKIFF_BENCH_SIM_SHARED_WATCH",
+                if per_node_watches { "0" } else { "1" },
+            )
             .stdin(Stdio::null())
             .spawn()
             .expect("simulated nodes start"),
@@ -382,6 +541,8 @@ async fn bench(nodes: usize, pods: usize, run_pods: bool) {
                "drain_per_s": drain_per_s.map(f64::round), "all_bound_s": all_bound.as_secs_f64(),
                "all_running_s": all_running, "pods_running": run_pods,
                "nodes_ready_s": nodes_ready_s, "rss_mib": rss_pods.round(),
-               "rss_nodes_mib": rss_nodes.round(), "sim_rss_mib": rss_sim.round()})
+               "rss_nodes_mib": rss_nodes.round(), "sim_rss_mib": rss_sim.round(),
+               "per_node_watches": per_node_watches, "fanout_p99_ms": (fan_p99 * 10.0).round() / 10.0,
+               "fanout_p50_ms": (fan_p50 * 10.0).round() / 10.0, "fanout_watches": fan_watches})
     );
 }

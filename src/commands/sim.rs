@@ -45,6 +45,9 @@ pub struct SimNodes {
     /// Most API requests in flight at once (for pods and for leases each).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// One pod watch for all nodes, instead of one per node as real agents have.
+    #[arg(long)]
+    shared_watch: bool,
 }
 
 impl SimNodes {
@@ -69,6 +72,7 @@ impl SimNodes {
         config.heartbeat = self.heartbeat;
         config.run_pods = !self.no_run_pods;
         config.concurrency = self.concurrency;
+        config.per_node_watches = !self.shared_watch;
 
         let stop = CancellationToken::new();
         let mut sim = tokio::spawn(skiff_agent::sim::run(config, stop.clone()));
