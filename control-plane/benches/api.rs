@@ -1,6 +1,9 @@
 //! API server benchmark: durable pod creates per second from 64 concurrent HTTPS clients, their
 //! latency, and the time to list 10,000 pods; etcd 3.4's put throughput (Debian `etcd-server`)
-//! is measured in the same run with the same client count, for the ratio.
+//! is measured in the same run with the same client count, for the ratio. Then a restart: a
+//! server in a child process (this binary run again) gets 100,000 objects, is killed with
+//! SIGKILL, and is started again on the same directory; timed from the new process's start
+//! until `/readyz` answers ok and a list of the objects is served.
 //!
 //! Run: `cargo bench -p skiff-control-plane --bench api`. The last line is JSON.
 
@@ -247,7 +250,119 @@ async fn bench_etcd() -> Option<f64> {
     Some(rate)
 }
 
+/// Set in the child process that serves the restart measurement: its data directory.
+const SERVE_ENV: &str = "SKIFF_BENCH_SERVE_DIR";
+
+/// The restart measurement's server (the child process's whole job).
+fn serve_child() {
+    let dir = std::path::PathBuf::from(std::env::var(SERVE_ENV).expect("dir"));
+    let addr: SocketAddr = std::env::var("SKIFF_BENCH_SERVE_ADDR")
+        .expect("addr")
+        .parse()
+        .expect("address");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let cp = support::serve_on(&dir, addr).await;
+        let _ = cp.serving.await;
+    });
+}
+
+/// A server child process, killed (SIGKILL) on drop.
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server(dir: &std::path::Path, addr: SocketAddr) -> Served {
+    Served(
+        Command::new(std::env::current_exe().expect("own executable"))
+            .env(SERVE_ENV, dir)
+            .env("SKIFF_BENCH_SERVE_ADDR", addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("server starts"),
+    )
+}
+
+/// Seconds from starting a server on a store of `objects` ConfigMaps, left by a server killed
+/// with SIGKILL, until `/readyz` is ok and a list of them is served.
+async fn bench_restart(objects: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identity = skiff_control_plane::apiserver::pki::Identity::load_or_create(dir.path(), &[])
+        .expect("identity");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(identity.ca_pem.as_bytes()).expect("ca"),
+        )
+        .http1_only()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .expect("client");
+    let base = format!("https://{addr}");
+    let ready = |client: reqwest::Client, base: String| async move {
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+                && r.status().is_success()
+            {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let server = spawn_server(dir.path(), addr);
+    ready(client.clone(), base.clone()).await;
+    let token = identity.admin_token.clone();
+    let url = format!("{base}/api/v1/namespaces/default/configmaps");
+    let (client2, url2, token2) = (client.clone(), url.clone(), token.clone());
+    drive(objects, move |i| {
+        let (client, url, token) = (client2.clone(), url2.clone(), token2.clone());
+        async move {
+            let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("cm-{i}"), "labels": {"app": "bench"}},
+                "data": {"key": "value", "index": i.to_string()}});
+            let r = client
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .expect("create");
+            assert_eq!(r.status().as_u16(), 201, "create failed");
+        }
+    })
+    .await;
+    drop(server); // SIGKILL
+    let start = Instant::now();
+    let _server = spawn_server(dir.path(), addr);
+    ready(client.clone(), base.clone()).await;
+    let body: Value = client
+        .get(format!("{url}?limit=500"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(500));
+    elapsed
+}
+
 fn main() {
+    if std::env::var_os(SERVE_ENV).is_some() {
+        return serve_child();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -264,9 +379,18 @@ fn main() {
         None => println!("etcd: not measured (install Debian's etcd-server to compare)"),
     }
     let ratio = etcd.map(|e| rate / e);
+    let objects = std::env::var("SKIFF_BENCH_RESTART_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let restart_s = rt.block_on(bench_restart(objects));
+    println!(
+        "restart after SIGKILL with {objects} objects stored: /readyz ok and a list served {restart_s:.2} s after the new process started"
+    );
     println!(
         "{}",
         json!({"bench": "api", "clients": CLIENTS, "pods": PODS, "creates_per_sec": rate.round(), "p50_ms": p50, "p99_ms": p99,
-               "list_10k_pods_ms": list_ms.round(), "etcd_puts_per_sec": etcd.map(f64::round), "ratio_vs_etcd": ratio})
+               "list_10k_ms": list_ms.round(), "etcd_puts_per_sec": etcd.map(f64::round), "ratio_vs_etcd": ratio,
+               "restart_objects": objects, "restart_100k_s": (restart_s * 100.0).round() / 100.0})
     );
 }

@@ -207,6 +207,8 @@ struct State {
     watchers: HashMap<u64, Arc<Registered>>,
     buckets: HashMap<Bucket, Vec<u64>>,
     next_id: u64,
+    /// Changes offered to watchers so far (each change once per watcher it is looked at for).
+    offered: u64,
 }
 
 /// Watchers of one resource, either all of them or those requiring one field value.
@@ -250,6 +252,7 @@ impl Cache {
             watchers: HashMap::new(),
             buckets: HashMap::new(),
             next_id: 0,
+            offered: 0,
         };
         for event in store.changes(compacted)? {
             let change = Arc::new(change_of(&indexer, event, |prev, indexer| {
@@ -288,6 +291,12 @@ impl Cache {
     /// The oldest revision lists and watches may start from.
     pub fn oldest(&self) -> u64 {
         self.lock().oldest
+    }
+
+    /// How many times a change was offered to a watcher (what dispatch costs), for
+    /// `/metrics`.
+    pub fn offered(&self) -> u64 {
+        self.lock().offered
     }
 
     /// Waits up to `timeout` for the cache to reach `revision`; false when it did not.
@@ -531,6 +540,7 @@ impl State {
             let Some(ids) = self.buckets.get(bucket) else {
                 continue;
             };
+            self.offered += ids.len() as u64;
             for id in ids {
                 let w = &self.watchers[id];
                 if !change.object.kv.key.starts_with(&w.prefix) {

@@ -22,14 +22,17 @@ pub struct ControlPlane {
 
 /// Opens a store in `dir` and serves the API over HTTPS on a free loopback port.
 pub async fn serve(dir: &Path) -> ControlPlane {
+    serve_on(dir, "127.0.0.1:0".parse().expect("address")).await
+}
+
+/// Opens a store in `dir` and serves the API over HTTPS on `addr`.
+pub async fn serve_on(dir: &Path, addr: SocketAddr) -> ControlPlane {
     let store = SledStore::open(SledConfig::new(dir.join("store"))).expect("store");
     let api = Api::new(Arc::new(store), api::Config::default());
     api.bootstrap().await.expect("bootstrap");
     let identity = Identity::load_or_create(dir, &[]).expect("identity");
     let tls = apiserver::tls_config(&identity).expect("tls");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     let nodes =

@@ -342,6 +342,11 @@ impl Api {
         self.inner.cache.revision()
     }
 
+    /// How many times the watch cache offered a change to a watcher (its dispatch cost).
+    pub fn watch_offers(&self) -> u64 {
+        self.inner.cache.offered()
+    }
+
     /// The oldest revision lists and watches may start from.
     pub fn oldest_revision(&self) -> u64 {
         self.inner.cache.oldest()
@@ -1187,10 +1192,20 @@ impl Api {
         } else {
             rv
         };
-        let exact_field = opts.fields.terms().iter().find_map(|t| {
-            let field = indexed_field(res, &t.field)?;
-            opts.fields.required(field).map(|v| (field, v.to_string()))
-        });
+        // Offered only the changes it can select: by an exact field value it requires (a
+        // node's pods), else by its namespace.
+        let exact_field = opts
+            .fields
+            .terms()
+            .iter()
+            .find_map(|t| {
+                let field = indexed_field(res, &t.field)?;
+                opts.fields.required(field).map(|v| (field, v.to_string()))
+            })
+            .or_else(|| {
+                ns.filter(|_| res.namespaced)
+                    .map(|ns| ("metadata.namespace", ns.to_string()))
+            });
         let selection = cache::Selection {
             prefix: res.prefix(ns),
             filter: self.filter(opts),

@@ -429,3 +429,65 @@ async fn node_watches_get_only_their_pods_and_slow_ones_catch_up() {
         "n2's watch gets nothing"
     );
 }
+
+#[tokio::test]
+async fn watchers_are_offered_only_their_namespace_or_node_and_share_one_encoding() {
+    let (api, _dir) = api().await;
+    let w = WriteOptions::default();
+    for ns in ["a", "b"] {
+        api.create(
+            resources::core("namespaces"),
+            None,
+            json!({"metadata": {"name": ns}}),
+            &w,
+        )
+        .await
+        .unwrap();
+    }
+    let start = api.revision().to_string();
+    let all = ListOptions::default();
+    let mut in_a = api
+        .watch_raw(cms(), Some("a"), &all, Some(&start), false)
+        .unwrap();
+    let mut also_a = api
+        .watch_raw(cms(), Some("a"), &all, Some(&start), false)
+        .unwrap();
+    let in_b = api
+        .watch_raw(cms(), Some("b"), &all, Some(&start), false)
+        .unwrap();
+    let offered = api.inner.cache.offered();
+    for i in 0..3 {
+        api.create(cms(), Some("b"), cm(&format!("b{i}"), json!({})), &w)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        api.inner.cache.offered() - offered,
+        3,
+        "b's three changes were offered to b's watcher alone"
+    );
+    api.create(cms(), Some("a"), cm("a0", json!({})), &w)
+        .await
+        .unwrap();
+    // Namespace b's changes never reached a's watchers: their first change is a's.
+    let (first, second) = (in_a.next().await.unwrap(), also_a.next().await.unwrap());
+    let (RawEvent::Added(x), RawEvent::Added(y)) = (first, second) else {
+        panic!("expected ADDED");
+    };
+    assert_eq!(x.kv.key, "/registry/configmaps/a/a0");
+    assert!(
+        Arc::ptr_eq(&x, &y),
+        "both watchers hold the same cached object"
+    );
+    let (jx, jy) = (
+        Api::json_of(cms(), &x).unwrap(),
+        Api::json_of(cms(), &y).unwrap(),
+    );
+    assert_eq!(jx.as_ptr(), jy.as_ptr(), "its JSON is encoded once");
+    let decoded: Value = serde_json::from_slice(&jx).unwrap();
+    assert_eq!(
+        meta_str(&decoded, "resourceVersion"),
+        x.kv.mod_revision.to_string()
+    );
+    drop(in_b);
+}

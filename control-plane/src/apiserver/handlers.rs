@@ -1168,6 +1168,10 @@ fn metrics(server: &Server) -> String {
         store.revision(),
         server.api.oldest_revision()
     ));
+    out.push_str(&format!(
+        "# HELP skiff_watch_cache_offers_total Changes offered to watchers by the watch cache's dispatch.\n# TYPE skiff_watch_cache_offers_total counter\nskiff_watch_cache_offers_total {}\n",
+        server.api.watch_offers()
+    ));
     out
 }
 

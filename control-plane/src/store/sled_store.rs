@@ -898,6 +898,14 @@ mod tests {
             &store.get("/registry/k/a").unwrap().unwrap().value[..],
             b"3"
         );
+        // State entries point at their value; they do not copy it.
+        assert!(
+            store
+                .shared
+                .db
+                .scan_prefix(b"s")
+                .all(|e| e.unwrap().1.len() == 16)
+        );
         let values = store.shared.db.scan_prefix(b"v").count();
         assert_eq!(values, 1, "only the current value of /registry/k/a is left");
         assert!(matches!(store.changes(4), Err(Error::Compacted { .. })));
@@ -906,7 +914,14 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_published_before_it_is_durable_and_a_failed_flush_stops_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
+        let failures = Arc::new(AtomicU64::new(0));
+        let mut config = Config::new(dir.path().join("db"));
+        let counted = failures.clone();
+        // The server's hook exits the process; here it counts.
+        config.on_failure = Some(Arc::new(move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }));
+        let store = SledStore::open(config).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let committed = seen.clone();
         store.on_commit(Arc::new(move |events: &[Event]| {
@@ -935,6 +950,11 @@ mod tests {
             store.create("/registry/k/c", b("3")).await,
             Err(Error::Failed)
         ));
+        assert_eq!(
+            failures.load(Ordering::Relaxed),
+            1,
+            "the failure hook ran once"
+        );
     }
 
     #[tokio::test]
