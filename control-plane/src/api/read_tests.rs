@@ -491,3 +491,43 @@ async fn watchers_are_offered_only_their_namespace_or_node_and_share_one_encodin
     );
     drop(in_b);
 }
+
+#[tokio::test]
+async fn a_slow_watcher_that_falls_out_of_the_history_gets_410() {
+    let config = Config {
+        watch_cache: cache::Config {
+            max_events: 100,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (api, _dir) = api_with(config).await;
+    let w = WriteOptions::default();
+    let start = api.revision().to_string();
+    let mut slow = api
+        .watch(cms(), None, &ListOptions::default(), Some(&start), false)
+        .unwrap();
+    // More than its buffer while it reads nothing, and more than the history holds.
+    for i in 0..(cache::WATCH_BUFFER + 200) {
+        api.create(cms(), Some("default"), cm(&format!("c{i}"), json!({})), &w)
+            .await
+            .unwrap();
+    }
+    let mut added = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), slow.next()).await {
+            Ok(Some(WatchEvent::Added(_))) => added += 1,
+            Ok(Some(WatchEvent::Error(e))) => {
+                assert_eq!((e.code, e.reason), (410, "Expired"));
+                break;
+            }
+            other => panic!("expected events then 410, got {other:?} after {added}"),
+        }
+    }
+    assert_eq!(
+        added,
+        cache::WATCH_BUFFER,
+        "what it held is delivered first"
+    );
+    assert!(slow.next().await.is_none(), "the watch ends after its 410");
+}
