@@ -1486,6 +1486,80 @@ fn indexed_field(res: &ResourceDef, field: &str) -> Option<&'static str> {
         .find(|f| *f == field)
 }
 
+/// What selectors can look at in a stored object, and nothing else: parsing only this (serde
+/// skips the rest without building it) keeps indexing cheap on every commit and at start.
+#[derive(serde::Deserialize, serde::Serialize, Default)]
+struct Selectable {
+    #[serde(default)]
+    metadata: SelectableMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spec: Option<SelectableSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<SelectableStatus>,
+    #[serde(
+        default,
+        rename = "involvedObject",
+        skip_serializing_if = "Option::is_none"
+    )]
+    involved_object: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<Value>,
+    #[serde(
+        default,
+        rename = "reportingComponent",
+        skip_serializing_if = "Option::is_none"
+    )]
+    reporting_component: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<Value>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    type_: Option<Value>,
+}
+
+#[derive(serde::Deserialize, serde::Serialize, Default)]
+struct SelectableMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    labels: Value,
+}
+
+/// The selectable fields of specs and statuses (pods, nodes, jobs, replica sets, namespaces),
+/// each kept with its JSON type so it selects as [`field_value`] reads it.
+#[derive(serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SelectableSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node_name: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restart_policy: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduler_name: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service_account_name: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    host_network: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unschedulable: Option<Value>,
+}
+
+#[derive(serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SelectableStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phase: Option<Value>,
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pod_ip: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nominated_node_name: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replicas: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    succeeded: Option<Value>,
+}
+
 /// The watch cache's [`cache::Indexer`]: labels and every selectable field of a stored value.
 fn index(key: &str, value: &[u8]) -> cache::Index {
     let plural = key
@@ -1495,22 +1569,24 @@ fn index(key: &str, value: &[u8]) -> cache::Index {
     let Some(res) = resources::RESOURCES.iter().find(|r| r.plural == plural) else {
         return cache::Index::default();
     };
-    let Ok(obj) = serde_json::from_slice::<Value>(value) else {
+    let Ok(mut sel) = serde_json::from_slice::<Selectable>(value) else {
         return cache::Index::default();
     };
+    let labels = std::mem::take(&mut sel.metadata.labels);
     let mut fields = vec![
-        ("metadata.name", object::name(&obj).to_string()),
-        ("metadata.namespace", object::namespace(&obj).to_string()),
+        ("metadata.name", std::mem::take(&mut sel.metadata.name)),
+        (
+            "metadata.namespace",
+            std::mem::take(&mut sel.metadata.namespace),
+        ),
     ];
-    fields.extend(
-        selectable_fields(res)
-            .iter()
-            .map(|f| (*f, field_value(res, &obj, f))),
-    );
-    cache::Index {
-        labels: object::labels(&obj).cloned().unwrap_or(Value::Null),
-        fields,
+    let wanted = selectable_fields(res);
+    if !wanted.is_empty() {
+        // A small object of just those fields, read the way selectors read whole ones.
+        let obj = serde_json::to_value(&sel).unwrap_or_default();
+        fields.extend(wanted.iter().map(|f| (*f, field_value(res, &obj, f))));
     }
+    cache::Index { labels, fields }
 }
 
 fn encode_continue(key: &str, rev: u64) -> String {

@@ -531,3 +531,83 @@ async fn a_slow_watcher_that_falls_out_of_the_history_gets_410() {
     );
     assert!(slow.next().await.is_none(), "the watch ends after its 410");
 }
+
+/// The cache indexes a stored object from a partial parse; selectors must read it exactly as
+/// they read the whole object.
+#[test]
+fn the_partial_index_reads_fields_as_whole_objects_do() {
+    let samples = [
+        (
+            "/registry/pods/ns/p",
+            json!({"metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}},
+            "spec": {"nodeName": "n1", "restartPolicy": "Never", "schedulerName": "s", "serviceAccountName": "sa",
+                     "hostNetwork": true, "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "nominatedNodeName": "n2"}}),
+        ),
+        (
+            "/registry/pods/ns/q",
+            json!({"metadata": {"name": "q", "namespace": "ns"}, "spec": {"containers": []}}),
+        ),
+        (
+            "/registry/events/ns/e",
+            json!({"metadata": {"name": "e", "namespace": "ns"}, "reason": "Started",
+            "type": "Normal", "reportingComponent": "kubelet", "source": {"component": "agent"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "ns", "uid": "u", "apiVersion": "v1",
+                               "resourceVersion": "7", "fieldPath": "spec.containers{c}"}}),
+        ),
+        (
+            "/registry/secrets/ns/s",
+            json!({"metadata": {"name": "s", "namespace": "ns"}, "type": "Opaque"}),
+        ),
+        (
+            "/registry/nodes/n",
+            json!({"metadata": {"name": "n", "labels": {"x": "y"}}, "spec": {"unschedulable": true}}),
+        ),
+        (
+            "/registry/nodes/m",
+            json!({"metadata": {"name": "m"}, "spec": null}),
+        ),
+        (
+            "/registry/namespaces/ns",
+            json!({"metadata": {"name": "ns"}, "status": {"phase": "Terminating"}}),
+        ),
+        (
+            "/registry/replicasets/ns/r",
+            json!({"metadata": {"name": "r", "namespace": "ns"}, "status": {"replicas": 3}}),
+        ),
+        (
+            "/registry/jobs/ns/j",
+            json!({"metadata": {"name": "j", "namespace": "ns"}, "status": {"succeeded": 2}}),
+        ),
+        (
+            "/registry/jobs/ns/k",
+            json!({"metadata": {"name": "k", "namespace": "ns"}}),
+        ),
+        (
+            "/registry/configmaps/ns/c",
+            json!({"metadata": {"name": "c", "namespace": "ns", "labels": {"t": "1"}}, "data": {"k": "v"}}),
+        ),
+    ];
+    for (key, obj) in samples {
+        let plural = key.split('/').nth(2).unwrap();
+        let res = resources::RESOURCES
+            .iter()
+            .find(|r| r.plural == plural)
+            .unwrap();
+        let index = index(key, &serde_json::to_vec(&obj).unwrap());
+        assert_eq!(
+            index.labels,
+            object::labels(&obj).cloned().unwrap_or(Value::Null),
+            "{key}"
+        );
+        assert_eq!(index.field("metadata.name"), object::name(&obj), "{key}");
+        assert_eq!(
+            index.field("metadata.namespace"),
+            object::namespace(&obj),
+            "{key}"
+        );
+        for f in selectable_fields(res) {
+            assert_eq!(index.field(f), field_value(res, &obj, f), "{key} {f}");
+        }
+    }
+}
