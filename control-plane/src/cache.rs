@@ -254,11 +254,37 @@ impl Cache {
             next_id: 0,
             offered: 0,
         };
+        // Each version is indexed once: a change's object is the current one, or the one an
+        // earlier change in the history made, whenever it can be.
+        let mut made: HashMap<String, Arc<Object>> = HashMap::new();
         for event in store.changes(compacted)? {
-            let change = Arc::new(change_of(&indexer, event, |prev, indexer| {
-                let index = indexer(&prev.key, &prev.value);
-                Arc::new(Object::new(prev, index))
-            }));
+            let reuse = |kv: &KeyValue, made: &HashMap<String, Arc<Object>>| {
+                made.get(&kv.key)
+                    .or_else(|| state.objects.get(&kv.key))
+                    .filter(|o| o.kv.mod_revision == kv.mod_revision)
+                    .cloned()
+            };
+            let prev = event.prev.as_ref().map(|p| {
+                reuse(p, &made)
+                    .unwrap_or_else(|| Arc::new(Object::new(p.clone(), indexer(&p.key, &p.value))))
+            });
+            let object = match (event.kind, &prev) {
+                (EventKind::Delete, Some(p)) => {
+                    Arc::new(Object::new(event.kv.clone(), p.index.clone()))
+                }
+                _ => reuse(&event.kv, &made).unwrap_or_else(|| {
+                    let index = indexer(&event.kv.key, &event.kv.value);
+                    Arc::new(Object::new(event.kv.clone(), index))
+                }),
+            };
+            made.insert(event.kv.key.clone(), object.clone());
+            let change = Arc::new(Change {
+                revision: event.kv.mod_revision,
+                kind: event.kind,
+                object,
+                prev,
+                time_ms: event.time_ms,
+            });
             state.history_bytes += change.bytes();
             state.history.push_back(change);
         }

@@ -611,3 +611,60 @@ fn the_partial_index_reads_fields_as_whole_objects_do() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_history_and_its_transitions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = WriteOptions::default();
+    let rv = {
+        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+        let api = Api::new(Arc::new(store), Config::default());
+        api.bootstrap().await.unwrap();
+        api.create(cms(), Some("default"), cm("a", json!({"tier": "web"})), &w)
+            .await
+            .unwrap();
+        let rv = api.revision().to_string();
+        api.patch(
+            cms(),
+            Some("default"),
+            "a",
+            PatchType::Merge,
+            json!({"metadata": {"labels": {"tier": "db"}}}),
+            Target::Main,
+            &w,
+        )
+        .await
+        .unwrap();
+        api.create(cms(), Some("default"), cm("b", json!({"tier": "web"})), &w)
+            .await
+            .unwrap();
+        api.patch(
+            cms(),
+            Some("default"),
+            "b",
+            PatchType::Merge,
+            json!({"data": {"k": "w"}}),
+            Target::Main,
+            &w,
+        )
+        .await
+        .unwrap();
+        api.shutdown().await;
+        rv
+    };
+    let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+    let api = Api::new(Arc::new(store), Config::default());
+    let mut watch = api
+        .watch(
+            cms(),
+            Some("default"),
+            &selecting("tier=web"),
+            Some(&rv),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        next_kinds(&mut watch, 3).await,
+        ["DELETED a", "ADDED b", "MODIFIED b"]
+    );
+}
