@@ -342,10 +342,16 @@ impl Cache {
                 continue;
             }
             let key = event.kv.key.clone();
-            let prev = state.objects.get(&key).cloned();
-            let change = Arc::new(change_of(&self.indexer, event.clone(), |_, _| {
-                prev.clone()
-                    .expect("the cache holds every object a change replaces")
+            let cached = state.objects.get(&key).cloned();
+            // The cache holds every object a change replaces, already indexed; the event's
+            // own copy is the fallback, so a commit can never fail here.
+            let change = Arc::new(change_of(&self.indexer, event.clone(), |prev, indexer| {
+                cached
+                    .filter(|c| c.kv.mod_revision == prev.mod_revision)
+                    .unwrap_or_else(|| {
+                        let index = indexer(&prev.key, &prev.value);
+                        Arc::new(Object::new(prev, index))
+                    })
             }));
             match change.kind {
                 EventKind::Delete => {
