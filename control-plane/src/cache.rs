@@ -228,21 +228,34 @@ impl Cache {
     /// Loads every object and the retained history from `store` and follows its commits.
     /// Call it before anything writes to the store.
     pub fn open(store: &dyn Store, config: Config, indexer: Indexer) -> store::Result<Arc<Self>> {
+        let started = std::time::Instant::now();
         let revision = store.revision();
         let compacted = store.compacted_revision();
-        let mut objects = BTreeMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.range("/registry/", after.as_deref(), 4096)?;
-            for kv in page.kvs {
-                let index = indexer(&kv.key, &kv.value);
-                after = Some(kv.key.clone());
-                objects.insert(kv.key.clone(), Arc::new(Object::new(kv, index)));
-            }
-            if !page.more {
-                break;
-            }
-        }
+        // The objects and the history are read from the store at once, on two threads.
+        let (objects, changes) = std::thread::scope(|scope| {
+            let changes = scope.spawn(|| store.changes(compacted));
+            let objects = (|| {
+                let mut objects = BTreeMap::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let page = store.range("/registry/", after.as_deref(), 4096)?;
+                    for kv in page.kvs {
+                        let index = indexer(&kv.key, &kv.value);
+                        after = Some(kv.key.clone());
+                        objects.insert(kv.key.clone(), Arc::new(Object::new(kv, index)));
+                    }
+                    if !page.more {
+                        break;
+                    }
+                }
+                store::Result::Ok(objects)
+            })();
+            let changes = changes
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (objects, changes)
+        });
+        let (objects, changes) = (objects?, changes?);
         let mut state = State {
             objects,
             history: VecDeque::new(),
@@ -257,7 +270,8 @@ impl Cache {
         // Each version is indexed once: a change's object is the current one, or the one an
         // earlier change in the history made, whenever it can be.
         let mut made: HashMap<String, Arc<Object>> = HashMap::new();
-        for event in store.changes(compacted)? {
+        let loaded = changes.len();
+        for event in changes {
             let reuse = |kv: &KeyValue, made: &HashMap<String, Arc<Object>>| {
                 made.get(&kv.key)
                     .or_else(|| state.objects.get(&kv.key))
@@ -295,7 +309,17 @@ impl Cache {
             indexer,
             progress,
         });
-        cache.trim(&mut cache.lock());
+        {
+            let mut state = cache.lock();
+            cache.trim(&mut state);
+            tracing::info!(
+                objects = state.objects.len(),
+                changes = loaded,
+                kept = state.history.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "watch cache loaded"
+            );
+        }
         let follower = Arc::downgrade(&cache);
         store.on_commit(Arc::new(move |events: &[Event]| {
             if let Some(cache) = follower.upgrade() {

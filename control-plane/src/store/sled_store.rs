@@ -514,11 +514,11 @@ fn flusher(shared: &Shared, rx: &mpsc::Receiver<Pending>) {
             // durable, so nothing more is published or acknowledged.
             shared.failed.store(true, Ordering::Release);
             tracing::error!(error = %e, "store flush failed; the store takes no more writes");
-            for p in batch {
-                let _ = p.reply.send(Err(Error::Failed));
-            }
             if let Some(hook) = &shared.on_failure {
                 hook(&e);
+            }
+            for p in batch {
+                let _ = p.reply.send(Err(Error::Failed));
             }
             continue;
         }
