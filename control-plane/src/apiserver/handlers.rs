@@ -940,8 +940,12 @@ impl WatchState {
                 )
             }
             WatchEvent::Error(e) => {
+                // The Status keeps its field order (clients compare error text).
                 self.done = true;
-                ("ERROR", e.status())
+                let mut line = br#"{"type":"ERROR","object":"#.to_vec();
+                line.extend(e.status_json());
+                line.extend(b"}\n");
+                return Some((Bytes::from(line), self));
             }
         };
         let object = if self.table && matches!(kind, "ADDED" | "MODIFIED" | "DELETED") {
@@ -1136,7 +1140,11 @@ fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
 /// The one place an [`ApiError`] becomes an HTTP response.
 pub(super) fn status_response(e: &ApiError) -> Response<Body> {
     let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(code, &e.status())
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(e.status_json()))
+        .expect("valid response")
 }
 
 #[cfg(test)]
