@@ -6,5 +6,6 @@ pub mod apiserver;
 pub mod auth;
 pub mod controllers;
 pub mod events;
+pub mod health;
 pub mod scheduler;
 pub mod store;

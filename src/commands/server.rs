@@ -239,6 +239,7 @@ impl ControlPlane {
         let tls = apiserver::tls_config(&identity).context("cannot configure TLS")?;
 
         let shutdown = CancellationToken::new();
+        let checks = skiff_control_plane::health::Checks::default();
         let nodes = apiserver::nodes::NodeRegistry::load(
             data_dir.join("pki").join("nodes"),
             identity.node_secret.clone(),
@@ -251,6 +252,7 @@ impl ControlPlane {
             nodes,
             apiserver::modules::ModuleStore::new(data_dir.join("modules")),
             format!("{host}:{}", addr.port()),
+            checks.clone(),
             shutdown.clone(),
         );
         tracing::info!(%url, kubeconfig = %data_dir.join("kubeconfig").display(), "serving");
@@ -263,6 +265,7 @@ impl ControlPlane {
         let controllers = tokio::spawn(skiff_control_plane::controllers::run(
             api.clone(),
             node_lifecycle,
+            checks,
             shutdown.clone(),
         ));
         let authorizer = tokio::spawn(auth.run(api.clone(), shutdown.clone()));

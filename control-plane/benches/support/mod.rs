@@ -43,6 +43,7 @@ pub async fn serve(dir: &Path) -> ControlPlane {
         nodes,
         apiserver::modules::ModuleStore::new(dir.join("modules")),
         addr.to_string(),
+        skiff_control_plane::health::Checks::default(),
         shutdown.clone(),
     );
     let serving = tokio::spawn(apiserver::run(server, listener, tls));

@@ -51,8 +51,11 @@ async fn route(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().trim_end_matches('/').to_string();
-    if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
+    if matches!(path.as_str(), "/healthz" | "/livez") {
         return Ok(text(StatusCode::OK, "ok"));
+    }
+    if path == "/readyz" {
+        return Ok(readyz(server, req.uri().query()));
     }
     if path == "/skiff/ca" && req.method() == Method::GET {
         return Ok(text(StatusCode::OK, &server.ca_pem));
@@ -1117,6 +1120,20 @@ pub(super) fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(serde_json::to_vec(body).expect("serializable")))
         .expect("valid response")
+}
+
+/// `/readyz[?verbose]`: the health checks (every controller), 500 while any fails.
+fn readyz(server: &Server, query: Option<&str>) -> Response<Body> {
+    let verbose = query
+        .map(form_urlencoded)
+        .is_some_and(|q| q.contains_key("verbose"));
+    let report = server.checks.report();
+    let code = if report.passed() {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    text(code, &report.body("readyz", verbose))
 }
 
 fn text(code: StatusCode, body: &str) -> Response<Body> {

@@ -18,28 +18,61 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::resources::ResourceDef;
 use crate::api::{Api, ApiError, PatchType, Target, WriteOptions, object};
+use crate::health::Checks;
 
-/// Runs every controller until `stop`.
-pub async fn run(api: Api, node_lifecycle: nodes::Settings, stop: CancellationToken) {
+/// Pods a controller creates in one reconcile at most, as upstream's `burstReplicas` (the
+/// ReplicaSet controller) and `MaxPodCreateDeletePerSync` (the Job controller): a tenant's
+/// `replicas: 2147483647` costs a bounded pass, not one that never ends.
+pub const BURST: usize = 500;
+
+/// Runs every controller until `stop`, each supervised: one that dies is started again and
+/// reported in `checks` (as `controller/<name>`) meanwhile.
+pub async fn run(
+    api: Api,
+    node_lifecycle: nodes::Settings,
+    checks: Checks,
+    stop: CancellationToken,
+) {
+    let (c, s) = (&checks, &stop);
     tokio::join!(
-        nodes::run(api.clone(), node_lifecycle, stop.clone()),
-        runner::run(
-            api.clone(),
-            replicaset::ReplicaSets::apps_v1(),
-            stop.clone()
-        ),
-        runner::run(
-            api.clone(),
-            replicaset::ReplicaSets::core_v1(),
-            stop.clone()
-        ),
-        runner::run(api.clone(), deployment::Deployments, stop.clone()),
-        runner::run(api.clone(), job::Jobs, stop.clone()),
-        runner::run(api.clone(), cronjob::CronJobs, stop.clone()),
-        runner::run(api.clone(), endpoints::Endpoints, stop.clone()),
-        runner::run(api.clone(), quota::Quotas, stop.clone()),
-        servicelb::run(api.clone(), stop.clone()),
-        runner::run(api.clone(), aggregation::Aggregation, stop.clone()),
+        runner::supervise("node-lifecycle", c, s, || {
+            nodes::run(api.clone(), node_lifecycle.clone(), stop.clone())
+        }),
+        runner::supervise("replicaset", c, s, || {
+            runner::run(
+                api.clone(),
+                replicaset::ReplicaSets::apps_v1(),
+                stop.clone(),
+            )
+        }),
+        runner::supervise("replicationcontroller", c, s, || {
+            runner::run(
+                api.clone(),
+                replicaset::ReplicaSets::core_v1(),
+                stop.clone(),
+            )
+        }),
+        runner::supervise("deployment", c, s, || {
+            runner::run(api.clone(), deployment::Deployments, stop.clone())
+        }),
+        runner::supervise("job", c, s, || {
+            runner::run(api.clone(), job::Jobs, stop.clone())
+        }),
+        runner::supervise("cronjob", c, s, || {
+            runner::run(api.clone(), cronjob::CronJobs, stop.clone())
+        }),
+        runner::supervise("endpoints", c, s, || {
+            runner::run(api.clone(), endpoints::Endpoints, stop.clone())
+        }),
+        runner::supervise("resourcequota", c, s, || {
+            runner::run(api.clone(), quota::Quotas, stop.clone())
+        }),
+        runner::supervise("service-lb", c, s, || {
+            servicelb::run(api.clone(), stop.clone())
+        }),
+        runner::supervise("clusterrole-aggregation", c, s, || {
+            runner::run(api.clone(), aggregation::Aggregation, stop.clone())
+        }),
     );
 }
 
@@ -168,7 +201,9 @@ mod tests {
 
     struct Cluster {
         api: Api,
+        checks: Checks,
         stop: CancellationToken,
+        _controllers: tokio::task::JoinHandle<()>,
         _dir: tempfile::TempDir,
     }
 
@@ -179,10 +214,18 @@ mod tests {
             let api = Api::new(Arc::new(store), Config::default());
             api.bootstrap().await.unwrap();
             let stop = CancellationToken::new();
-            tokio::spawn(run(api.clone(), nodes::Settings::default(), stop.clone()));
+            let checks = Checks::default();
+            let controllers = tokio::spawn(run(
+                api.clone(),
+                nodes::Settings::default(),
+                checks.clone(),
+                stop.clone(),
+            ));
             Self {
                 api,
+                checks,
                 stop,
+                _controllers: controllers,
                 _dir: dir,
             }
         }
