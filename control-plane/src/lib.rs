@@ -4,6 +4,7 @@
 pub mod api;
 pub mod apiserver;
 pub mod auth;
+pub mod clock;
 pub mod controllers;
 pub mod events;
 pub mod health;

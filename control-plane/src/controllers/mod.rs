@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::resources::ResourceDef;
 use crate::api::{Api, ApiError, PatchType, Target, WriteOptions, object};
+use crate::clock;
 use crate::health::Checks;
 
 /// Pods a controller creates in one reconcile at most, as upstream's `burstReplicas` (the
@@ -165,7 +166,9 @@ pub fn pod_available(pod: &Value, min_ready_seconds: i64) -> bool {
     ready_condition(pod)
         .and_then(|c| c["lastTransitionTime"].as_str())
         .and_then(object::parse_time)
-        .is_some_and(|since| (jiff::Timestamp::now() - since).get_seconds() >= min_ready_seconds)
+        .is_some_and(|since| {
+            clock::elapsed_seconds(since, jiff::Timestamp::now()) >= min_ready_seconds
+        })
 }
 
 /// A status condition, keeping `previous`'s transition time when the status is unchanged and
@@ -658,5 +661,61 @@ mod tests {
             c.get("endpoints", "manual")["subsets"][0]["addresses"][0]["ip"],
             "192.0.2.1"
         );
+    }
+
+    #[test]
+    fn availability_with_extreme_min_ready_seconds() {
+        use crate::clock::tests::EXTREMES;
+        for since in [
+            "2025-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "x",
+        ] {
+            let pod = json!({"status": {"phase": "Running", "conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": since}]}});
+            for &min in EXTREMES {
+                let available = pod_available(&pod, min);
+                if min <= 0 {
+                    assert!(available, "{since} {min}");
+                }
+                if min == i64::MAX {
+                    assert!(!available, "{since} {min}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_deadline_overflows_leaves_the_other_controllers_working() {
+        let c = Cluster::start().await;
+        let job = json!({"metadata": {"name": "forever"}, "spec": {
+            "activeDeadlineSeconds": i64::MAX, "ttlSecondsAfterFinished": i32::MAX,
+            "template": {"spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": i64::MAX,
+                                  "containers": [{"name": "c", "image": "x"}]}}}});
+        c.create("jobs", job).await;
+        c.until("the job's pod", |c| c.list("pods").len() == 1)
+            .await;
+        // The pod runs; the deadline is checked again on every change.
+        let pod = object::name(&c.list("pods")[0]).to_string();
+        c.ready(&pod).await;
+        let d = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1,
+            "selector": {"matchLabels": {"app": "d"}}, "template": template("d", "v1")}});
+        c.create("deployments", d).await;
+        c.until("the deployment's ReplicaSet and pod", |c| {
+            c.list("replicasets").len() == 1 && c.list("pods").len() == 2
+        })
+        .await;
+        // The job is still active: a deadline beyond any clock never passes.
+        let status = c.get("jobs", "forever")["status"].clone();
+        assert_eq!(status["active"], 1, "{status}");
+        assert!(
+            status
+                .get("conditions")
+                .is_none_or(|k| !k.to_string().contains("DeadlineExceeded")),
+            "{status}"
+        );
+        // No controller died on the way.
+        assert!(c.checks.report().passed(), "{:?}", c.checks.report());
     }
 }
