@@ -13,7 +13,10 @@ pub mod replicaset;
 pub mod runner;
 pub mod servicelb;
 
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::resources::ResourceDef;
@@ -26,56 +29,73 @@ use crate::health::Checks;
 /// `replicas: 2147483647` costs a bounded pass, not one that never ends.
 pub const BURST: usize = 500;
 
-/// Runs every controller until `stop`, each supervised: one that dies is started again and
-/// reported in `checks` (as `controller/<name>`) meanwhile.
+/// Runs every controller until `stop`, each supervised on a task of its own: one that dies
+/// is started again and reported in `checks` (as `controller/<name>`) meanwhile, and one that
+/// is busy or stuck holds up only its own task.
 pub async fn run(
     api: Api,
     node_lifecycle: nodes::Settings,
     checks: Checks,
     stop: CancellationToken,
 ) {
-    let (c, s) = (&checks, &stop);
-    tokio::join!(
-        runner::supervise("node-lifecycle", c, s, || {
-            nodes::run(api.clone(), node_lifecycle.clone(), stop.clone())
-        }),
-        runner::supervise("replicaset", c, s, || {
-            runner::run(
-                api.clone(),
-                replicaset::ReplicaSets::apps_v1(),
-                stop.clone(),
-            )
-        }),
-        runner::supervise("replicationcontroller", c, s, || {
-            runner::run(
-                api.clone(),
-                replicaset::ReplicaSets::core_v1(),
-                stop.clone(),
-            )
-        }),
-        runner::supervise("deployment", c, s, || {
-            runner::run(api.clone(), deployment::Deployments, stop.clone())
-        }),
-        runner::supervise("job", c, s, || {
-            runner::run(api.clone(), job::Jobs, stop.clone())
-        }),
-        runner::supervise("cronjob", c, s, || {
-            runner::run(api.clone(), cronjob::CronJobs, stop.clone())
-        }),
-        runner::supervise("endpoints", c, s, || {
-            runner::run(api.clone(), endpoints::Endpoints, stop.clone())
-        }),
-        runner::supervise("resourcequota", c, s, || {
-            runner::run(api.clone(), quota::Quotas, stop.clone())
-        }),
-        runner::supervise("service-lb", c, s, || {
-            servicelb::run(api.clone(), stop.clone())
-        }),
-        runner::supervise("clusterrole-aggregation", c, s, || {
-            runner::run(api.clone(), aggregation::Aggregation, stop.clone())
-        }),
+    let mut tasks = JoinSet::new();
+    let mut add = |name: &'static str, start: Start| {
+        let (api, checks, stop) = (api.clone(), checks.clone(), stop.clone());
+        tasks.spawn(async move {
+            let s = stop.clone();
+            runner::supervise(name, &checks, &stop, || start(api.clone(), s.clone())).await;
+        });
+    };
+    add(
+        "node-lifecycle",
+        Box::new(move |api, stop| nodes::run(api, node_lifecycle.clone(), stop).boxed()),
     );
+    add(
+        "replicaset",
+        Box::new(|api, stop| runner::run(api, replicaset::ReplicaSets::apps_v1(), stop).boxed()),
+    );
+    add(
+        "replicationcontroller",
+        Box::new(|api, stop| runner::run(api, replicaset::ReplicaSets::core_v1(), stop).boxed()),
+    );
+    add(
+        "deployment",
+        Box::new(|api, stop| runner::run(api, deployment::Deployments, stop).boxed()),
+    );
+    add(
+        "job",
+        Box::new(|api, stop| runner::run(api, job::Jobs, stop).boxed()),
+    );
+    add(
+        "cronjob",
+        Box::new(|api, stop| runner::run(api, cronjob::CronJobs, stop).boxed()),
+    );
+    add(
+        "endpoints",
+        Box::new(|api, stop| runner::run(api, endpoints::Endpoints, stop).boxed()),
+    );
+    add(
+        "resourcequota",
+        Box::new(|api, stop| runner::run(api, quota::Quotas, stop).boxed()),
+    );
+    add(
+        "service-lb",
+        Box::new(|api, stop| servicelb::run(api, stop).boxed()),
+    );
+    add(
+        "clusterrole-aggregation",
+        Box::new(|api, stop| runner::run(api, aggregation::Aggregation, stop).boxed()),
+    );
+    while let Some(done) = tasks.join_next().await {
+        // The supervisor catches the controllers' panics; this is one of its own.
+        if let Err(e) = done {
+            tracing::error!(error = %e, "controller supervisor failed");
+        }
+    }
 }
+
+/// Starts one run of a controller.
+type Start = Box<dyn Fn(Api, CancellationToken) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Merge-patches an object's status; `false` when the object is gone (nothing left to do).
 pub async fn write_status(
