@@ -1168,6 +1168,59 @@ pub(super) fn status_response(e: &ApiError) -> Response<Body> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn readyz_reports_a_dead_controller_with_500_until_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            crate::store::SledStore::open(crate::store::SledConfig::new(dir.path().join("db")))
+                .unwrap();
+        let api = crate::api::Api::new(Arc::new(store), crate::api::Config::default());
+        api.bootstrap().await.unwrap();
+        let identity = super::super::pki::Identity::load_or_create(dir.path(), &[]).unwrap();
+        let checks = crate::health::Checks::default();
+        let server = Server::new(
+            api.clone(),
+            &identity,
+            crate::auth::Cache::load(&api).unwrap(),
+            super::super::nodes::NodeRegistry::load(
+                dir.path().join("nodes"),
+                identity.node_secret.clone(),
+            )
+            .unwrap(),
+            super::super::modules::ModuleStore::new(dir.path().join("modules")),
+            "127.0.0.1:0".into(),
+            checks.clone(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let get = async |query: Option<&str>| {
+            let r = readyz(&server, query);
+            let code = r.status().as_u16();
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            (code, String::from_utf8(body.to_vec()).unwrap())
+        };
+        checks.pass("controller/job");
+        checks.pass("controller/deployment");
+        assert_eq!(get(None).await, (200, "ok".to_string()));
+        assert_eq!(
+            get(Some("verbose")).await,
+            (
+                200,
+                "[+]ping ok\n[+]controller/deployment ok\n[+]controller/job ok\nreadyz check passed\n"
+                    .to_string()
+            )
+        );
+        checks.fail("controller/job", "panicked: boom");
+        let failed = (
+            500,
+            "[+]ping ok\n[+]controller/deployment ok\n[-]controller/job failed: panicked: boom\nreadyz check failed\n"
+                .to_string(),
+        );
+        assert_eq!(get(Some("verbose")).await, failed);
+        assert_eq!(get(None).await, failed);
+        checks.pass("controller/job");
+        assert_eq!(get(None).await, (200, "ok".to_string()));
+    }
+
     #[test]
     fn decodes_query_strings() {
         let q = form_urlencoded("labelSelector=app%3Dweb%2Ctier+notin+%28db%29&limit=500&x=%zz");
