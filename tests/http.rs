@@ -582,16 +582,14 @@ async fn status_errors_keep_kube_apiservers_field_order_and_readyz_lists_the_con
     let body = r.text().await.unwrap();
     assert!(body.starts_with("[+]ping ok\n"), "{body}");
     assert!(body.ends_with("readyz check passed\n"), "{body}");
-    for controller in [
-        "deployment",
-        "job",
-        "cronjob",
-        "replicaset",
-        "node-lifecycle",
+    for check in [
+        "scheduler",
+        "controller/deployment",
+        "controller/job",
+        "controller/cronjob",
+        "controller/replicaset",
+        "controller/node-lifecycle",
     ] {
-        assert!(
-            body.contains(&format!("[+]controller/{controller} ok\n")),
-            "{body}"
-        );
+        assert!(body.contains(&format!("[+]{check} ok\n")), "{body}");
     }
 }

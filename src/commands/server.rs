@@ -257,11 +257,26 @@ impl ControlPlane {
         );
         tracing::info!(%url, kubeconfig = %data_dir.join("kubeconfig").display(), "serving");
         let serving = tokio::spawn(apiserver::run(server, listener, tls));
-        let scheduler = tokio::spawn(skiff_control_plane::scheduler::run_with(
-            api.clone(),
-            scoring,
-            shutdown.clone(),
-        ));
+        let scheduler = tokio::spawn({
+            let (api, checks, stop) = (api.clone(), checks.clone(), shutdown.clone());
+            async move {
+                let s = stop.clone();
+                // Restarted (and reported by /readyz) if it dies, as every controller is.
+                skiff_control_plane::controllers::runner::supervise(
+                    "scheduler",
+                    &checks,
+                    &stop,
+                    || {
+                        skiff_control_plane::scheduler::run_with(
+                            api.clone(),
+                            scoring.clone(),
+                            s.clone(),
+                        )
+                    },
+                )
+                .await;
+            }
+        });
         let controllers = tokio::spawn(skiff_control_plane::controllers::run(
             api.clone(),
             node_lifecycle,

@@ -42,8 +42,8 @@ pub async fn run(
     let mut add = |name: &'static str, start: Start| {
         let (api, checks, stop) = (api.clone(), checks.clone(), stop.clone());
         tasks.spawn(async move {
-            let s = stop.clone();
-            runner::supervise(name, &checks, &stop, || start(api.clone(), s.clone())).await;
+            let (check, s) = (format!("controller/{name}"), stop.clone());
+            runner::supervise(&check, &checks, &stop, || start(api.clone(), s.clone())).await;
         });
     };
     add(

@@ -350,9 +350,10 @@ const RESTARTS: Restarts = Restarts {
     stable: Duration::from_secs(30),
 };
 
-/// Runs the controller that `start` makes until `stop`, reported in `checks` as
-/// `controller/<name>`. A controller that panics or returns before `stop` is logged, reported
-/// failing and started again after a backoff; it reports healthy again once it has stayed up.
+/// Runs the component that `start` makes until `stop`, reported in `checks` as `name` (a
+/// controller as `controller/<kind>`). One that panics or returns before `stop` is logged,
+/// reported failing and started again after a backoff; it reports healthy again once it has
+/// stayed up.
 pub async fn supervise<F, Fut>(name: &str, checks: &Checks, stop: &CancellationToken, start: F)
 where
     F: FnMut() -> Fut,
@@ -371,8 +372,7 @@ async fn supervise_with<F, Fut>(
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
-    let check = format!("controller/{name}");
-    checks.pass(&check);
+    checks.pass(name);
     let mut deaths = 0u32;
     loop {
         let run = AssertUnwindSafe(start()).catch_unwind();
@@ -386,8 +386,8 @@ async fn supervise_with<F, Fut>(
                 () = &mut stable, if !healthy => {
                     healthy = true;
                     deaths = 0;
-                    checks.pass(&check);
-                    tracing::info!(controller = name, "restarted controller is running again");
+                    checks.pass(name);
+                    tracing::info!(component = name, "restarted after dying, running again");
                 }
             }
         };
@@ -403,8 +403,8 @@ async fn supervise_with<F, Fut>(
             .backoff
             .saturating_mul(1 << (deaths - 1).min(16))
             .min(restarts.max_backoff);
-        tracing::error!(controller = name, %reason, deaths, "controller died; restarting in {backoff:?}");
-        checks.fail(&check, reason);
+        tracing::error!(component = name, %reason, deaths, "died; restarting in {backoff:?}");
+        checks.fail(name, reason);
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             () = stop.cancelled() => return,
@@ -511,7 +511,7 @@ mod tests {
         };
         let controllers = async {
             tokio::join!(
-                supervise("marker", &checks, &stop, || run(
+                supervise("controller/marker", &checks, &stop, || run(
                     api.clone(),
                     Marker {
                         res: marker.res,
@@ -519,7 +519,7 @@ mod tests {
                     },
                     stop.clone()
                 )),
-                supervise("other", &checks, &stop, || run(
+                supervise("controller/other", &checks, &stop, || run(
                     api.clone(),
                     Marker {
                         res: other.res,
@@ -584,7 +584,7 @@ mod tests {
             max_backoff: ms(6_000),
             stable: ms(2_000),
         };
-        let supervised = supervise_with(timing, "flaky", &checks, &stop, || {
+        let supervised = supervise_with(timing, "controller/flaky", &checks, &stop, || {
             let n = starts.fetch_add(1, Ordering::SeqCst);
             let stop = stop.clone();
             async move {
