@@ -535,3 +535,61 @@ async fn secrets_are_encrypted_at_rest_and_keys_rotate() {
     let disk = on_disk(&server.dir.path().join("store"));
     assert!(has(&disk, &format!("k8s:enc:aead:v1:{new_name}:")));
 }
+
+#[tokio::test]
+async fn status_errors_keep_kube_apiservers_field_order_and_readyz_lists_the_controllers() {
+    let server = Server::start();
+    let client = server.client();
+    let r = client
+        .get(format!(
+            "{}/api/v1/namespaces/default/pods/nope",
+            server.url
+        ))
+        .bearer_auth(server.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"nope\" not found","reason":"NotFound","details":{"name":"nope","kind":"pods"},"code":404}"#
+    );
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "neg"},
+        "spec": {"activeDeadlineSeconds": -1, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "x"}]}}}});
+    let r = client
+        .post(format!(
+            "{}/apis/batch/v1/namespaces/default/jobs",
+            server.url
+        ))
+        .bearer_auth(server.token())
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Job.batch \"neg\" is invalid: spec.activeDeadlineSeconds: Invalid value: -1: must be greater than or equal to 0","reason":"Invalid","details":{"name":"neg","group":"batch","kind":"Job","causes":[{"reason":"FieldValueInvalid","message":"Invalid value: -1: must be greater than or equal to 0","field":"spec.activeDeadlineSeconds"}]},"code":422}"#
+    );
+
+    let r = client
+        .get(format!("{}/readyz?verbose", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.starts_with("[+]ping ok\n"), "{body}");
+    assert!(body.ends_with("readyz check passed\n"), "{body}");
+    for check in [
+        "scheduler",
+        "controller/deployment",
+        "controller/job",
+        "controller/cronjob",
+        "controller/replicaset",
+        "controller/node-lifecycle",
+    ] {
+        assert!(body.contains(&format!("[+]{check} ok\n")), "{body}");
+    }
+}

@@ -267,6 +267,7 @@ impl ControlPlane {
         let tls = apiserver::tls_config(&identity).context("cannot configure TLS")?;
 
         let shutdown = CancellationToken::new();
+        let checks = skiff_control_plane::health::Checks::default();
         let nodes = apiserver::nodes::NodeRegistry::load(
             data_dir.join("pki").join("nodes"),
             identity.node_secret.clone(),
@@ -279,18 +280,35 @@ impl ControlPlane {
             nodes,
             apiserver::modules::ModuleStore::new(data_dir.join("modules")),
             format!("{host}:{}", addr.port()),
+            checks.clone(),
             shutdown.clone(),
         );
         tracing::info!(%url, kubeconfig = %data_dir.join("kubeconfig").display(), "serving");
         let serving = tokio::spawn(apiserver::run(server, listener, tls));
-        let scheduler = tokio::spawn(skiff_control_plane::scheduler::run_with(
-            api.clone(),
-            scoring,
-            shutdown.clone(),
-        ));
+        let scheduler = tokio::spawn({
+            let (api, checks, stop) = (api.clone(), checks.clone(), shutdown.clone());
+            async move {
+                let s = stop.clone();
+                // Restarted (and reported by /readyz) if it dies, as every controller is.
+                skiff_control_plane::controllers::runner::supervise(
+                    "scheduler",
+                    &checks,
+                    &stop,
+                    || {
+                        skiff_control_plane::scheduler::run_with(
+                            api.clone(),
+                            scoring.clone(),
+                            s.clone(),
+                        )
+                    },
+                )
+                .await;
+            }
+        });
         let controllers = tokio::spawn(skiff_control_plane::controllers::run(
             api.clone(),
             node_lifecycle,
+            checks,
             shutdown.clone(),
         ));
         let authorizer = tokio::spawn(auth.run(api.clone(), shutdown.clone()));

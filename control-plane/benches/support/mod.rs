@@ -46,6 +46,7 @@ pub async fn serve_on(dir: &Path, addr: SocketAddr) -> ControlPlane {
         nodes,
         apiserver::modules::ModuleStore::new(dir.join("modules")),
         addr.to_string(),
+        skiff_control_plane::health::Checks::default(),
         shutdown.clone(),
     );
     let serving = tokio::spawn(apiserver::run(server, listener, tls));

@@ -204,6 +204,11 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
                     default_pod_spec(t);
                 }
                 validate_replicas(spec.replicas, "spec.replicas", e);
+                nonnegative(
+                    spec.min_ready_seconds.map(i64::from),
+                    "spec.minReadySeconds",
+                    e,
+                );
                 match (&spec.selector, &spec.template) {
                     (None, _) => e.push(FieldError::required("spec.selector", "")),
                     (Some(sel), Some(t)) => {
@@ -255,6 +260,7 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
             }
             default_pod_spec(spec.template.spec.get_or_insert_with(Default::default));
             validate_replicas(spec.replicas, "spec.replicas", e);
+            validate_deployment_numbers(spec, e);
             validate_selector_template(&spec.selector, &spec.template, e);
             immutable(
                 "spec.selector",
@@ -268,6 +274,11 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
             spec.replicas.get_or_insert(1);
             spec.min_ready_seconds.get_or_insert(0);
             validate_replicas(spec.replicas, "spec.replicas", e);
+            nonnegative(
+                spec.min_ready_seconds.map(i64::from),
+                "spec.minReadySeconds",
+                e,
+            );
             match spec.template.as_mut() {
                 Some(t) => {
                     default_pod_spec(t.spec.get_or_insert_with(Default::default));
@@ -318,6 +329,21 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
             spec.suspend.get_or_insert(false);
             spec.successful_jobs_history_limit.get_or_insert(3);
             spec.failed_jobs_history_limit.get_or_insert(1);
+            nonnegative(
+                spec.starting_deadline_seconds,
+                "spec.startingDeadlineSeconds",
+                e,
+            );
+            nonnegative(
+                spec.successful_jobs_history_limit.map(i64::from),
+                "spec.successfulJobsHistoryLimit",
+                e,
+            );
+            nonnegative(
+                spec.failed_jobs_history_limit.map(i64::from),
+                "spec.failedJobsHistoryLimit",
+                e,
+            );
             if spec.schedule.is_empty() {
                 e.push(FieldError::required("spec.schedule", ""));
             } else if let Err(msg) = skiff_api::cron::Schedule::parse(&spec.schedule) {
@@ -351,6 +377,7 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>> {
                 js.backoff_limit.get_or_insert(6);
                 js.completion_mode
                     .get_or_insert_with(|| "NonIndexed".into());
+                validate_job_numbers(js, "spec.jobTemplate.spec", e);
                 validate_template(&js.template, "spec.jobTemplate.spec.template", e);
                 validate_job_restart_policy(&js.template, "spec.jobTemplate.spec.template", e);
             } else {
@@ -762,7 +789,7 @@ fn validate_pod_spec(spec: &core::PodSpec, path: &str, e: &mut Vec<FieldError>) 
         ));
     }
     if let Some(a) = spec.active_deadline_seconds
-        && a <= 0
+        && !(1..=i64::from(i32::MAX)).contains(&a)
     {
         e.push(FieldError::invalid(
             format!("{path}.activeDeadlineSeconds"),
@@ -771,6 +798,13 @@ fn validate_pod_spec(spec: &core::PodSpec, path: &str, e: &mut Vec<FieldError>) 
         ));
     }
     for (i, t) in spec.tolerations.iter().flatten().enumerate() {
+        if t.toleration_seconds.is_some() && t.effect.as_deref() != Some("NoExecute") {
+            e.push(FieldError::invalid(
+                format!("{path}.tolerations[{i}].effect"),
+                quoted(t.effect.as_deref().unwrap_or("")),
+                "effect must be 'NoExecute' when `tolerationSeconds` is set",
+            ));
+        }
         let op = t.operator.as_deref().unwrap_or("Equal");
         if !["Equal", "Exists"].contains(&op) {
             e.push(FieldError::not_supported(
@@ -890,6 +924,9 @@ fn validate_container(
                 format!("{cp}.{probe_name}.exec"),
                 "exec probes are not supported: Wasm containers have no processes to exec into; use httpGet or tcpSocket",
             ));
+        }
+        if let Some(p) = probe {
+            validate_probe_numbers(p, &format!("{cp}.{probe_name}"), e);
         }
     }
 }
@@ -1235,27 +1272,148 @@ fn default_job(spec: &mut batch::JobSpec, uid: &str, name: &str) {
     }
 }
 
-fn validate_job_spec(spec: &batch::JobSpec, path: &str, e: &mut Vec<FieldError>) {
+/// The upper bound of `parallelism` of an Indexed Job (upstream's).
+const MAX_PARALLELISM_FOR_INDEXED_JOB: i32 = 100_000;
+
+/// A Job's counts and seconds, as upstream bounds them: none negative. Deadlines and TTLs
+/// may be as large as `int64` goes (the controller treats one beyond time as never).
+fn validate_job_numbers(spec: &batch::JobSpec, path: &str, e: &mut Vec<FieldError>) {
     for (field, value) in [
-        ("parallelism", spec.parallelism),
-        ("completions", spec.completions),
-        ("backoffLimit", spec.backoff_limit),
+        ("parallelism", spec.parallelism.map(i64::from)),
+        ("completions", spec.completions.map(i64::from)),
+        ("activeDeadlineSeconds", spec.active_deadline_seconds),
+        ("backoffLimit", spec.backoff_limit.map(i64::from)),
+        (
+            "ttlSecondsAfterFinished",
+            spec.ttl_seconds_after_finished.map(i64::from),
+        ),
+        (
+            "backoffLimitPerIndex",
+            spec.backoff_limit_per_index.map(i64::from),
+        ),
+        ("maxFailedIndexes", spec.max_failed_indexes.map(i64::from)),
     ] {
-        if let Some(n) = value.filter(|n| *n < 0) {
+        nonnegative(value, &format!("{path}.{field}"), e);
+    }
+    if spec.completion_mode.as_deref() == Some("Indexed")
+        && let Some(p) = spec
+            .parallelism
+            .filter(|p| *p > MAX_PARALLELISM_FOR_INDEXED_JOB)
+    {
+        e.push(FieldError::invalid(
+            format!("{path}.parallelism"),
+            p,
+            &format!(
+                "must be less than or equal to {MAX_PARALLELISM_FOR_INDEXED_JOB} when completion mode is Indexed"
+            ),
+        ));
+    }
+}
+
+/// `ValidateNonnegativeField`: a number that may not be negative.
+fn nonnegative(value: Option<i64>, path: &str, e: &mut Vec<FieldError>) {
+    if let Some(n) = value.filter(|n| *n < 0) {
+        e.push(FieldError::invalid(
+            path,
+            n,
+            "must be greater than or equal to 0",
+        ));
+    }
+}
+
+/// A probe's seconds and thresholds (none negative) and its own grace period (positive).
+fn validate_probe_numbers(p: &core::Probe, path: &str, e: &mut Vec<FieldError>) {
+    for (field, value) in [
+        ("initialDelaySeconds", p.initial_delay_seconds),
+        ("timeoutSeconds", p.timeout_seconds),
+        ("periodSeconds", p.period_seconds),
+        ("successThreshold", p.success_threshold),
+        ("failureThreshold", p.failure_threshold),
+    ] {
+        nonnegative(value.map(i64::from), &format!("{path}.{field}"), e);
+    }
+    if let Some(g) = p.termination_grace_period_seconds.filter(|g| *g <= 0) {
+        e.push(FieldError::invalid(
+            format!("{path}.terminationGracePeriodSeconds"),
+            g,
+            "must be greater than 0",
+        ));
+    }
+}
+
+/// A Deployment's seconds, history and rolling-update bounds, as upstream validates them.
+fn validate_deployment_numbers(spec: &apps::DeploymentSpec, e: &mut Vec<FieldError>) {
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    nonnegative(Some(i64::from(min_ready)), "spec.minReadySeconds", e);
+    nonnegative(
+        spec.revision_history_limit.map(i64::from),
+        "spec.revisionHistoryLimit",
+        e,
+    );
+    if let Some(p) = spec.progress_deadline_seconds {
+        nonnegative(Some(i64::from(p)), "spec.progressDeadlineSeconds", e);
+        if p <= min_ready {
             e.push(FieldError::invalid(
-                format!("{path}.{field}"),
-                n,
-                "must be greater than or equal to 0",
+                "spec.progressDeadlineSeconds",
+                p,
+                "must be greater than minReadySeconds",
             ));
         }
     }
-    if let Some(a) = spec.active_deadline_seconds.filter(|a| *a <= 0) {
+    let Some(ru) = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref())
+    else {
+        return;
+    };
+    let path = "spec.strategy.rollingUpdate";
+    for (field, value) in [
+        ("maxUnavailable", &ru.max_unavailable),
+        ("maxSurge", &ru.max_surge),
+    ] {
+        let p = format!("{path}.{field}");
+        match value {
+            Some(IntOrString::Int(n)) => nonnegative(Some(i64::from(*n)), &p, e),
+            Some(IntOrString::String(s)) => match percent(s) {
+                None => e.push(FieldError::invalid(
+                    &p,
+                    quoted(s),
+                    "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+                )),
+                Some(n) if field == "maxUnavailable" && n > 100 => {
+                    e.push(FieldError::invalid(&p, quoted(s), "must not be greater than 100%"))
+                }
+                Some(_) => {}
+            },
+            None => {}
+        }
+    }
+    let zero = |v: &Option<IntOrString>| match v {
+        Some(IntOrString::Int(n)) => *n == 0,
+        Some(IntOrString::String(s)) => percent(s) == Some(0),
+        None => false,
+    };
+    if zero(&ru.max_unavailable) && zero(&ru.max_surge) {
         e.push(FieldError::invalid(
-            format!("{path}.activeDeadlineSeconds"),
-            a,
-            "must be greater than or equal to 1",
+            format!("{path}.maxUnavailable"),
+            0,
+            "may not be 0 when `maxSurge` is 0",
         ));
     }
+}
+
+/// The number of a percent string (`[0-9]+%`), saturating at `u64::MAX`; `None` if it is not one.
+pub(crate) fn percent(s: &str) -> Option<u64> {
+    let digits = s.strip_suffix('%')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.parse().unwrap_or(u64::MAX))
+}
+
+fn validate_job_spec(spec: &batch::JobSpec, path: &str, e: &mut Vec<FieldError>) {
+    validate_job_numbers(spec, path, e);
     let mode = spec.completion_mode.as_deref().unwrap_or("NonIndexed");
     if !["NonIndexed", "Indexed"].contains(&mode) {
         e.push(FieldError::not_supported(
@@ -1596,5 +1754,334 @@ fn admit_hpa_spec(min: &mut Option<i32>, max: i32, target: &str, e: &mut Vec<Fie
             max,
             "must be greater than or equal to `minReplicas`",
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    use crate::api::resources::{self, ResourceDef};
+    use crate::api::{Api, Config, WriteOptions};
+    use crate::store::{SledConfig, SledStore};
+
+    async fn api() -> (Api, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+        let api = Api::new(Arc::new(store), Config::default());
+        api.bootstrap().await.unwrap();
+        (api, dir)
+    }
+
+    fn res(plural: &str) -> &'static ResourceDef {
+        resources::RESOURCES
+            .iter()
+            .find(|r| r.plural == plural)
+            .unwrap()
+    }
+
+    /// Creates `obj`; `Ok` or the (code, "field: message") of each cause of the refusal.
+    async fn create(api: &Api, plural: &str, obj: Value) -> Result<(), (u16, Vec<String>)> {
+        match api
+            .create(res(plural), Some("default"), obj, &WriteOptions::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let causes = e
+                    .details
+                    .as_ref()
+                    .and_then(|d| d["causes"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}: {}",
+                            c["field"].as_str().unwrap_or(""),
+                            c["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                Err((e.code, causes))
+            }
+        }
+    }
+
+    fn pod_spec(extra: Value) -> Value {
+        let mut spec = json!({"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "x"}]});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        spec
+    }
+
+    fn job(name: &str, spec: Value) -> Value {
+        let mut s = json!({"template": {"spec": pod_spec(json!({}))}});
+        s.as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().unwrap().clone());
+        json!({"metadata": {"name": name}, "spec": s})
+    }
+
+    fn pod(name: &str, extra: Value) -> Value {
+        json!({"metadata": {"name": name}, "spec": pod_spec(extra)})
+    }
+
+    fn deployment(name: &str, spec: Value) -> Value {
+        let mut s = json!({"selector": {"matchLabels": {"app": "d"}},
+            "template": {"metadata": {"labels": {"app": "d"}},
+                         "spec": {"containers": [{"name": "c", "image": "x"}]}}});
+        s.as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().unwrap().clone());
+        json!({"metadata": {"name": name}, "spec": s})
+    }
+
+    /// One refusal naming `field` with upstream's message.
+    #[track_caller]
+    fn refused(result: Result<(), (u16, Vec<String>)>, cause: &str) {
+        match result {
+            Err((422, causes)) => assert_eq!(causes, [cause]),
+            other => panic!("expected 422 with {cause:?}, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn numbers_are_bounded_as_upstream_bounds_them() {
+        let (api, _dir) = api().await;
+        let max = i64::MAX;
+
+        // Jobs: anything non-negative, up to the end of int64 (the controller saturates).
+        for (i, v) in [0, 1, i64::from(i32::MAX), max].into_iter().enumerate() {
+            let ok = create(
+                &api,
+                "jobs",
+                job(&format!("ok-{i}"), json!({"activeDeadlineSeconds": v})),
+            )
+            .await;
+            assert_eq!(ok, Ok(()), "activeDeadlineSeconds {v}");
+        }
+        for v in [-1, i64::MIN] {
+            refused(
+                create(
+                    &api,
+                    "jobs",
+                    job("neg", json!({"activeDeadlineSeconds": v})),
+                )
+                .await,
+                &format!(
+                    "spec.activeDeadlineSeconds: Invalid value: {v}: must be greater than or equal to 0"
+                ),
+            );
+        }
+        for field in [
+            "ttlSecondsAfterFinished",
+            "backoffLimit",
+            "parallelism",
+            "completions",
+        ] {
+            refused(
+                create(&api, "jobs", job("neg", json!({field: i32::MIN}))).await,
+                &format!(
+                    "spec.{field}: Invalid value: {}: must be greater than or equal to 0",
+                    i32::MIN
+                ),
+            );
+        }
+        assert_eq!(
+            create(
+                &api,
+                "jobs",
+                job("ttl", json!({"ttlSecondsAfterFinished": i32::MAX}))
+            )
+            .await,
+            Ok(())
+        );
+        refused(
+            create(
+                &api,
+                "jobs",
+                job(
+                    "wide",
+                    json!({"completionMode": "Indexed", "completions": 5, "parallelism": i32::MAX}),
+                ),
+            )
+            .await,
+            &format!(
+                "spec.parallelism: Invalid value: {}: must be less than or equal to 100000 when completion mode is Indexed",
+                i32::MAX
+            ),
+        );
+        // A number no int64 holds is a decoding error, not a panic or a 500.
+        for v in [
+            json!(1e300),
+            json!(9_223_372_036_854_775_808u64),
+            json!("9223372036854775807"),
+        ] {
+            let r = create(
+                &api,
+                "jobs",
+                job("huge", json!({"activeDeadlineSeconds": v})),
+            )
+            .await;
+            assert!(matches!(r, Err((400 | 422, _))), "{v}: {r:?}");
+        }
+
+        // CronJobs.
+        let cronjob = |name: &str, spec: Value| {
+            let mut s = json!({"schedule": "* * * * *",
+                "jobTemplate": {"spec": {"template": {"spec": pod_spec(json!({}))}}}});
+            s.as_object_mut()
+                .unwrap()
+                .extend(spec.as_object().unwrap().clone());
+            json!({"metadata": {"name": name}, "spec": s})
+        };
+        assert_eq!(
+            create(
+                &api,
+                "cronjobs",
+                cronjob("far", json!({"startingDeadlineSeconds": max}))
+            )
+            .await,
+            Ok(())
+        );
+        for field in [
+            "startingDeadlineSeconds",
+            "successfulJobsHistoryLimit",
+            "failedJobsHistoryLimit",
+        ] {
+            refused(
+                create(&api, "cronjobs", cronjob("neg", json!({field: -1}))).await,
+                &format!("spec.{field}: Invalid value: -1: must be greater than or equal to 0"),
+            );
+        }
+        let mut deep = cronjob("deep", json!({}));
+        deep["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] = json!(-5);
+        refused(
+            create(&api, "cronjobs", deep).await,
+            "spec.jobTemplate.spec.activeDeadlineSeconds: Invalid value: -5: must be greater than or equal to 0",
+        );
+
+        // Pods: activeDeadlineSeconds is an int32 range; grace periods may be huge.
+        for v in [0, i64::from(i32::MAX) + 1, max, i64::MIN] {
+            refused(
+                create(
+                    &api,
+                    "pods",
+                    pod("deadline", json!({"activeDeadlineSeconds": v})),
+                )
+                .await,
+                &format!(
+                    "spec.activeDeadlineSeconds: Invalid value: {v}: must be between 1 and 2147483647, inclusive"
+                ),
+            );
+        }
+        assert_eq!(
+            create(
+                &api,
+                "pods",
+                pod(
+                    "long",
+                    json!({"activeDeadlineSeconds": i32::MAX, "terminationGracePeriodSeconds": max})
+                )
+            )
+            .await,
+            Ok(())
+        );
+        let probe =
+            |p: Value| json!({"containers": [{"name": "c", "image": "x", "livenessProbe": p}]});
+        for field in [
+            "initialDelaySeconds",
+            "timeoutSeconds",
+            "periodSeconds",
+            "successThreshold",
+            "failureThreshold",
+        ] {
+            let mut p = json!({"tcpSocket": {"port": 80}});
+            p[field] = json!(-1);
+            refused(
+                create(&api, "pods", pod("probe", probe(p))).await,
+                &format!(
+                    "spec.containers[0].livenessProbe.{field}: Invalid value: -1: must be greater than or equal to 0"
+                ),
+            );
+        }
+        refused(
+            create(
+                &api,
+                "pods",
+                pod(
+                    "probe",
+                    probe(json!({"tcpSocket": {"port": 80}, "terminationGracePeriodSeconds": 0})),
+                ),
+            )
+            .await,
+            "spec.containers[0].livenessProbe.terminationGracePeriodSeconds: Invalid value: 0: must be greater than 0",
+        );
+        assert_eq!(
+            create(&api, "pods", pod("probe-max", probe(json!({"tcpSocket": {"port": 80}, "periodSeconds": i32::MAX, "terminationGracePeriodSeconds": max})))).await,
+            Ok(())
+        );
+        refused(
+            create(&api, "pods", pod("tol", json!({"tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": max}]}))).await,
+            "spec.tolerations[0].effect: Invalid value: \"NoSchedule\": effect must be 'NoExecute' when `tolerationSeconds` is set",
+        );
+        assert_eq!(
+            create(&api, "pods", pod("tol", json!({"tolerations": [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": i64::MIN}]}))).await,
+            Ok(())
+        );
+
+        // Deployments and ReplicaSets.
+        for (spec, cause) in [
+            (
+                json!({"minReadySeconds": -1}),
+                "spec.minReadySeconds: Invalid value: -1: must be greater than or equal to 0",
+            ),
+            (
+                json!({"revisionHistoryLimit": i32::MIN}),
+                "spec.revisionHistoryLimit: Invalid value: -2147483648: must be greater than or equal to 0",
+            ),
+            (
+                json!({"minReadySeconds": 30, "progressDeadlineSeconds": 30}),
+                "spec.progressDeadlineSeconds: Invalid value: 30: must be greater than minReadySeconds",
+            ),
+            (
+                json!({"strategy": {"rollingUpdate": {"maxUnavailable": "101%"}}}),
+                "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"101%\": must not be greater than 100%",
+            ),
+            (
+                json!({"strategy": {"rollingUpdate": {"maxSurge": "99999999999999999999999%x"}}}),
+                "spec.strategy.rollingUpdate.maxSurge: Invalid value: \"99999999999999999999999%x\": a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+            ),
+            (
+                json!({"strategy": {"rollingUpdate": {"maxSurge": -1}}}),
+                "spec.strategy.rollingUpdate.maxSurge: Invalid value: -1: must be greater than or equal to 0",
+            ),
+            (
+                json!({"strategy": {"rollingUpdate": {"maxSurge": "0%", "maxUnavailable": 0}}}),
+                "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: 0: may not be 0 when `maxSurge` is 0",
+            ),
+        ] {
+            refused(
+                create(&api, "deployments", deployment("d", spec)).await,
+                cause,
+            );
+        }
+        let big = json!({"replicas": i32::MAX, "minReadySeconds": i32::MAX - 1,
+            "progressDeadlineSeconds": i32::MAX, "revisionHistoryLimit": i32::MAX,
+            "strategy": {"rollingUpdate": {"maxSurge": "99999999999999999999999%", "maxUnavailable": "100%"}}});
+        assert_eq!(
+            create(&api, "deployments", deployment("big", big)).await,
+            Ok(())
+        );
+        let mut rs = deployment("rs", json!({"minReadySeconds": -1}));
+        rs["spec"]["replicas"] = json!(1);
+        refused(
+            create(&api, "replicasets", rs).await,
+            "spec.minReadySeconds: Invalid value: -1: must be greater than or equal to 0",
+        );
     }
 }

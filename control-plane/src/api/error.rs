@@ -224,23 +224,200 @@ impl ApiError {
         }
     }
 
-    /// The `metav1.Status` body.
+    /// The `metav1.Status` body as a JSON value (for callers that embed or re-encode it; its
+    /// keys have no order: use [`status_json`](Self::status_json) to answer a client).
     pub fn status(&self) -> Value {
-        let mut s = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
-        if let Some(d) = &self.details {
-            s["details"] = d.clone();
+        serde_json::from_slice(&self.status_json()).expect("a Status is valid JSON")
+    }
+
+    /// The `metav1.Status` body, encoded with kube-apiserver's field order (kind, apiVersion,
+    /// metadata, status, message, reason, details, code; in details name, group, kind, causes;
+    /// in a cause reason, message, field), whatever order `serde_json` keeps maps in: clients
+    /// compare error text.
+    pub fn status_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&StatusBody {
+            kind: "Status",
+            api_version: "v1",
+            metadata: Empty {},
+            status: "Failure",
+            message: &self.message,
+            reason: self.reason,
+            details: self.details.as_ref().map(|d| Ordered(d, DETAILS_ORDER)),
+            code: self.code,
+        })
+        .expect("a Status serializes")
+    }
+}
+
+/// `metav1.Status` in the order Go's encoder writes its fields.
+#[derive(serde::Serialize)]
+struct StatusBody<'a> {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    metadata: Empty,
+    status: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Ordered<'a>>,
+    code: u16,
+}
+
+#[derive(serde::Serialize)]
+struct Empty {}
+
+/// `metav1.StatusDetails` and `metav1.StatusCause` fields, in their Go order.
+const DETAILS_ORDER: &[&str] = &[
+    "name",
+    "group",
+    "kind",
+    "uid",
+    "causes",
+    "retryAfterSeconds",
+];
+const CAUSE_ORDER: &[&str] = &["reason", "message", "field"];
+
+/// A JSON object written with the keys in `.1` first, in that order (left out when empty
+/// strings), then any others.
+struct Ordered<'a>(&'a Value, &'static [&'static str]);
+
+impl serde::Serialize for Ordered<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap as _, SerializeSeq as _};
+        let Some(map) = self.0.as_object() else {
+            return self.0.serialize(serializer);
+        };
+        let mut out = serializer.serialize_map(Some(map.len()))?;
+        // Go leaves out empty strings of these fields (`omitempty`): no `"group": ""`.
+        let known = self
+            .1
+            .iter()
+            .filter_map(|k| map.get_key_value(*k))
+            .filter(|(_, v)| v.as_str() != Some(""));
+        let rest = map.iter().filter(|(k, _)| !self.1.contains(&k.as_str()));
+        for (k, v) in known.chain(rest) {
+            match (k.as_str(), v) {
+                ("causes", Value::Array(causes)) => {
+                    out.serialize_entry(k, &Causes(causes))?;
+                }
+                _ => out.serialize_entry(k, v)?,
+            }
         }
-        s
+        return out.end();
+
+        struct Causes<'a>(&'a [Value]);
+        impl serde::Serialize for Causes<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+                for cause in self.0 {
+                    seq.serialize_element(&Ordered(cause, CAUSE_ORDER))?;
+                }
+                seq.end()
+            }
+        }
     }
 }
 
 /// Result alias for API operations.
 pub type Result<T> = std::result::Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::resources;
+
+    /// The top-level keys of a JSON object, in the order they appear in `text`.
+    fn keys_in_order(text: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut de = serde_json::Deserializer::from_str(text);
+        let ordered: OrderedKeys = serde::Deserialize::deserialize(&mut de).expect("a JSON object");
+        keys.extend(ordered.0);
+        keys
+    }
+
+    /// Deserializes an object's keys in the order they come.
+    struct OrderedKeys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for OrderedKeys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = OrderedKeys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> std::result::Result<OrderedKeys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some(k) = map.next_key::<String>()? {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        keys.push(k);
+                    }
+                    Ok(OrderedKeys(keys))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+
+    #[test]
+    fn status_bodies_keep_kube_apiservers_field_order() {
+        let pods = resources::core("pods");
+        let text = String::from_utf8(ApiError::not_found(pods, "web").status_json()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"web\" not found","reason":"NotFound","details":{"name":"web","kind":"pods"},"code":404}"#
+        );
+        assert_eq!(
+            keys_in_order(&text),
+            [
+                "kind",
+                "apiVersion",
+                "metadata",
+                "status",
+                "message",
+                "reason",
+                "details",
+                "code"
+            ]
+        );
+
+        let invalid = ApiError::invalid(
+            pods,
+            "web",
+            &[FieldError::invalid(
+                "spec.activeDeadlineSeconds",
+                -1,
+                "must be between 1 and 2147483647, inclusive",
+            )],
+        );
+        let text = String::from_utf8(invalid.status_json()).unwrap();
+        assert!(
+            text.contains(r#""details":{"name":"web","kind":"Pod","causes":[{"reason":"FieldValueInvalid","message":"Invalid value: -1: must be between 1 and 2147483647, inclusive","field":"spec.activeDeadlineSeconds"}]},"code":422}"#),
+            "{text}"
+        );
+
+        // Without details (or a reason) the keys are left out, not null.
+        let bare = ApiError::new(500, "", "boom");
+        assert_eq!(
+            keys_in_order(&String::from_utf8(bare.status_json()).unwrap()),
+            [
+                "kind",
+                "apiVersion",
+                "metadata",
+                "status",
+                "message",
+                "code"
+            ]
+        );
+    }
+}

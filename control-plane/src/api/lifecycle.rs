@@ -376,7 +376,8 @@ pub(super) fn plan_delete(
             && phase != "Failed"
             && current.is_none_or(|c| grace < c)
         {
-            let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+            // A grace period beyond the range of time ends at its last moment.
+            let at = crate::clock::saturating_add_seconds(jiff::Timestamp::now(), grace);
             set_deletion(
                 &mut marked,
                 grace,
@@ -644,6 +645,60 @@ impl Api {
         {
             Ok(_) | Err(ApiError { code: 404, .. }) => Ok(true),
             Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use crate::api::{Api, Config, DeleteOptions, WriteOptions, object, resources};
+    use crate::store::{SledConfig, SledStore};
+
+    #[tokio::test]
+    async fn grace_periods_beyond_the_range_of_time_end_at_its_last_moment() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+        let api = Api::new(Arc::new(store), Config::default());
+        api.bootstrap().await.unwrap();
+        let pods = resources::core("pods");
+        let cases = [
+            ("spec-max", Some(i64::MAX), None),
+            ("option-max", Some(30), Some(i64::MAX)),
+            ("option-min", Some(i64::MAX), Some(i64::MIN)),
+        ];
+        for (name, spec_grace, option) in cases {
+            let pod = json!({"metadata": {"name": name}, "spec": {"nodeName": "edge",
+                "terminationGracePeriodSeconds": spec_grace,
+                "containers": [{"name": "c", "image": "x"}]}});
+            api.create(pods, Some("default"), pod, &WriteOptions::default())
+                .await
+                .unwrap();
+            let opts = DeleteOptions {
+                grace_period_seconds: option,
+                ..Default::default()
+            };
+            api.delete(pods, Some("default"), name, &opts)
+                .await
+                .unwrap();
+            match api.get(pods, Some("default"), name) {
+                Ok(left) => {
+                    // Terminating until the node stops it, at the end of time at the latest.
+                    assert_eq!(
+                        object::meta_str(&left, "deletionTimestamp"),
+                        jiff::Timestamp::MAX
+                            .strftime("%Y-%m-%dT%H:%M:%SZ")
+                            .to_string(),
+                        "{name}"
+                    );
+                    assert_eq!(left["metadata"]["deletionGracePeriodSeconds"], i64::MAX);
+                }
+                // A negative grace period deletes at once.
+                Err(e) => assert_eq!((name, e.code), ("option-min", 404)),
+            }
         }
     }
 }

@@ -51,8 +51,11 @@ async fn route(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().trim_end_matches('/').to_string();
-    if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
+    if matches!(path.as_str(), "/healthz" | "/livez") {
         return Ok(text(StatusCode::OK, "ok"));
+    }
+    if path == "/readyz" {
+        return Ok(readyz(server, req.uri().query()));
     }
     if path == "/skiff/ca" && req.method() == Method::GET {
         return Ok(text(StatusCode::OK, &server.ca_pem));
@@ -1016,7 +1019,7 @@ impl WatchState {
             }
             RawEvent::Error(e) => {
                 self.done = true;
-                return Some((watch_line("ERROR", &e.status()), self));
+                return Some((error_line(&e), self));
             }
         };
         if self.table {
@@ -1024,7 +1027,7 @@ impl WatchState {
                 Ok(obj) => obj,
                 Err(e) => {
                     self.done = true;
-                    return Some((watch_line("ERROR", &e.status()), self));
+                    return Some((error_line(&e), self));
                 }
             };
             let t = table::table(
@@ -1051,10 +1054,19 @@ impl WatchState {
             }
             Err(e) => {
                 self.done = true;
-                Some((watch_line("ERROR", &e.status()), self))
+                Some((error_line(&e), self))
             }
         }
     }
+}
+
+/// A watch ERROR event; the Status keeps kube-apiserver's field order (clients compare error
+/// text).
+fn error_line(e: &ApiError) -> Bytes {
+    let mut line = br#"{"type":"ERROR","object":"#.to_vec();
+    line.extend(e.status_json());
+    line.extend(b"}\n");
+    Bytes::from(line)
 }
 
 fn watch_line(kind: &str, object: &Value) -> Bytes {
@@ -1215,6 +1227,20 @@ pub(super) fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
         .expect("valid response")
 }
 
+/// `/readyz[?verbose]`: the health checks (every controller), 500 while any fails.
+fn readyz(server: &Server, query: Option<&str>) -> Response<Body> {
+    let verbose = query
+        .map(form_urlencoded)
+        .is_some_and(|q| q.contains_key("verbose"));
+    let report = server.checks.report();
+    let code = if report.passed() {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    text(code, &report.body("readyz", verbose))
+}
+
 fn text(code: StatusCode, body: &str) -> Response<Body> {
     Response::builder()
         .status(code)
@@ -1236,12 +1262,69 @@ fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
 /// The one place an [`ApiError`] becomes an HTTP response.
 pub(super) fn status_response(e: &ApiError) -> Response<Body> {
     let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(code, &e.status())
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(e.status_json()))
+        .expect("valid response")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn readyz_reports_a_dead_controller_with_500_until_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            crate::store::SledStore::open(crate::store::SledConfig::new(dir.path().join("db")))
+                .unwrap();
+        let api = crate::api::Api::new(Arc::new(store), crate::api::Config::default());
+        api.bootstrap().await.unwrap();
+        let identity = super::super::pki::Identity::load_or_create(dir.path(), &[]).unwrap();
+        let checks = crate::health::Checks::default();
+        let server = Server::new(
+            api.clone(),
+            &identity,
+            crate::auth::Cache::load(&api).unwrap(),
+            super::super::nodes::NodeRegistry::load(
+                dir.path().join("nodes"),
+                identity.node_secret.clone(),
+            )
+            .unwrap(),
+            super::super::modules::ModuleStore::new(dir.path().join("modules")),
+            "127.0.0.1:0".into(),
+            checks.clone(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let get = async |query: Option<&str>| {
+            let r = readyz(&server, query);
+            let code = r.status().as_u16();
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            (code, String::from_utf8(body.to_vec()).unwrap())
+        };
+        checks.pass("controller/job");
+        checks.pass("controller/deployment");
+        assert_eq!(get(None).await, (200, "ok".to_string()));
+        assert_eq!(
+            get(Some("verbose")).await,
+            (
+                200,
+                "[+]ping ok\n[+]controller/deployment ok\n[+]controller/job ok\nreadyz check passed\n"
+                    .to_string()
+            )
+        );
+        checks.fail("controller/job", "panicked: boom");
+        let failed = (
+            500,
+            "[+]ping ok\n[+]controller/deployment ok\n[-]controller/job failed: panicked: boom\nreadyz check failed\n"
+                .to_string(),
+        );
+        assert_eq!(get(Some("verbose")).await, failed);
+        assert_eq!(get(None).await, failed);
+        checks.pass("controller/job");
+        assert_eq!(get(None).await, (200, "ok".to_string()));
+    }
 
     #[test]
     fn decodes_query_strings() {

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::Api;
 use crate::auth::{self, UserInfo, tokens};
+use crate::health::Checks;
 
 /// Who is calling: the result of authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,7 @@ pub struct Server {
     modules: modules::ModuleStore,
     ca_pem: String,
     server_address: String,
+    checks: Checks,
     shutdown: CancellationToken,
     metrics: Mutex<BTreeMap<(String, u16), u64>>,
 }
@@ -73,7 +75,11 @@ impl Server {
     /// its key signs (checked against `auth`, which also holds the RBAC policy) and the
     /// credentials of nodes that joined (`nodes`), and reports `server_address` in discovery.
     /// The CA is served to joining agents, which check it against the hash their join token
-    /// pins.
+    /// pins. `/readyz` reports `checks`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is a separate part the server is made of"
+    )]
     pub fn new(
         api: Api,
         identity: &pki::Identity,
@@ -81,6 +87,7 @@ impl Server {
         nodes: nodes::NodeRegistry,
         modules: modules::ModuleStore,
         server_address: String,
+        checks: Checks,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -96,6 +103,7 @@ impl Server {
             modules,
             ca_pem: identity.ca_pem.clone(),
             server_address,
+            checks,
             shutdown,
             metrics: Mutex::new(BTreeMap::new()),
         })

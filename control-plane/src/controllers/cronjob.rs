@@ -17,7 +17,7 @@ use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use jiff::civil::DateTime;
 use jiff::tz::{AmbiguousOffset, TimeZone};
-use jiff::{SignedDuration, Timestamp, ToSpan as _};
+use jiff::{Timestamp, ToSpan as _};
 use serde_json::{Value, json};
 use skiff_api::cron::Schedule;
 
@@ -26,6 +26,7 @@ use super::owner_ref;
 use super::runner::{Action, Key, Reconciler};
 use crate::api::resources::ResourceDef;
 use crate::api::{Api, ApiError, DeleteOptions, ListOptions, WriteOptions, object, resources};
+use crate::clock;
 
 const COMPONENT: &str = "cronjob-controller";
 /// The annotation naming the time a Job was scheduled for.
@@ -121,8 +122,9 @@ fn start_of_hour(dt: DateTime) -> Option<DateTime> {
         .ok()
 }
 
-/// The latest scheduled time in (`earliest`, `now`], with the number of such times, and the
-/// first one after `now`.
+/// The latest scheduled time in (`earliest`, `now`], with the number of such times (counted
+/// up to `TOO_MANY_MISSED + 1`: past that only the latest matters), and the first one after
+/// `now`. The work is bounded whatever `earliest` is (a status may say year 1).
 pub fn missed(
     schedule: &Schedule,
     earliest: Timestamp,
@@ -134,6 +136,23 @@ pub fn missed(
     while let Some(at) = t.filter(|at| *at <= now) {
         latest = Some(at);
         count += 1;
+        if count > TOO_MANY_MISSED {
+            // Look back from `now` over a window that doubles until it holds a run: the
+            // half before held none, so what is left to walk is about as short as the gaps.
+            let mut back = 60i64;
+            t = loop {
+                let from = clock::saturating_add_seconds(now, back.saturating_neg()).max(at);
+                match next_after(schedule, from, tz) {
+                    Some(x) if x <= now || from == at => break Some(x),
+                    _ => back = back.saturating_mul(2),
+                }
+            };
+            while let Some(at) = t.filter(|at| *at <= now) {
+                latest = Some(at);
+                t = next_after(schedule, at, tz);
+            }
+            break;
+        }
         t = next_after(schedule, at, tz);
     }
     (latest, count, t)
@@ -359,16 +378,7 @@ async fn plan_run(
         },
         None => TimeZone::system(),
     };
-    let mut earliest = time(cj, "/status/lastScheduleTime")
-        .or_else(|| time(cj, "/metadata/creationTimestamp"))
-        .unwrap_or(now);
-    if let Some(deadline) = cj
-        .pointer("/spec/startingDeadlineSeconds")
-        .and_then(Value::as_i64)
-    {
-        earliest = earliest.max(now - SignedDuration::from_secs(deadline));
-    }
-    let (due, count, next) = missed(&schedule, earliest, now, &tz);
+    let (due, count, next) = missed(&schedule, earliest_run(cj, now), now, &tz);
     if count > TOO_MANY_MISSED {
         let message = format!(
             "too many missed start times: {count}. Set or decrease .spec.startingDeadlineSeconds or check clock skew"
@@ -384,6 +394,24 @@ async fn plan_run(
         .await;
     }
     Some((due, next))
+}
+
+/// After when a missed run may still start: the last run (or the CronJob's creation), but no
+/// earlier than `startingDeadlineSeconds` ago (a deadline longer than all of time is none).
+fn earliest_run(cj: &Value, now: Timestamp) -> Timestamp {
+    let earliest = time(cj, "/status/lastScheduleTime")
+        .or_else(|| time(cj, "/metadata/creationTimestamp"))
+        .unwrap_or(now);
+    match cj
+        .pointer("/spec/startingDeadlineSeconds")
+        .and_then(Value::as_i64)
+    {
+        Some(deadline) => earliest.max(clock::saturating_add_seconds(
+            now,
+            deadline.max(0).saturating_neg(),
+        )),
+        None => earliest,
+    }
 }
 
 /// The Job of the run scheduled at `due`, from the template.
@@ -590,6 +618,76 @@ mod tests {
             &TimeZone::UTC,
         );
         assert_eq!((due, count), (None, 0));
+    }
+
+    #[test]
+    fn extreme_deadlines_and_histories_stay_bounded() {
+        use crate::clock::tests::EXTREMES;
+        let now = ts("2025-03-05T10:05:30Z");
+        let every_minute = Schedule::parse("* * * * *").unwrap();
+        let yearly = Schedule::parse("0 0 1 1 *").unwrap();
+        let last_runs = [
+            json!("2025-03-05T10:00:00Z"),
+            json!("0001-01-01T00:00:00Z"),
+            json!("9999-12-31T23:59:59Z"),
+            json!("not a time"),
+            Value::Null,
+        ];
+        for &deadline in EXTREMES {
+            for last in &last_runs {
+                let cj = json!({"metadata": {"creationTimestamp": "2025-01-01T00:00:00Z"},
+                    "spec": {"startingDeadlineSeconds": deadline},
+                    "status": {"lastScheduleTime": last}});
+                let earliest = earliest_run(&cj, now);
+                for schedule in [&every_minute, &yearly] {
+                    let (due, count, next) = missed(schedule, earliest, now, &TimeZone::UTC);
+                    assert!(count <= TOO_MANY_MISSED + 1);
+                    assert!(
+                        due.is_none_or(|d| d > earliest && d <= now),
+                        "{deadline} {last}"
+                    );
+                    assert!(next.is_none_or(|n| n > now));
+                }
+            }
+        }
+        // Missed since year 1, every minute: the latest run is found without walking them all.
+        let (due, count, next) = missed(
+            &every_minute,
+            ts("0001-01-01T00:00:00Z"),
+            now,
+            &TimeZone::UTC,
+        );
+        assert_eq!(count, TOO_MANY_MISSED + 1);
+        assert_eq!(
+            due.map(format_time).as_deref(),
+            Some("2025-03-05T10:05:00Z")
+        );
+        assert_eq!(
+            next.map(format_time).as_deref(),
+            Some("2025-03-05T10:06:00Z")
+        );
+        let (due, _, _) = missed(&yearly, ts("0001-01-01T00:00:00Z"), now, &TimeZone::UTC);
+        assert_eq!(
+            due.map(format_time).as_deref(),
+            Some("2025-01-01T00:00:00Z")
+        );
+        // A deadline of 30 s skips runs older than that; one of i64::MAX s skips none.
+        let cj = |d: i64| {
+            json!({"metadata": {"creationTimestamp": "2025-03-05T10:00:00Z"},
+                                  "spec": {"startingDeadlineSeconds": d}})
+        };
+        assert_eq!(
+            format_time(earliest_run(&cj(30), now)),
+            "2025-03-05T10:05:00Z"
+        );
+        assert_eq!(
+            format_time(earliest_run(&cj(i64::MAX), now)),
+            "2025-03-05T10:00:00Z"
+        );
+        assert_eq!(
+            format_time(earliest_run(&cj(i64::MIN), now)),
+            "2025-03-05T10:05:30Z"
+        );
     }
 
     #[test]

@@ -132,15 +132,28 @@ fn status(rs: &Value, field: &str) -> i64 {
 /// down for unavailability, as upstream).
 fn resolve(v: Option<&Value>, default: &str, replicas: i64, round_up: bool) -> i64 {
     let v = v.cloned().unwrap_or_else(|| json!(default));
-    match &v {
+    let n = match &v {
         Value::Number(n) => n.as_i64().unwrap_or(0),
-        Value::String(s) => match s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) {
-            Some(p) if round_up => (p * replicas + 99) / 100,
-            Some(p) => p * replicas / 100,
+        // Admission accepts only `[0-9]+%` (and at most 100% unavailable); anything larger is
+        // clamped so the product cannot overflow.
+        Value::String(s) => match crate::api::admission::percent(s) {
+            Some(p) => {
+                let p = i64::try_from(p)
+                    .unwrap_or(i64::MAX)
+                    .min(i64::from(i32::MAX));
+                let scaled = p.saturating_mul(replicas.clamp(0, i64::from(i32::MAX)));
+                if round_up {
+                    scaled.saturating_add(99) / 100
+                } else {
+                    scaled / 100
+                }
+            }
             None => s.parse().unwrap_or(0),
         },
         _ => 0,
-    }
+    };
+    // An int32 field, never negative: what follows adds and subtracts it freely.
+    n.clamp(0, i64::from(i32::MAX))
 }
 
 async fn scale(
@@ -261,7 +274,7 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
             let mut rs = mine.remove(i);
             // An old template back again (rollback): its ReplicaSet is the newest revision.
             if revision(&rs) < max_revision && !paused {
-                let patch = json!({"metadata": {"annotations": {REVISION: (max_revision + 1).to_string()}}});
+                let patch = json!({"metadata": {"annotations": {REVISION: max_revision.saturating_add(1).to_string()}}});
                 rs = super::merge_patch(api, replica_sets(), &rs, patch).await?;
                 progressed = true;
             }
@@ -281,7 +294,10 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
             annotations.retain(|k, _| {
                 k != REVISION && k != "kubectl.kubernetes.io/last-applied-configuration"
             });
-            annotations.insert(REVISION.into(), json!((max_revision + 1).to_string()));
+            annotations.insert(
+                REVISION.into(),
+                json!(max_revision.saturating_add(1).to_string()),
+            );
             annotations.insert(DESIRED.into(), json!(replicas.to_string()));
             annotations.insert(MAX_REPLICAS.into(), json!((replicas + surge).to_string()));
             // With nothing running yet the new ReplicaSet starts at full size.
@@ -489,7 +505,7 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
             c["reason"] == "NewReplicaSetAvailable" || c["reason"] == "DeploymentPaused"
         })
     {
-        requeue = Some(Duration::from_secs(deadline.max(1) as u64));
+        requeue = Some(crate::clock::seconds(deadline.max(1)));
         let mut c = condition(
             last_progress,
             "Progressing",
@@ -503,7 +519,9 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
     } else {
         let last = last_progress.clone().unwrap_or_default();
         let since = last["lastUpdateTime"].as_str().and_then(object::parse_time);
-        let elapsed = since.map_or(0, |t| (jiff::Timestamp::now() - t).get_seconds());
+        let elapsed = since.map_or(0, |t| {
+            crate::clock::elapsed_seconds(t, jiff::Timestamp::now())
+        });
         if last["reason"] == "ProgressDeadlineExceeded" || elapsed >= deadline {
             condition(
                 Some(last),
@@ -514,7 +532,9 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
                 &now,
             )
         } else {
-            requeue = Some(Duration::from_secs((deadline - elapsed).max(1) as u64));
+            requeue = Some(crate::clock::seconds(
+                deadline.saturating_sub(elapsed).max(1),
+            ));
             last
         }
     };
@@ -570,5 +590,40 @@ mod tests {
         assert_eq!(resolve(Some(&json!(1)), "25%", 10, true), 1);
         assert_eq!(resolve(Some(&json!("50%")), "25%", 3, true), 2);
         assert_eq!(resolve(Some(&json!("50%")), "25%", 3, false), 1);
+    }
+
+    #[test]
+    fn extreme_bounds_and_revisions_saturate() {
+        use crate::clock::tests::EXTREMES;
+        let values = [
+            json!("99999999999999999999999%"),
+            json!("9223372036854775807%"),
+            json!("100%"),
+            json!("0%"),
+            json!("%"),
+            json!("-5%"),
+            json!("1e300"),
+            json!(i64::MAX),
+            json!(i64::MIN),
+            json!(1e300),
+            json!(null),
+        ];
+        for v in &values {
+            for &replicas in EXTREMES {
+                for up in [true, false] {
+                    let n = resolve(Some(v), "25%", replicas, up);
+                    assert!((0..=i64::from(i32::MAX)).contains(&n), "{v} {replicas}");
+                }
+            }
+        }
+        assert_eq!(
+            resolve(Some(&json!("100%")), "25%", i64::from(i32::MAX), true),
+            i64::from(i32::MAX)
+        );
+        // A revision annotation at the end of int64 (tenants can write annotations).
+        let rs = json!({"metadata": {"annotations": {REVISION: i64::MAX.to_string()}}});
+        assert_eq!(revision(&rs).saturating_add(1), i64::MAX);
+        let junk = json!({"metadata": {"annotations": {REVISION: "99999999999999999999999"}}});
+        assert_eq!(revision(&junk), 0);
     }
 }

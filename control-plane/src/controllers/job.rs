@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt as _, StreamExt as _};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
 use super::owner_ref;
@@ -36,6 +36,7 @@ use crate::api::resources::ResourceDef;
 use crate::api::{
     Api, ApiError, DeleteOptions, ListOptions, PatchType, Target, WriteOptions, object, resources,
 };
+use crate::clock;
 
 const COMPONENT: &str = "job-controller";
 /// The finalizer that keeps a pod until the Job has counted it.
@@ -98,10 +99,12 @@ struct Spec {
 impl Spec {
     fn of(job: &Value) -> Self {
         let int = |p: &str| job.pointer(p).and_then(Value::as_i64);
+        // Counts are int32 fields (admission checks them); anything else is read within range.
+        let int32 = |p: &str| int(p).map(|v| v.clamp(0, i64::from(i32::MAX)));
         Self {
-            parallelism: int("/spec/parallelism").unwrap_or(1).max(0),
-            completions: int("/spec/completions").map(|c| c.max(0)),
-            backoff_limit: int("/spec/backoffLimit").unwrap_or(6),
+            parallelism: int32("/spec/parallelism").unwrap_or(1),
+            completions: int32("/spec/completions"),
+            backoff_limit: int32("/spec/backoffLimit").unwrap_or(6),
             active_deadline: int("/spec/activeDeadlineSeconds"),
             ttl_after_finished: int("/spec/ttlSecondsAfterFinished"),
             indexed: job.pointer("/spec/completionMode") == Some(&json!("Indexed")),
@@ -162,8 +165,10 @@ fn uid_list(status: &Value, field: &str) -> Vec<String> {
 }
 
 impl Counts {
-    fn of(status: &Value) -> Self {
-        let int = |f: &str| status.get(f).and_then(Value::as_i64).unwrap_or(0);
+    /// The counts a status records; completed indexes only below `completions` (a status
+    /// saying `0-9223372036854775806` costs nothing).
+    fn of(status: &Value, completions: i64) -> Self {
+        let int = |f: &str| status.get(f).and_then(Value::as_i64).unwrap_or(0).max(0);
         Self {
             succeeded: int("succeeded"),
             failed: int("failed"),
@@ -174,6 +179,7 @@ impl Counts {
                     .get("completedIndexes")
                     .and_then(Value::as_str)
                     .unwrap_or(""),
+                completions,
             ),
         }
     }
@@ -227,11 +233,13 @@ impl Counts {
         let failed = self.uncounted_failed.len();
         self.uncounted_failed
             .retain(|u| tracked.contains(u.as_str()));
-        self.failed += (failed - self.uncounted_failed.len()) as i64;
+        self.failed = self
+            .failed
+            .saturating_add((failed - self.uncounted_failed.len()) as i64);
         if spec.indexed {
             self.succeeded = self.completed_indexes.len() as i64;
         } else {
-            self.succeeded += newly_succeeded;
+            self.succeeded = self.succeeded.saturating_add(newly_succeeded);
         }
         before != (self.uncounted_succeeded.len(), self.uncounted_failed.len())
     }
@@ -241,26 +249,33 @@ impl Counts {
         if spec.indexed {
             self.completed_indexes.len() as i64
         } else {
-            self.succeeded + self.uncounted_succeeded.len() as i64
+            self.succeeded
+                .saturating_add(self.uncounted_succeeded.len() as i64)
         }
     }
 
     fn total_failed(&self) -> i64 {
-        self.failed + self.uncounted_failed.len() as i64
+        self.failed
+            .saturating_add(self.uncounted_failed.len() as i64)
     }
 }
 
-/// `1,3-5,7` → {1, 3, 4, 5, 7}.
-fn parse_indexes(s: &str) -> BTreeSet<i64> {
+/// `1,3-5,7` → {1, 3, 4, 5, 7}, keeping only indexes in `0..completions` (as upstream).
+fn parse_indexes(s: &str, completions: i64) -> BTreeSet<i64> {
     let mut out = BTreeSet::new();
+    let last = completions.saturating_sub(1);
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
                 if let (Ok(a), Ok(b)) = (a.parse::<i64>(), b.parse::<i64>()) {
-                    out.extend(a..=b);
+                    out.extend(a.max(0)..=b.min(last));
                 }
             }
-            None => out.extend(part.parse::<i64>().ok()),
+            None => out.extend(
+                part.parse::<i64>()
+                    .ok()
+                    .filter(|i| (0..completions).contains(i)),
+            ),
         }
     }
     out
@@ -315,7 +330,9 @@ fn plan(spec: &Spec, counts: &Counts, active: &[Value]) -> Plan {
                 _ => out.delete.push(object::name(pod).to_string()),
             }
         }
-        let room = (spec.parallelism - keep).max(0) as usize;
+        let room = usize::try_from((spec.parallelism - keep).max(0))
+            .unwrap_or(usize::MAX)
+            .min(super::BURST);
         out.create = (0..completions)
             .filter(|i| !counts.completed_indexes.contains(i) && !running.contains(i))
             .take(room)
@@ -324,13 +341,14 @@ fn plan(spec: &Spec, counts: &Counts, active: &[Value]) -> Plan {
         return out;
     }
     let want = match spec.completions {
-        Some(c) => spec.parallelism.min(c - succeeded).max(0),
+        Some(c) => spec.parallelism.min(c.saturating_sub(succeeded)).max(0),
         // A work queue: once one pod succeeded, no new pods start.
         None if succeeded > 0 => spec.parallelism.min(active.len() as i64),
         None => spec.parallelism,
     } as usize;
     if active.len() < want {
-        out.create = vec![None; want - active.len()];
+        // At most a burst per pass: the pods' own events bring the next pass.
+        out.create = vec![None; (want - active.len()).min(super::BURST)];
     } else if active.len() > want {
         // Delete the newest first: the older ones are further along.
         let mut by_age: Vec<&Value> = active.iter().collect();
@@ -360,7 +378,9 @@ fn failure(
     start: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<(&'static str, &'static str)> {
-    let failures = counts.total_failed() + if spec.on_failure { restarts } else { 0 };
+    let failures = counts
+        .total_failed()
+        .saturating_add(if spec.on_failure { restarts } else { 0 });
     if failures > spec.backoff_limit {
         return Some((
             "BackoffLimitExceeded",
@@ -368,7 +388,7 @@ fn failure(
         ));
     }
     if let (Some(deadline), Some(start)) = (spec.active_deadline, start)
-        && now >= start + SignedDuration::from_secs(deadline)
+        && clock::passed(start, deadline, now)
     {
         return Some((
             "DeadlineExceeded",
@@ -540,7 +560,7 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
     // Count finished pods: record them, drop their finalizers, then count them.
     let status = job.get("status").cloned().unwrap_or(json!({}));
     let mut written = status.clone();
-    let mut counts = Counts::of(&status);
+    let mut counts = Counts::of(&status, spec.completions.unwrap_or(0));
     if counts.record(&mine, &spec) {
         let recorded = status_with(&status, &counts, None);
         write_status(api, &job, &mut written, recorded).await?;
@@ -692,10 +712,10 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
             after = Some(wait);
         }
     }
-    if let (Some(deadline), Some(start)) = (spec.active_deadline, start) {
-        let left = (start + SignedDuration::from_secs(deadline))
-            .duration_since(now)
-            .unsigned_abs();
+    // A deadline beyond the range of time never comes: nothing to wait for.
+    if let (Some(deadline), Some(start)) = (spec.active_deadline, start)
+        && let Some(left) = clock::until_after(start, deadline, now)
+    {
         after = Some(after.map_or(left, |a| a.min(left)));
     }
     let patch = status_with(&status, &counts, Some((&active, &conditions, &extra)));
@@ -804,9 +824,11 @@ async fn expire(api: &Api, job: &Value, spec: &Spec, now: Timestamp) -> Result<A
     let Some(ttl) = spec.ttl_after_finished else {
         return Ok(Action::Await);
     };
-    let at = finished_at(job).unwrap_or(now) + SignedDuration::from_secs(ttl);
+    let Some(at) = clock::add_seconds(finished_at(job).unwrap_or(now), ttl) else {
+        return Ok(Action::Await);
+    };
     if now < at {
-        let left = at.duration_since(now).unsigned_abs();
+        let left = clock::until(at, now);
         return Ok(Action::RequeueAfter(left + Duration::from_millis(50)));
     }
     let opts = DeleteOptions {
@@ -990,6 +1012,8 @@ async fn create_pod(
 mod tests {
     use std::sync::Arc;
 
+    use jiff::SignedDuration;
+
     use super::*;
     use crate::api::Config;
     use crate::store::{SledConfig, SledStore};
@@ -1074,7 +1098,7 @@ mod tests {
 
     #[test]
     fn completed_indexes_read_and_print_as_ranges() {
-        let set = parse_indexes("0,2-4,7");
+        let set = parse_indexes("0,2-4,7", 10);
         assert_eq!(set.iter().copied().collect::<Vec<_>>(), [0, 2, 3, 4, 7]);
         assert_eq!(format_indexes(&set), "0,2-4,7");
         assert_eq!(format_indexes(&BTreeSet::new()), "");
@@ -1393,5 +1417,78 @@ mod tests {
         let s = status(&api, &key);
         assert_eq!(s["completedIndexes"], "0-2");
         assert_eq!(true_conditions(&s), ["SuccessCriteriaMet", "Complete"]);
+    }
+
+    #[test]
+    fn extreme_numbers_in_a_job_neither_panic_nor_run_away() {
+        use crate::clock::tests::EXTREMES;
+        use crate::controllers::BURST;
+        let now: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
+        let starts = [
+            None,
+            Some(now),
+            Some(Timestamp::MIN),
+            Some(Timestamp::MAX),
+            Some(now - SignedDuration::from_secs(600)),
+        ];
+        let running = [
+            pod("a", "Running", true, Some(0)),
+            pod("bb", "Running", true, Some(i64::MAX)),
+            pod("ccc", "Running", true, Some(i64::MIN)),
+        ];
+        for &n in EXTREMES {
+            for &m in EXTREMES {
+                for mode in ["NonIndexed", "Indexed"] {
+                    let s = spec(
+                        json!({"parallelism": n, "completions": m, "backoffLimit": n,
+                        "activeDeadlineSeconds": m, "ttlSecondsAfterFinished": n,
+                        "completionMode": mode}),
+                    );
+                    // Index ranges a status could claim, read only up to completions.
+                    let status = json!({"succeeded": n, "failed": m,
+                        "completedIndexes": format!("{m}-5,{n},7-3,x-y,{n}-{m}")});
+                    let counts = Counts::of(&status, s.completions.unwrap_or(0).min(10));
+                    let p = plan(&s, &counts, &running);
+                    assert!(
+                        p.create.len() <= BURST,
+                        "{n} {m} {mode}: {}",
+                        p.create.len()
+                    );
+                    for start in starts {
+                        let _ = failure(&s, &counts, n, start, now);
+                    }
+                    let _ = backoff_remaining(n, Some(now), now);
+                    let _ = complete(&s, &counts, running.len());
+                }
+            }
+        }
+        // A deadline at the end of int64 never passes, whenever the Job started.
+        let far = spec(json!({"activeDeadlineSeconds": i64::MAX}));
+        for start in starts {
+            for now in [now, Timestamp::MAX] {
+                assert_eq!(failure(&far, &Counts::default(), 0, start, now), None);
+            }
+        }
+        // An old start with a deadline in range still fails the Job.
+        let near = spec(json!({"activeDeadlineSeconds": 1}));
+        assert!(failure(&near, &Counts::default(), 0, Some(Timestamp::MIN), now).is_some());
+        // The widest Job starts a burst of pods per pass, not 2^31 - 1 at once.
+        for mode in ["NonIndexed", "Indexed"] {
+            let wide = spec(json!({"parallelism": i32::MAX, "completions": i32::MAX,
+                "completionMode": mode}));
+            assert_eq!(
+                plan(&wide, &Counts::default(), &[]).create.len(),
+                BURST,
+                "{mode}"
+            );
+        }
+        // A status that claims every index done is believed only up to completions.
+        let c = Counts::of(&json!({"completedIndexes": "0-9223372036854775806"}), 3);
+        assert_eq!(
+            c.completed_indexes.into_iter().collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        let c = Counts::of(&json!({"succeeded": i64::MIN, "failed": i64::MAX}), 3);
+        assert_eq!((c.succeeded, c.total_failed()), (0, i64::MAX));
     }
 }

@@ -13,35 +13,89 @@ pub mod replicaset;
 pub mod runner;
 pub mod servicelb;
 
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::resources::ResourceDef;
 use crate::api::{Api, ApiError, PatchType, Target, WriteOptions, object};
+use crate::clock;
+use crate::health::Checks;
 
-/// Runs every controller until `stop`.
-pub async fn run(api: Api, node_lifecycle: nodes::Settings, stop: CancellationToken) {
-    tokio::join!(
-        nodes::run(api.clone(), node_lifecycle, stop.clone()),
-        runner::run(
-            api.clone(),
-            replicaset::ReplicaSets::apps_v1(),
-            stop.clone()
-        ),
-        runner::run(
-            api.clone(),
-            replicaset::ReplicaSets::core_v1(),
-            stop.clone()
-        ),
-        runner::run(api.clone(), deployment::Deployments, stop.clone()),
-        runner::run(api.clone(), job::Jobs, stop.clone()),
-        runner::run(api.clone(), cronjob::CronJobs, stop.clone()),
-        runner::run(api.clone(), endpoints::Endpoints, stop.clone()),
-        runner::run(api.clone(), quota::Quotas, stop.clone()),
-        servicelb::run(api.clone(), stop.clone()),
-        runner::run(api.clone(), aggregation::Aggregation, stop.clone()),
+/// Pods a controller creates in one reconcile at most, as upstream's `burstReplicas` (the
+/// ReplicaSet controller) and `MaxPodCreateDeletePerSync` (the Job controller): a tenant's
+/// `replicas: 2147483647` costs a bounded pass, not one that never ends.
+pub const BURST: usize = 500;
+
+/// Runs every controller until `stop`, each supervised on a task of its own: one that dies
+/// is started again and reported in `checks` (as `controller/<name>`) meanwhile, and one that
+/// is busy or stuck holds up only its own task.
+pub async fn run(
+    api: Api,
+    node_lifecycle: nodes::Settings,
+    checks: Checks,
+    stop: CancellationToken,
+) {
+    let mut tasks = JoinSet::new();
+    let mut add = |name: &'static str, start: Start| {
+        let (api, checks, stop) = (api.clone(), checks.clone(), stop.clone());
+        tasks.spawn(async move {
+            let (check, s) = (format!("controller/{name}"), stop.clone());
+            runner::supervise(&check, &checks, &stop, || start(api.clone(), s.clone())).await;
+        });
+    };
+    add(
+        "node-lifecycle",
+        Box::new(move |api, stop| nodes::run(api, node_lifecycle.clone(), stop).boxed()),
     );
+    add(
+        "replicaset",
+        Box::new(|api, stop| runner::run(api, replicaset::ReplicaSets::apps_v1(), stop).boxed()),
+    );
+    add(
+        "replicationcontroller",
+        Box::new(|api, stop| runner::run(api, replicaset::ReplicaSets::core_v1(), stop).boxed()),
+    );
+    add(
+        "deployment",
+        Box::new(|api, stop| runner::run(api, deployment::Deployments, stop).boxed()),
+    );
+    add(
+        "job",
+        Box::new(|api, stop| runner::run(api, job::Jobs, stop).boxed()),
+    );
+    add(
+        "cronjob",
+        Box::new(|api, stop| runner::run(api, cronjob::CronJobs, stop).boxed()),
+    );
+    add(
+        "endpoints",
+        Box::new(|api, stop| runner::run(api, endpoints::Endpoints, stop).boxed()),
+    );
+    add(
+        "resourcequota",
+        Box::new(|api, stop| runner::run(api, quota::Quotas, stop).boxed()),
+    );
+    add(
+        "service-lb",
+        Box::new(|api, stop| servicelb::run(api, stop).boxed()),
+    );
+    add(
+        "clusterrole-aggregation",
+        Box::new(|api, stop| runner::run(api, aggregation::Aggregation, stop).boxed()),
+    );
+    while let Some(done) = tasks.join_next().await {
+        // The supervisor catches the controllers' panics; this is one of its own.
+        if let Err(e) = done {
+            tracing::error!(error = %e, "controller supervisor failed");
+        }
+    }
 }
+
+/// Starts one run of a controller.
+type Start = Box<dyn Fn(Api, CancellationToken) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Merge-patches an object's status; `false` when the object is gone (nothing left to do).
 pub async fn write_status(
@@ -132,7 +186,9 @@ pub fn pod_available(pod: &Value, min_ready_seconds: i64) -> bool {
     ready_condition(pod)
         .and_then(|c| c["lastTransitionTime"].as_str())
         .and_then(object::parse_time)
-        .is_some_and(|since| (jiff::Timestamp::now() - since).get_seconds() >= min_ready_seconds)
+        .is_some_and(|since| {
+            clock::elapsed_seconds(since, jiff::Timestamp::now()) >= min_ready_seconds
+        })
 }
 
 /// A status condition, keeping `previous`'s transition time when the status is unchanged and
@@ -168,7 +224,9 @@ mod tests {
 
     struct Cluster {
         api: Api,
+        checks: Checks,
         stop: CancellationToken,
+        _controllers: tokio::task::JoinHandle<()>,
         _dir: tempfile::TempDir,
     }
 
@@ -179,10 +237,18 @@ mod tests {
             let api = Api::new(Arc::new(store), Config::default());
             api.bootstrap().await.unwrap();
             let stop = CancellationToken::new();
-            tokio::spawn(run(api.clone(), nodes::Settings::default(), stop.clone()));
+            let checks = Checks::default();
+            let controllers = tokio::spawn(run(
+                api.clone(),
+                nodes::Settings::default(),
+                checks.clone(),
+                stop.clone(),
+            ));
             Self {
                 api,
+                checks,
                 stop,
+                _controllers: controllers,
                 _dir: dir,
             }
         }
@@ -615,5 +681,61 @@ mod tests {
             c.get("endpoints", "manual")["subsets"][0]["addresses"][0]["ip"],
             "192.0.2.1"
         );
+    }
+
+    #[test]
+    fn availability_with_extreme_min_ready_seconds() {
+        use crate::clock::tests::EXTREMES;
+        for since in [
+            "2025-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "x",
+        ] {
+            let pod = json!({"status": {"phase": "Running", "conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": since}]}});
+            for &min in EXTREMES {
+                let available = pod_available(&pod, min);
+                if min <= 0 {
+                    assert!(available, "{since} {min}");
+                }
+                if min == i64::MAX {
+                    assert!(!available, "{since} {min}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_deadline_overflows_leaves_the_other_controllers_working() {
+        let c = Cluster::start().await;
+        let job = json!({"metadata": {"name": "forever"}, "spec": {
+            "activeDeadlineSeconds": i64::MAX, "ttlSecondsAfterFinished": i32::MAX,
+            "template": {"spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": i64::MAX,
+                                  "containers": [{"name": "c", "image": "x"}]}}}});
+        c.create("jobs", job).await;
+        c.until("the job's pod", |c| c.list("pods").len() == 1)
+            .await;
+        // The pod runs; the deadline is checked again on every change.
+        let pod = object::name(&c.list("pods")[0]).to_string();
+        c.ready(&pod).await;
+        let d = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1,
+            "selector": {"matchLabels": {"app": "d"}}, "template": template("d", "v1")}});
+        c.create("deployments", d).await;
+        c.until("the deployment's ReplicaSet and pod", |c| {
+            c.list("replicasets").len() == 1 && c.list("pods").len() == 2
+        })
+        .await;
+        // The job is still active: a deadline beyond any clock never passes.
+        let status = c.get("jobs", "forever")["status"].clone();
+        assert_eq!(status["active"], 1, "{status}");
+        assert!(
+            status
+                .get("conditions")
+                .is_none_or(|k| !k.to_string().contains("DeadlineExceeded")),
+            "{status}"
+        );
+        // No controller died on the way.
+        assert!(c.checks.report().passed(), "{:?}", c.checks.report());
     }
 }

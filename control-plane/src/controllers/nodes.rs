@@ -432,26 +432,9 @@ async fn evict(api: &Api, node: &Value) {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let due = taints.iter().any(|taint| {
-            let matching: Vec<&Value> =
-                tolerations.iter().filter(|t| tolerates(t, taint)).collect();
-            if matching.is_empty() {
-                return true;
-            }
-            // Tolerated for the shortest of the matching tolerationSeconds (forever if none).
-            let Some(seconds) = matching
-                .iter()
-                .filter_map(|t| t["tolerationSeconds"].as_i64())
-                .min()
-            else {
-                return false;
-            };
-            let added = taint["timeAdded"]
-                .as_str()
-                .and_then(object::parse_time)
-                .unwrap_or(now);
-            (now - added).get_seconds() >= seconds
-        });
+        let due = taints
+            .iter()
+            .any(|taint| eviction_due(&tolerations, taint, now));
         if !due {
             continue;
         }
@@ -485,9 +468,66 @@ async fn evict(api: &Api, node: &Value) {
     }
 }
 
+/// Whether a pod with `tolerations` is due for eviction by `taint` at `now`: it does not
+/// tolerate it, or only for a `tolerationSeconds` (the shortest that matches) that has passed.
+/// Negative seconds mean at once, as upstream; none means forever.
+fn eviction_due(tolerations: &[Value], taint: &Value, now: jiff::Timestamp) -> bool {
+    let matching: Vec<&Value> = tolerations.iter().filter(|t| tolerates(t, taint)).collect();
+    if matching.is_empty() {
+        return true;
+    }
+    let Some(seconds) = matching
+        .iter()
+        .filter_map(|t| t["tolerationSeconds"].as_i64())
+        .min()
+    else {
+        return false;
+    };
+    let added = taint["timeAdded"]
+        .as_str()
+        .and_then(object::parse_time)
+        .unwrap_or(now);
+    crate::clock::elapsed_seconds(added, now) >= seconds
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extreme_toleration_seconds_evict_at_once_or_never() {
+        use crate::clock::tests::EXTREMES;
+        let now: jiff::Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
+        for added in [
+            "2025-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "x",
+        ] {
+            let taint = json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": added});
+            for &seconds in EXTREMES {
+                let t = [
+                    json!({"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute",
+                                "tolerationSeconds": seconds}),
+                ];
+                let due = eviction_due(&t, &taint, now);
+                // Not at all tolerated once the taint is there (one added in the future is not
+                // there yet).
+                if seconds <= 0 && !added.starts_with("9999") {
+                    assert!(due, "{added} {seconds}");
+                }
+                if seconds == i64::MAX {
+                    assert!(!due, "{added} {seconds}");
+                }
+            }
+        }
+        let taint =
+            json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": "2025-01-01T00:00:00Z"});
+        let after = |s: i64| [json!({"operator": "Exists", "tolerationSeconds": s})];
+        assert!(eviction_due(&after(600), &taint, now));
+        assert!(!eviction_due(&after(601), &taint, now));
+        assert!(!eviction_due(&[json!({"operator": "Exists"})], &taint, now));
+    }
 
     #[test]
     fn tolerations_match_taints_as_upstream() {

@@ -101,19 +101,19 @@ impl Reconciler for Quotas {
 fn next_grace_expiry(api: &Api, ns: &str) -> Result<Option<std::time::Duration>, ApiError> {
     let now = jiff::Timestamp::now();
     let pods = api.list(resources::core("pods"), Some(ns), &ListOptions::default())?;
-    let next = pods
-        .items
-        .iter()
-        .filter_map(|p| {
-            let at = object::path(p, "metadata.deletionTimestamp")
-                .and_then(Value::as_str)
-                .and_then(object::parse_time)?;
-            let grace = object::path(p, "metadata.deletionGracePeriodSeconds")?.as_i64()?;
-            let ends = at + jiff::SignedDuration::from_secs(grace);
-            (ends > now).then(|| ends.duration_since(now).unsigned_abs())
-        })
-        .min();
-    Ok(next.map(|d| d + std::time::Duration::from_secs(1)))
+    let next = pods.items.iter().filter_map(|p| grace_left(p, now)).min();
+    Ok(next.map(|d| d.saturating_add(std::time::Duration::from_secs(1))))
+}
+
+/// How long a terminating pod's grace period still runs; `None` if it is over, or never ends
+/// (a grace period beyond the range of time).
+fn grace_left(pod: &Value, now: jiff::Timestamp) -> Option<std::time::Duration> {
+    let at = object::path(pod, "metadata.deletionTimestamp")
+        .and_then(Value::as_str)
+        .and_then(object::parse_time)?;
+    let grace = object::path(pod, "metadata.deletionGracePeriodSeconds")?.as_i64()?;
+    let ends = crate::clock::add_seconds(at, grace)?;
+    (ends > now).then(|| crate::clock::until(ends, now))
 }
 
 #[cfg(test)]
@@ -127,6 +127,33 @@ mod tests {
     use super::*;
     use crate::api::{Config, DeleteOptions, PatchType, Target, WriteOptions};
     use crate::store::{SledConfig, SledStore};
+
+    #[test]
+    fn extreme_grace_periods_neither_panic_nor_wait_forever() {
+        use crate::clock::tests::EXTREMES;
+        let now: jiff::Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
+        for at in [
+            "2025-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "0001-01-01T00:00:00Z",
+            "junk",
+        ] {
+            for &grace in EXTREMES {
+                let pod = json!({"metadata": {"deletionTimestamp": at,
+                                              "deletionGracePeriodSeconds": grace}});
+                if let Some(left) = grace_left(&pod, now) {
+                    assert!(!left.is_zero());
+                }
+            }
+        }
+        let pod = |grace: i64| {
+            json!({"metadata": {"deletionTimestamp": "2025-01-01T00:00:00Z",
+                                                   "deletionGracePeriodSeconds": grace}})
+        };
+        assert_eq!(grace_left(&pod(30), now), Some(Duration::from_secs(30)));
+        assert_eq!(grace_left(&pod(i64::MAX), now), None);
+        assert_eq!(grace_left(&pod(-1), now), None);
+    }
 
     async fn used(api: &Api, key: &str, want: &str) {
         let quotas = resources::core("resourcequotas");

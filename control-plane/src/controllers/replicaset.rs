@@ -188,7 +188,9 @@ impl ReplicaSets {
         let mut live: Vec<Value> = mine.iter().filter(|p| active(p)).cloned().collect();
         if live.len() < replicas {
             let template = owner.pointer("/spec/template").cloned().unwrap_or_default();
-            let missing = replicas - live.len();
+            // At most a burst per pass (`replicas` may be 2^31 - 1): the new pods' events
+            // bring the next pass.
+            let missing = (replicas - live.len()).min(super::BURST);
             let created = futures::stream::iter(0..missing)
                 .map(|_| self.create_pod(api, &owner, &template))
                 .buffer_unordered(16)

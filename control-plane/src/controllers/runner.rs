@@ -6,8 +6,15 @@
 //! `reconcile(key)` with per-key exclusivity: a key is never reconciled twice at once, and a
 //! change that arrives meanwhile runs it once more afterwards. A reconcile asks to be run
 //! again after a while, or waits for the next change; one that fails is retried with backoff.
+//!
+//! Each reconcile is isolated: one that panics fails its key only (logged with the object,
+//! retried with the same backoff as an error) while other keys go on. A controller whose loop
+//! dies anyway is started again by [`supervise`], which reports it in the health checks.
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,11 +22,11 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, SelectAll};
 use futures::{FutureExt as _, StreamExt as _};
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::resources::ResourceDef;
 use crate::api::{Api, ApiError, ListOptions, WatchEvent, object};
+use crate::health::Checks;
 
 /// `namespace/name` of a primary object.
 pub type Key = (String, String);
@@ -75,7 +82,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Runs `reconciler` until `stop`.
 pub async fn run<R: Reconciler>(api: Api, reconciler: R, stop: CancellationToken) {
     let reconciler = Arc::new(reconciler);
-    let (requeue_tx, mut requeue_rx) = mpsc::unbounded_channel::<Key>();
     loop {
         let mut kinds = vec![reconciler.primary()];
         kinds.extend(reconciler.owned());
@@ -106,7 +112,7 @@ pub async fn run<R: Reconciler>(api: Api, reconciler: R, stop: CancellationToken
             dirty: HashSet::new(),
             failures: HashMap::new(),
             tasks: FuturesUnordered::new(),
-            requeue: requeue_tx.clone(),
+            delays: FuturesUnordered::new(),
         };
         loop {
             tokio::select! {
@@ -119,7 +125,7 @@ pub async fn run<R: Reconciler>(api: Api, reconciler: R, stop: CancellationToken
                         state.observe_related(kinds[i], event);
                     }
                 }
-                Some(key) = requeue_rx.recv() => state.enqueue(key),
+                Some(key) = state.delays.next(), if !state.delays.is_empty() => state.enqueue(key),
                 Some((key, result)) = state.tasks.next(), if !state.tasks.is_empty() => {
                     state.finished(key, result);
                 }
@@ -145,7 +151,8 @@ struct State<R: Reconciler> {
     dirty: HashSet<Key>,
     failures: HashMap<Key, u32>,
     tasks: FuturesUnordered<BoxFuture<'static, Done>>,
-    requeue: mpsc::UnboundedSender<Key>,
+    /// Keys to enqueue again once their requeue or backoff delay has passed.
+    delays: FuturesUnordered<BoxFuture<'static, Key>>,
 }
 
 impl<R: Reconciler> State<R> {
@@ -247,7 +254,19 @@ impl<R: Reconciler> State<R> {
         let (api, reconciler) = (self.api.clone(), self.reconciler.clone());
         self.tasks.push(
             async move {
-                let result = reconciler.reconcile(&api, &key).await;
+                let result = AssertUnwindSafe(reconciler.reconcile(&api, &key))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        let why = panic_message(&*panic);
+                        tracing::error!(
+                            kind = reconciler.primary().kind,
+                            object = %format!("{}/{}", key.0, key.1),
+                            panic = %why,
+                            "reconcile panicked; retrying with backoff"
+                        );
+                        Err(ApiError::internal(format!("reconcile panicked: {why}")))
+                    });
                 (key, result)
             }
             .boxed(),
@@ -282,12 +301,14 @@ impl<R: Reconciler> State<R> {
         if self.dirty.remove(&key) {
             self.enqueue(key.clone());
         } else if let Some(after) = after {
-            let tx = self.requeue.clone();
             let key = key.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                let _ = tx.send(key);
-            });
+            self.delays.push(
+                async move {
+                    tokio::time::sleep(after).await;
+                    key
+                }
+                .boxed(),
+            );
         }
         while self.running.len() < WORKERS
             && let Some(next) = self.waiting.pop_front()
@@ -299,5 +320,317 @@ impl<R: Reconciler> State<R> {
                 self.start(next);
             }
         }
+    }
+}
+
+/// What a caught panic carried, as text.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+/// How a dead controller is restarted.
+#[derive(Debug, Clone, Copy)]
+struct Restarts {
+    /// The first restart waits this long; each further one twice as long, up to `max_backoff`.
+    backoff: Duration,
+    max_backoff: Duration,
+    /// A restarted controller counts as healthy again once it has run this long.
+    stable: Duration,
+}
+
+const RESTARTS: Restarts = Restarts {
+    backoff: Duration::from_secs(1),
+    max_backoff: Duration::from_secs(60),
+    stable: Duration::from_secs(30),
+};
+
+/// Runs the component that `start` makes until `stop`, reported in `checks` as `name` (a
+/// controller as `controller/<kind>`). One that panics or returns before `stop` is logged,
+/// reported failing and started again after a backoff; it reports healthy again once it has
+/// stayed up.
+pub async fn supervise<F, Fut>(name: &str, checks: &Checks, stop: &CancellationToken, start: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    supervise_with(RESTARTS, name, checks, stop, start).await;
+}
+
+async fn supervise_with<F, Fut>(
+    restarts: Restarts,
+    name: &str,
+    checks: &Checks,
+    stop: &CancellationToken,
+    mut start: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    checks.pass(name);
+    let mut deaths = 0u32;
+    loop {
+        let run = AssertUnwindSafe(start()).catch_unwind();
+        tokio::pin!(run);
+        let stable = tokio::time::sleep(restarts.stable);
+        tokio::pin!(stable);
+        let mut healthy = deaths == 0;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                () = &mut stable, if !healthy => {
+                    healthy = true;
+                    deaths = 0;
+                    checks.pass(name);
+                    tracing::info!(component = name, "restarted after dying, running again");
+                }
+            }
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        let reason = match outcome {
+            Ok(()) => "stopped before shutdown".to_string(),
+            Err(panic) => format!("panicked: {}", panic_message(&*panic)),
+        };
+        deaths += 1;
+        let backoff = restarts
+            .backoff
+            .saturating_mul(1 << (deaths - 1).min(16))
+            .min(restarts.max_backoff);
+        tracing::error!(component = name, %reason, deaths, "died; restarting in {backoff:?}");
+        checks.fail(name, reason);
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{Config, WriteOptions, resources};
+    use crate::store::{SledConfig, SledStore};
+
+    /// A test controller over ConfigMaps: it marks each one reconciled, except that it panics
+    /// on the one named `bomb` (a tenant's object that trips a bug).
+    struct Marker {
+        res: &'static ResourceDef,
+        attempts: Arc<Mutex<HashMap<String, u32>>>,
+    }
+
+    impl Reconciler for Marker {
+        fn primary(&self) -> &'static ResourceDef {
+            self.res
+        }
+        fn owned(&self) -> Vec<&'static ResourceDef> {
+            Vec::new()
+        }
+        fn reconcile<'a>(
+            &'a self,
+            api: &'a Api,
+            key: &'a Key,
+        ) -> BoxFuture<'a, Result<Action, ApiError>> {
+            async move {
+                *self
+                    .attempts
+                    .lock()
+                    .unwrap()
+                    .entry(key.1.clone())
+                    .or_default() += 1;
+                if key.1 == "bomb" {
+                    let deadline = i64::MAX;
+                    panic!("deadline {deadline} overflows");
+                }
+                let obj = match api.get(self.res, Some(&key.0), &key.1) {
+                    Ok(obj) => obj,
+                    Err(e) if e.code == 404 => return Ok(Action::Await),
+                    Err(e) => return Err(e),
+                };
+                if obj.pointer("/metadata/annotations/reconciled").is_none() {
+                    let patch = json!({"metadata": {"annotations": {"reconciled": "yes"}}});
+                    super::super::merge_patch(api, self.res, &obj, patch).await?;
+                }
+                Ok(Action::Await)
+            }
+            .boxed()
+        }
+    }
+
+    async fn api() -> (Api, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+        let api = Api::new(Arc::new(store), Config::default());
+        api.bootstrap().await.unwrap();
+        (api, dir)
+    }
+
+    async fn create(api: &Api, res: &'static ResourceDef, name: &str) {
+        api.create(
+            res,
+            Some("default"),
+            json!({"metadata": {"name": name}}),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+
+    fn reconciled(api: &Api, res: &'static ResourceDef, name: &str) -> bool {
+        api.get(res, Some("default"), name)
+            .is_ok_and(|o| o.pointer("/metadata/annotations/reconciled").is_some())
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_that_panics_fails_its_key_only_and_is_retried_with_backoff() {
+        let (api, _dir) = api().await;
+        let (configmaps, secrets) = (resources::core("configmaps"), resources::core("secrets"));
+        let attempts = Arc::new(Mutex::new(HashMap::new()));
+        let secret_attempts = Arc::new(Mutex::new(HashMap::new()));
+        let stop = CancellationToken::new();
+        let checks = Checks::default();
+        let marker = Marker {
+            res: configmaps,
+            attempts: attempts.clone(),
+        };
+        // A second controller beside it, as the Deployment controller is beside the Job one.
+        let other = Marker {
+            res: secrets,
+            attempts: secret_attempts.clone(),
+        };
+        let controllers = async {
+            tokio::join!(
+                supervise("controller/marker", &checks, &stop, || run(
+                    api.clone(),
+                    Marker {
+                        res: marker.res,
+                        attempts: marker.attempts.clone()
+                    },
+                    stop.clone()
+                )),
+                supervise("controller/other", &checks, &stop, || run(
+                    api.clone(),
+                    Marker {
+                        res: other.res,
+                        attempts: other.attempts.clone()
+                    },
+                    stop.clone()
+                )),
+            )
+        };
+        let scenario = async {
+            create(&api, configmaps, "before").await;
+            create(&api, configmaps, "bomb").await;
+            let tries = |name: &str| attempts.lock().unwrap().get(name).copied().unwrap_or(0);
+            for _ in 0..200 {
+                if tries("bomb") >= 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(tries("bomb") >= 1, "the bomb was never reconciled");
+            // After the panic, objects created later (of this kind and another) still are.
+            create(&api, configmaps, "after").await;
+            create(&api, secrets, "beside").await;
+            for _ in 0..400 {
+                if reconciled(&api, configmaps, "before")
+                    && reconciled(&api, configmaps, "after")
+                    && reconciled(&api, secrets, "beside")
+                    && tries("bomb") >= 3
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(reconciled(&api, configmaps, "before"));
+            assert!(
+                reconciled(&api, configmaps, "after"),
+                "a later object was not reconciled"
+            );
+            assert!(
+                reconciled(&api, secrets, "beside"),
+                "the other controller stopped"
+            );
+            // The panicking key was retried with backoff (200 ms, 400 ms, ...), not in a loop.
+            let n = tries("bomb");
+            assert!((3..=6).contains(&n), "bomb reconciled {n} times");
+            // The controller itself never died.
+            assert!(checks.report().passed(), "{:?}", checks.report());
+            stop.cancel();
+        };
+        tokio::join!(controllers, scenario);
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_dies_is_restarted_and_reported_until_it_stays_up() {
+        let checks = Checks::default();
+        let stop = CancellationToken::new();
+        let starts = AtomicU32::new(0);
+        // The production timing scaled down to milliseconds (no paused clock in this crate).
+        let ms = Duration::from_millis;
+        let timing = Restarts {
+            backoff: ms(200),
+            max_backoff: ms(6_000),
+            stable: ms(2_000),
+        };
+        let supervised = supervise_with(timing, "controller/flaky", &checks, &stop, || {
+            let n = starts.fetch_add(1, Ordering::SeqCst);
+            let stop = stop.clone();
+            async move {
+                match n {
+                    0 => panic!("its loop broke"),
+                    1 => {} // returns long before shutdown
+                    _ => stop.cancelled().await,
+                }
+            }
+        });
+        tokio::pin!(supervised);
+        // Lets time pass while the supervisor runs.
+        macro_rules! after {
+            ($d:expr) => {
+                assert!(
+                    tokio::time::timeout($d, supervised.as_mut()).await.is_err(),
+                    "supervise returned before stop"
+                )
+            };
+        }
+        let failure = |checks: &Checks| checks.report().checks[0].1.clone();
+
+        after!(ms(100));
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            failure(&checks).as_deref(),
+            Some("panicked: its loop broke")
+        );
+        assert_eq!(
+            checks.report().body("readyz", false),
+            "[+]ping ok\n[-]controller/flaky failed: panicked: its loop broke\nreadyz check failed\n"
+        );
+        // Restarted after 200 ms; it returns at once and is restarted after 400 ms more.
+        after!(ms(200));
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+        assert_eq!(failure(&checks).as_deref(), Some("stopped before shutdown"));
+        after!(ms(500));
+        assert_eq!(starts.load(Ordering::SeqCst), 3);
+        // Running again, but reported failing until it has stayed up a while.
+        assert!(failure(&checks).is_some());
+        after!(ms(2_000));
+        assert_eq!(failure(&checks), None);
+        assert!(checks.report().passed());
+
+        stop.cancel();
+        supervised.await;
+        assert_eq!(starts.load(Ordering::SeqCst), 3);
     }
 }
