@@ -34,18 +34,18 @@ use crate::store::{self, Event, EventKind, KeyValue, Store};
 pub struct Config {
     /// Changes younger than this are kept (unless the bounds below are hit first).
     pub ttl: Duration,
-    /// At most this many bytes of object values in the history.
+    /// At most about this many bytes of objects in the history.
     pub max_bytes: usize,
     /// At most this many changes in the history.
     pub max_events: usize,
 }
 
 impl Default for Config {
-    /// Five minutes (etcd's default compaction interval), at most 256 MiB of values.
+    /// Five minutes (etcd's default compaction interval), at most 64 MiB.
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(300),
-            max_bytes: 256 << 20,
+            max_bytes: 64 << 20,
             max_events: usize::MAX,
         }
     }
@@ -70,27 +70,74 @@ impl Index {
     }
 }
 
-/// Computes the [`Index`] of a stored value; given by the API layer, which knows the kinds.
-pub type Indexer = Arc<dyn Fn(&str, &[u8]) -> Index + Send + Sync>;
+/// What the API layer makes of a stored value, once per version: its [`Index`], and the bytes
+/// it serves (the object with its resourceVersion, so lists and watches send them as they
+/// are).
+#[derive(Debug, Clone, Default)]
+pub struct Indexed {
+    /// What selectors look at.
+    pub index: Index,
+    /// The value as served.
+    pub served: bytes::Bytes,
+    /// Where in `served` the resourceVersion's digits are, when they are there (a version
+    /// re-stamped at another revision only swaps them).
+    pub revision_at: Option<std::ops::Range<usize>>,
+}
 
-/// One committed object.
+/// Makes the [`Indexed`] form of a stored key and value; given by the API layer, which knows
+/// the kinds.
+pub type Indexer = Arc<dyn Fn(&KeyValue) -> Indexed + Send + Sync>;
+
+/// One committed object: one copy of it, in the form the API serves.
 #[derive(Debug)]
 pub struct Object {
-    /// The key, value and revisions (for a deleted object: the last value, at the delete's
-    /// revision).
+    /// The key, served value and revisions (for a deleted object: the last value, at the
+    /// delete's revision).
     pub kv: KeyValue,
     /// What selectors look at.
     pub index: Index,
-    /// The object as the API sends it, encoded at most once (by the API layer).
-    pub wire: std::sync::OnceLock<bytes::Bytes>,
+    /// Where the resourceVersion's digits are in `kv.value`, if it carries them.
+    pub revision_at: Option<std::ops::Range<usize>>,
 }
 
 impl Object {
-    fn new(kv: KeyValue, index: Index) -> Self {
+    fn make(mut kv: KeyValue, indexer: &Indexer) -> Self {
+        let Indexed {
+            index,
+            served,
+            revision_at,
+        } = indexer(&kv);
+        kv.value = served;
         Self {
             kv,
             index,
-            wire: std::sync::OnceLock::new(),
+            revision_at,
+        }
+    }
+
+    /// The same content at another revision (a deleted object's last value at the delete,
+    /// an object's last matching content when it leaves a selector).
+    fn at(&self, revision: u64) -> Self {
+        let digits = revision.to_string();
+        let (value, revision_at) = match &self.revision_at {
+            Some(r) => {
+                let old = &self.kv.value;
+                let mut v = Vec::with_capacity(old.len() + digits.len());
+                v.extend_from_slice(&old[..r.start]);
+                v.extend_from_slice(digits.as_bytes());
+                v.extend_from_slice(&old[r.end..]);
+                (v.into(), Some(r.start..r.start + digits.len()))
+            }
+            None => (self.kv.value.clone(), None),
+        };
+        Self {
+            kv: KeyValue {
+                value,
+                mod_revision: revision,
+                ..self.kv.clone()
+            },
+            index: self.index.clone(),
+            revision_at,
         }
     }
 }
@@ -110,8 +157,12 @@ pub struct Change {
 }
 
 impl Change {
+    /// About what the change holds in memory: its object (a delete's is a copy of the
+    /// replaced one) with its index.
     fn bytes(&self) -> usize {
-        self.object.kv.value.len() + self.object.kv.key.len() + 64
+        let o = &self.object;
+        let index: usize = o.index.fields.iter().map(|(_, v)| v.len() + 40).sum();
+        o.kv.value.len() + o.kv.key.len() + index + 160
     }
 }
 
@@ -240,9 +291,8 @@ impl Cache {
                 loop {
                     let page = store.range("/registry/", after.as_deref(), 4096)?;
                     for kv in page.kvs {
-                        let index = indexer(&kv.key, &kv.value);
                         after = Some(kv.key.clone());
-                        objects.insert(kv.key.clone(), Arc::new(Object::new(kv, index)));
+                        objects.insert(kv.key.clone(), Arc::new(Object::make(kv, &indexer)));
                     }
                     if !page.more {
                         break;
@@ -279,17 +329,12 @@ impl Cache {
                     .cloned()
             };
             let prev = event.prev.as_ref().map(|p| {
-                reuse(p, &made)
-                    .unwrap_or_else(|| Arc::new(Object::new(p.clone(), indexer(&p.key, &p.value))))
+                reuse(p, &made).unwrap_or_else(|| Arc::new(Object::make(p.clone(), &indexer)))
             });
             let object = match (event.kind, &prev) {
-                (EventKind::Delete, Some(p)) => {
-                    Arc::new(Object::new(event.kv.clone(), p.index.clone()))
-                }
-                _ => reuse(&event.kv, &made).unwrap_or_else(|| {
-                    let index = indexer(&event.kv.key, &event.kv.value);
-                    Arc::new(Object::new(event.kv.clone(), index))
-                }),
+                (EventKind::Delete, Some(p)) => Arc::new(p.at(event.kv.mod_revision)),
+                _ => reuse(&event.kv, &made)
+                    .unwrap_or_else(|| Arc::new(Object::make(event.kv.clone(), &indexer))),
             };
             made.insert(event.kv.key.clone(), object.clone());
             let change = Arc::new(Change {
@@ -372,10 +417,7 @@ impl Cache {
             let change = Arc::new(change_of(&self.indexer, event.clone(), |prev, indexer| {
                 cached
                     .filter(|c| c.kv.mod_revision == prev.mod_revision)
-                    .unwrap_or_else(|| {
-                        let index = indexer(&prev.key, &prev.value);
-                        Arc::new(Object::new(prev, index))
-                    })
+                    .unwrap_or_else(|| Arc::new(Object::make(prev, indexer)))
             }));
             match change.kind {
                 EventKind::Delete => {
@@ -703,13 +745,7 @@ impl Watch {
             (true, false) => {
                 // The last content the watcher was entitled to, at the change's revision.
                 let prev = change.prev.as_ref().expect("before implies prev");
-                Some(Delivery::Deleted(Arc::new(Object::new(
-                    KeyValue {
-                        mod_revision: change.revision,
-                        ..prev.kv.clone()
-                    },
-                    prev.index.clone(),
-                ))))
+                Some(Delivery::Deleted(Arc::new(prev.at(change.revision))))
             }
             (false, false) => None,
         }
@@ -730,11 +766,8 @@ fn change_of(
 ) -> Change {
     let prev = event.prev.map(|p| prev_of(p, indexer));
     let object = match (&event.kind, &prev) {
-        (EventKind::Delete, Some(p)) => Arc::new(Object::new(event.kv, p.index.clone())),
-        _ => {
-            let index = indexer(&event.kv.key, &event.kv.value);
-            Arc::new(Object::new(event.kv, index))
-        }
+        (EventKind::Delete, Some(p)) => Arc::new(p.at(event.kv.mod_revision)),
+        _ => Arc::new(Object::make(event.kv, indexer)),
     };
     Change {
         revision: object.kv.mod_revision,

@@ -459,23 +459,17 @@ impl Api {
         Self::decode(res, &o.kv.value, o.kv.mod_revision)
     }
 
-    /// The JSON the API serves for a cached object, made once per object version and shared
-    /// by every list and watch that sends it.
+    /// The JSON the API serves for a cached object: the cached bytes themselves (made once
+    /// per version, shared by every list and watch that sends them) unless `res` is served in
+    /// another version than it is stored in.
     pub(crate) fn json_of(res: &'static ResourceDef, o: &cache::Object) -> Result<Bytes> {
-        let encode = || -> Result<Bytes> {
-            let obj = Self::decode(res, &o.kv.value, o.kv.mod_revision)?;
-            serde_json::to_vec(&obj)
-                .map(Bytes::from)
-                .map_err(|e| ApiError::internal(e.to_string()))
-        };
-        if convert::needs_conversion(res) {
-            return encode();
+        if o.revision_at.is_some() && !convert::needs_conversion(res) {
+            return Ok(o.kv.value.clone());
         }
-        if let Some(b) = o.wire.get() {
-            return Ok(b.clone());
-        }
-        let b = encode()?;
-        Ok(o.wire.get_or_init(|| b).clone())
+        let obj = Self::decode(res, &o.kv.value, o.kv.mod_revision)?;
+        serde_json::to_vec(&obj)
+            .map(Bytes::from)
+            .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     /// The selectors of `opts` as a filter over cached objects' indexes.
@@ -1560,8 +1554,21 @@ struct SelectableStatus {
     succeeded: Option<Value>,
 }
 
-/// The watch cache's [`cache::Indexer`]: labels and every selectable field of a stored value.
-fn index(key: &str, value: &[u8]) -> cache::Index {
+/// The watch cache's [`cache::Indexer`]: labels and every selectable field of a stored value,
+/// and the value as served (with its resourceVersion).
+fn index(kv: &store::KeyValue) -> cache::Indexed {
+    let (served, revision_at) = match with_resource_version(&kv.value, kv.mod_revision) {
+        Some((v, at)) => (Bytes::from(v), Some(at)),
+        None => (kv.value.clone(), None),
+    };
+    cache::Indexed {
+        index: index_of(&kv.key, &kv.value),
+        served,
+        revision_at,
+    }
+}
+
+fn index_of(key: &str, value: &[u8]) -> cache::Index {
     let plural = key
         .strip_prefix("/registry/")
         .and_then(|rest| rest.split('/').next())
@@ -1587,6 +1594,109 @@ fn index(key: &str, value: &[u8]) -> cache::Index {
         fields.extend(wanted.iter().map(|f| (*f, field_value(res, &obj, f))));
     }
     cache::Index { labels, fields }
+}
+
+/// A stored object (compact JSON without a resourceVersion, as [`Api::encode`] writes it) with
+/// `"resourceVersion":"<rev>"` put first in its top-level `metadata`; and where the digits are.
+/// `None` when the value is not such an object.
+fn with_resource_version(value: &[u8], rev: u64) -> Option<(Vec<u8>, std::ops::Range<usize>)> {
+    let at = top_level_object_start(value, b"metadata")?;
+    let digits = rev.to_string();
+    let empty = value.get(at + 1) == Some(&b'}');
+    let mut out = Vec::with_capacity(value.len() + digits.len() + 22);
+    out.extend_from_slice(&value[..=at]);
+    out.extend_from_slice(br#""resourceVersion":""#);
+    let start = out.len();
+    out.extend_from_slice(digits.as_bytes());
+    let end = out.len();
+    out.push(b'"');
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(&value[at + 1..]);
+    Some((out, start..end))
+}
+
+/// The index of the `{` that opens the value of top-level key `key`, if that value is an object.
+fn top_level_object_start(v: &[u8], key: &[u8]) -> Option<usize> {
+    let ws = |i: &mut usize| {
+        while v.get(*i).is_some_and(|b| b.is_ascii_whitespace()) {
+            *i += 1;
+        }
+    };
+    // The end of the string starting at `i` (a quote), just past its closing quote.
+    let string_end = |mut i: usize| -> Option<usize> {
+        i += 1;
+        loop {
+            match v.get(i)? {
+                b'\\' => i += 2,
+                b'"' => return Some(i + 1),
+                _ => i += 1,
+            }
+        }
+    };
+    // The end of the value starting at `i`.
+    let value_end = |mut i: usize| -> Option<usize> {
+        match v.get(i)? {
+            b'"' => string_end(i),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match v.get(i)? {
+                        b'"' => {
+                            i = string_end(i)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(i + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            _ => {
+                while !matches!(v.get(i)?, b',' | b'}' | b']') && !v[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+                Some(i)
+            }
+        }
+    };
+    let mut i = 0;
+    ws(&mut i);
+    if v.get(i)? != &b'{' {
+        return None;
+    }
+    i += 1;
+    loop {
+        ws(&mut i);
+        if v.get(i)? != &b'"' {
+            return None;
+        }
+        let end = string_end(i)?;
+        let name = &v[i + 1..end - 1];
+        i = end;
+        ws(&mut i);
+        if v.get(i)? != &b':' {
+            return None;
+        }
+        i += 1;
+        ws(&mut i);
+        if name == key {
+            return (v.get(i)? == &b'{').then_some(i);
+        }
+        i = value_end(i)?;
+        ws(&mut i);
+        match v.get(i)? {
+            b',' => i += 1,
+            _ => return None,
+        }
+    }
 }
 
 fn encode_continue(key: &str, rev: u64) -> String {

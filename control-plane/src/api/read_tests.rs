@@ -594,7 +594,7 @@ fn the_partial_index_reads_fields_as_whole_objects_do() {
             .iter()
             .find(|r| r.plural == plural)
             .unwrap();
-        let index = index(key, &serde_json::to_vec(&obj).unwrap());
+        let index = index_of(key, &serde_json::to_vec(&obj).unwrap());
         assert_eq!(
             index.labels,
             object::labels(&obj).cloned().unwrap_or(Value::Null),
@@ -667,4 +667,40 @@ async fn the_history_and_its_transitions_survive_a_restart() {
         next_kinds(&mut watch, 3).await,
         ["DELETED a", "ADDED b", "MODIFIED b"]
     );
+}
+
+/// The cache serves stored bytes with the resourceVersion put in; the result must be exactly the
+/// object with that resourceVersion, whatever the object holds.
+#[test]
+fn served_bytes_are_the_object_with_its_resource_version() {
+    let samples = [
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n"},
+               "data": {"k": "a \"metadata\":{ tricky } value \\", "metadata": "{\"x\":1}"}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {}, "data": {}}),
+        json!({"aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"metadata": "x"}}]},
+               "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": "r", "labels": {"a": "b"}}, "rules": []}),
+        json!({"a": [1, 2.5, -3e2, true, false, null, {"metadata": {"deep": [[]]}}], "metadata": {"name": "x"}}),
+        json!({"involvedObject": {"kind": "Pod", "name": "p"}, "metadata": {"name": "e"}, "reason": "R"}),
+    ];
+    for obj in samples {
+        let raw = serde_json::to_vec(&obj).unwrap();
+        for rev in [1u64, 42, u64::MAX] {
+            let (served, at) = with_resource_version(&raw, rev).expect("an object with metadata");
+            assert_eq!(&served[at.clone()], rev.to_string().as_bytes());
+            let parsed: Value = serde_json::from_slice(&served).unwrap();
+            let mut want = obj.clone();
+            want["metadata"]["resourceVersion"] = json!(rev.to_string());
+            assert_eq!(parsed, want, "{}", String::from_utf8_lossy(&served));
+        }
+    }
+    for not_an_object in [
+        &b"holder"[..],
+        b"[]",
+        b"{\"metadata\": 3}",
+        b"{\"a\":1}",
+        b"",
+    ] {
+        assert!(with_resource_version(not_an_object, 1).is_none());
+    }
 }
