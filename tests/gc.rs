@@ -67,11 +67,14 @@ fn a_foreground_delete_interrupted_by_kill_9_completes_after_restart() {
     server.kill9();
     server.launch(Vec::new());
     let kc = kubectl(&server);
-    eventually("the Deployment, its ReplicaSet and its 50 pods gone", || {
-        !exists(&kc, &["deployment", "web"])
-            && count(&kc, &["replicasets"]) == 0
-            && count(&kc, &["pods"]) == 0
-    });
+    eventually(
+        "the Deployment, its ReplicaSet and its 50 pods gone",
+        || {
+            !exists(&kc, &["deployment", "web"])
+                && count(&kc, &["replicasets"]) == 0
+                && count(&kc, &["pods"]) == 0
+        },
+    );
 }
 
 #[test]
@@ -193,7 +196,11 @@ fn dependents_of_any_kind_are_collected_by_owner_uid() {
     let stale = "00000000-0000-0000-0000-000000000001";
     kc.ok_stdin(
         &["apply", "-f", "-"],
-        Some(&configmap("dep-of-earlier-owner", Some(("owner", stale)), false)),
+        Some(&configmap(
+            "dep-of-earlier-owner",
+            Some(("owner", stale)),
+            false,
+        )),
     );
     eventually("the dependent of a gone uid collected", || {
         !exists(&kc, &["configmap", "dep-of-earlier-owner"])
@@ -203,9 +210,10 @@ fn dependents_of_any_kind_are_collected_by_owner_uid() {
         "a dependent of a live owner stays"
     );
     kc.ok(&["delete", "configmap", "owner"]);
-    eventually("the ConfigMap owned by the deleted ConfigMap collected", || {
-        !exists(&kc, &["configmap", "dep"])
-    });
+    eventually(
+        "the ConfigMap owned by the deleted ConfigMap collected",
+        || !exists(&kc, &["configmap", "dep"]),
+    );
 }
 
 /// An owner held by a finalizer keeps its dependents; removing the finalizer completes the
@@ -214,10 +222,7 @@ fn dependents_of_any_kind_are_collected_by_owner_uid() {
 fn a_delete_completed_by_removing_the_last_finalizer_collects_dependents() {
     let server = Server::start();
     let kc = kubectl(&server);
-    kc.ok_stdin(
-        &["apply", "-f", "-"],
-        Some(&configmap("owner", None, true)),
-    );
+    kc.ok_stdin(&["apply", "-f", "-"], Some(&configmap("owner", None, true)));
     let owner = uid(&kc, &["configmap", "owner"]);
     kc.ok_stdin(
         &["apply", "-f", "-"],
@@ -302,7 +307,9 @@ fn a_namespace_deletion_interrupted_by_kill_9_completes_after_restart() {
     server.kill9();
     server.launch(Vec::new());
     let kc = kubectl(&server);
-    eventually("the namespace gone", || !exists(&kc, &["namespace", "doomed"]));
+    eventually("the namespace gone", || {
+        !exists(&kc, &["namespace", "doomed"])
+    });
 }
 
 #[test]

@@ -6,7 +6,9 @@ pub mod aggregation;
 pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
+pub mod gc;
 pub mod job;
+pub mod namespace;
 pub mod nodes;
 pub mod quota;
 pub mod replicaset;
@@ -23,6 +25,8 @@ use crate::api::{Api, ApiError, PatchType, Target, WriteOptions, object};
 pub async fn run(api: Api, node_lifecycle: nodes::Settings, stop: CancellationToken) {
     tokio::join!(
         nodes::run(api.clone(), node_lifecycle, stop.clone()),
+        gc::run(api.clone(), stop.clone()),
+        runner::run(api.clone(), namespace::Namespaces, stop.clone()),
         runner::run(
             api.clone(),
             replicaset::ReplicaSets::apps_v1(),
