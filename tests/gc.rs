@@ -283,6 +283,41 @@ fn pods_bound_to_a_deleted_node_are_collected() {
 }
 
 #[test]
+fn terminated_pods_beyond_the_threshold_are_collected_oldest_first() {
+    // A short quarantine also makes PodGC look more often than every 20 s.
+    let server = Server::start_with(&[
+        "--terminated-pod-gc-threshold",
+        "2",
+        "--pod-gc-quarantine",
+        "1s",
+    ]);
+    let kc = kubectl(&server);
+    kc.ok_stdin(&["apply", "-f", "-"], Some(&node("node-a")));
+    for name in ["done-1", "done-2", "done-3", "running"] {
+        kc.ok_stdin(&["apply", "-f", "-"], Some(&bound_pod(name, "node-a")));
+        // Creation timestamps have whole seconds: keep the order unambiguous.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    for name in ["done-1", "done-2", "done-3"] {
+        kc.ok(&[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Succeeded"}}"#,
+        ]);
+    }
+    eventually("the oldest terminated pod gone", || {
+        !exists(&kc, &["pod", "done-1"])
+    });
+    for kept in ["done-2", "done-3", "running"] {
+        assert!(exists(&kc, &["pod", kept]), "{kept} is kept");
+    }
+}
+
+#[test]
 fn a_namespace_deletion_interrupted_by_kill_9_completes_after_restart() {
     let mut server = Server::start();
     {

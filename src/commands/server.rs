@@ -10,6 +10,7 @@ use clap::Args;
 use skiff_control_plane::api::{self, Api, Tolerations};
 use skiff_control_plane::apiserver::{self, pki::Identity};
 use skiff_control_plane::controllers::nodes::Settings as NodeLifecycle;
+use skiff_control_plane::controllers::podgc::Settings as PodGc;
 use skiff_control_plane::scheduler::{Scoring, Strategy, Weights};
 use skiff_control_plane::store::{Encrypted, Keyring, SledConfig, SledStore, reseal};
 use tokio::task::JoinHandle;
@@ -60,6 +61,12 @@ pub struct Server {
     /// Service's.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cluster_ip_range: api::ServiceCidr,
+    /// Terminated pods (Succeeded or Failed) kept before the oldest are deleted; 0 keeps all.
+    #[arg(long, default_value_t = 12_500)]
+    terminated_pod_gc_threshold: usize,
+    /// How long a pod's node must have been gone before the pod is deleted.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pod_gc_quarantine: Duration,
 }
 
 /// Parses `40s`, `2m`, `1h`, `500ms` or plain seconds.
@@ -102,6 +109,10 @@ impl Server {
                 large_cluster_size_threshold: self.large_cluster_size_threshold,
             },
             service_cidr: self.service_cluster_ip_range,
+            pod_gc: PodGc {
+                terminated_threshold: self.terminated_pod_gc_threshold,
+                quarantine: self.pod_gc_quarantine,
+            },
         })
         .await?;
         super::shutdown_signal().await;
@@ -125,6 +136,8 @@ pub struct Settings {
     pub node_lifecycle: NodeLifecycle,
     /// Where Services' ClusterIPs come from.
     pub service_cidr: api::ServiceCidr,
+    /// When pods of vanished nodes and terminated pods are deleted.
+    pub pod_gc: PodGc,
 }
 
 impl Settings {
@@ -141,6 +154,7 @@ impl Settings {
             scoring: Scoring::default(),
             node_lifecycle: NodeLifecycle::default(),
             service_cidr: api::ServiceCidr::default(),
+            pod_gc: PodGc::default(),
         }
     }
 }
@@ -171,6 +185,7 @@ impl ControlPlane {
             scoring,
             node_lifecycle,
             service_cidr,
+            pod_gc,
         } = settings;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -262,7 +277,10 @@ impl ControlPlane {
         ));
         let controllers = tokio::spawn(skiff_control_plane::controllers::run(
             api.clone(),
-            node_lifecycle,
+            skiff_control_plane::controllers::Settings {
+                node_lifecycle,
+                pod_gc,
+            },
             shutdown.clone(),
         ));
         let authorizer = tokio::spawn(auth.run(api.clone(), shutdown.clone()));

@@ -10,6 +10,7 @@ pub mod gc;
 pub mod job;
 pub mod namespace;
 pub mod nodes;
+pub mod podgc;
 pub mod quota;
 pub mod replicaset;
 pub mod runner;
@@ -21,12 +22,31 @@ use tokio_util::sync::CancellationToken;
 use crate::api::resources::ResourceDef;
 use crate::api::{Api, ApiError, PatchType, Target, WriteOptions, object};
 
+/// The controller manager's flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// When nodes count as lost and how fast their pods are evicted.
+    pub node_lifecycle: nodes::Settings,
+    /// When pods of vanished nodes and terminated pods are deleted.
+    pub pod_gc: podgc::Settings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            node_lifecycle: nodes::Settings::default(),
+            pod_gc: podgc::Settings::default(),
+        }
+    }
+}
+
 /// Runs every controller until `stop`.
-pub async fn run(api: Api, node_lifecycle: nodes::Settings, stop: CancellationToken) {
+pub async fn run(api: Api, settings: Settings, stop: CancellationToken) {
     tokio::join!(
-        nodes::run(api.clone(), node_lifecycle, stop.clone()),
+        nodes::run(api.clone(), settings.node_lifecycle, stop.clone()),
         gc::run(api.clone(), stop.clone()),
         runner::run(api.clone(), namespace::Namespaces, stop.clone()),
+        podgc::run(api.clone(), settings.pod_gc, stop.clone()),
         runner::run(
             api.clone(),
             replicaset::ReplicaSets::apps_v1(),
@@ -183,7 +203,7 @@ mod tests {
             let api = Api::new(Arc::new(store), Config::default());
             api.bootstrap().await.unwrap();
             let stop = CancellationToken::new();
-            tokio::spawn(run(api.clone(), nodes::Settings::default(), stop.clone()));
+            tokio::spawn(run(api.clone(), Settings::default(), stop.clone()));
             Self {
                 api,
                 stop,
