@@ -67,6 +67,9 @@ pub struct Server {
     /// How long a pod's node must have been gone before the pod is deleted.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     pod_gc_quarantine: Duration,
+    /// How long an Event is kept after it was last observed.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    event_ttl: Duration,
 }
 
 /// Parses `40s`, `2m`, `1h`, `500ms` or plain seconds.
@@ -113,6 +116,7 @@ impl Server {
                 terminated_threshold: self.terminated_pod_gc_threshold,
                 quarantine: self.pod_gc_quarantine,
             },
+            event_ttl: self.event_ttl,
         })
         .await?;
         super::shutdown_signal().await;
@@ -138,6 +142,8 @@ pub struct Settings {
     pub service_cidr: api::ServiceCidr,
     /// When pods of vanished nodes and terminated pods are deleted.
     pub pod_gc: PodGc,
+    /// How long Events are kept after they were last observed.
+    pub event_ttl: Duration,
 }
 
 impl Settings {
@@ -155,6 +161,7 @@ impl Settings {
             node_lifecycle: NodeLifecycle::default(),
             service_cidr: api::ServiceCidr::default(),
             pod_gc: PodGc::default(),
+            event_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -186,6 +193,7 @@ impl ControlPlane {
             node_lifecycle,
             service_cidr,
             pod_gc,
+            event_ttl,
         } = settings;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -280,6 +288,7 @@ impl ControlPlane {
             skiff_control_plane::controllers::Settings {
                 node_lifecycle,
                 pod_gc,
+                event_ttl,
             },
             shutdown.clone(),
         ));

@@ -6,6 +6,7 @@ pub mod aggregation;
 pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
+pub mod event_ttl;
 pub mod gc;
 pub mod job;
 pub mod namespace;
@@ -15,6 +16,8 @@ pub mod quota;
 pub mod replicaset;
 pub mod runner;
 pub mod servicelb;
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +32,8 @@ pub struct Settings {
     pub node_lifecycle: nodes::Settings,
     /// When pods of vanished nodes and terminated pods are deleted.
     pub pod_gc: podgc::Settings,
+    /// `--event-ttl`: how long an Event is kept after it was last observed.
+    pub event_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -36,6 +41,7 @@ impl Default for Settings {
         Self {
             node_lifecycle: nodes::Settings::default(),
             pod_gc: podgc::Settings::default(),
+            event_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -47,6 +53,7 @@ pub async fn run(api: Api, settings: Settings, stop: CancellationToken) {
         gc::run(api.clone(), stop.clone()),
         runner::run(api.clone(), namespace::Namespaces, stop.clone()),
         podgc::run(api.clone(), settings.pod_gc, stop.clone()),
+        event_ttl::run(api.clone(), settings.event_ttl, stop.clone()),
         runner::run(
             api.clone(),
             replicaset::ReplicaSets::apps_v1(),
