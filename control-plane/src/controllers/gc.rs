@@ -639,7 +639,11 @@ pub async fn run(api: Api, stop: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::api::Config;
+    use crate::store::{SledConfig, SledStore};
 
     fn node(plural: &str, name: &str, uid: &str, owners: &[(&str, bool)]) -> Node {
         let res = resources::RESOURCES
@@ -782,5 +786,135 @@ mod tests {
         // A dependent appearing under an owner being deleted wakes the owner.
         let wake = g.upsert(node("pods", "q", "Q", &[("A", true)]));
         assert!(wake.contains(&"A".to_string()));
+    }
+
+    async fn api() -> (Api, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+        let api = Api::new(Arc::new(store), Config::default());
+        api.bootstrap().await.unwrap();
+        (api, dir)
+    }
+
+    async fn configmap(api: &Api, name: &str, owner: Option<&Value>) -> Value {
+        let mut obj = json!({"metadata": {"name": name}});
+        if let Some(o) = owner {
+            obj["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap",
+                "name": object::name(o), "uid": object::uid(o), "blockOwnerDeletion": true}]);
+        }
+        api.create(
+            resources::core("configmaps"),
+            Some("default"),
+            obj,
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap()
+        .object
+    }
+
+    fn exists(api: &Api, name: &str) -> bool {
+        api.get(resources::core("configmaps"), Some("default"), name)
+            .is_ok()
+    }
+
+    async fn delete(api: &Api, name: &str, policy: &str) {
+        let opts = DeleteOptions {
+            propagation_policy: Some(policy.into()),
+            ..Default::default()
+        };
+        api.delete(resources::core("configmaps"), Some("default"), name, &opts)
+            .await
+            .unwrap();
+    }
+
+    /// Deletes made while no collector runs (as before a crash) are finished by one started
+    /// afterwards, from the stored objects alone.
+    #[tokio::test]
+    async fn a_collector_started_later_finishes_what_is_stored() {
+        let (api, _dir) = api().await;
+        let bg = configmap(&api, "bg", None).await;
+        let bg_child = configmap(&api, "bg-child", Some(&bg)).await;
+        configmap(&api, "bg-grandchild", Some(&bg_child)).await;
+        let fg = configmap(&api, "fg", None).await;
+        configmap(&api, "fg-child", Some(&fg)).await;
+        let or = configmap(&api, "or", None).await;
+        configmap(&api, "or-child", Some(&or)).await;
+        delete(&api, "bg", "Background").await;
+        delete(&api, "fg", "Foreground").await;
+        delete(&api, "or", "Orphan").await;
+        assert!(!exists(&api, "bg"));
+        assert!(
+            exists(&api, "fg") && exists(&api, "or"),
+            "held by finalizers"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(exists(&api, "bg-child") && exists(&api, "fg-child") && exists(&api, "or-child"));
+
+        let stop = CancellationToken::new();
+        let gc = tokio::spawn(run(api.clone(), stop.clone()));
+        for _ in 0..200 {
+            if !exists(&api, "bg-grandchild") && !exists(&api, "fg") && !exists(&api, "or") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        gc.await.unwrap();
+        assert!(!exists(&api, "bg-child"), "the dependent of a gone owner");
+        assert!(
+            !exists(&api, "bg-grandchild"),
+            "and its own dependent, in turn"
+        );
+        assert!(
+            !exists(&api, "fg-child") && !exists(&api, "fg"),
+            "foreground"
+        );
+        assert!(!exists(&api, "or"), "orphan: the owner goes");
+        let kept = api
+            .get(resources::core("configmaps"), Some("default"), "or-child")
+            .unwrap();
+        assert!(
+            kept["metadata"]["ownerReferences"]
+                .as_array()
+                .is_none_or(|a| a.is_empty()),
+            "orphan: the dependent stays, without the reference: {kept}"
+        );
+    }
+
+    /// The graph may lag behind the store: a step is judged on the object as stored.
+    #[tokio::test]
+    async fn steps_are_judged_on_the_stored_object_not_the_graph() {
+        let (api, _dir) = api().await;
+        let owner = configmap(&api, "owner", None).await;
+        let child = configmap(&api, "child", Some(&owner)).await;
+        let stale = Node::of(resources::core("configmaps"), &child).unwrap();
+        // The child let go of its owner, which is then deleted; the graph has not seen it yet.
+        let cms = resources::core("configmaps");
+        let unlink = json!({"metadata": {"ownerReferences": null}});
+        api.patch(
+            cms,
+            Some("default"),
+            "child",
+            PatchType::Merge,
+            unlink,
+            Target::Main,
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+        delete(&api, "owner", "Background").await;
+        execute(&api, &Step::Collect(stale.clone())).await.unwrap();
+        assert!(
+            exists(&api, "child"),
+            "an object no longer owned is not collected"
+        );
+        let fg = Step::Delete {
+            node: stale,
+            owner: object::uid(&owner).to_string(),
+            foreground: true,
+        };
+        execute(&api, &fg).await.unwrap();
+        assert!(exists(&api, "child"), "nor deleted for an owner it left");
     }
 }
