@@ -139,8 +139,14 @@ pub(crate) enum Step {
     },
     /// Remove the reference to the owner with uid `owner` from a dependent.
     Unlink { node: Node, owner: String },
-    /// Remove the collector's finalizer from an owner whose dependents are taken care of.
-    Finalize { node: Node, finalizer: &'static str },
+    /// Remove the collector's finalizer from an owner whose dependents are taken care of, once
+    /// a list of the kinds in `check` finds no dependent the graph has not seen yet (its watch
+    /// may lag behind the owner's).
+    Finalize {
+        node: Node,
+        finalizer: &'static str,
+        check: Vec<&'static ResourceDef>,
+    },
 }
 
 /// The ownerReference graph: every object by uid, and for every uid referenced as an owner
@@ -149,6 +155,15 @@ pub(crate) enum Step {
 pub(crate) struct Graph {
     nodes: HashMap<String, Node>,
     dependents: HashMap<String, HashSet<String>>,
+    /// The kinds seen as dependents of each owner kind (`group/Kind`), to list before an
+    /// owner's finalizer goes.
+    dependent_kinds: HashMap<String, Vec<&'static ResourceDef>>,
+}
+
+/// `group/Kind` of an ownerReference's `apiVersion` and `kind`.
+fn group_kind(api_version: &str, kind: &str) -> String {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    format!("{group}/{kind}")
 }
 
 impl Graph {
@@ -157,6 +172,13 @@ impl Graph {
         let uid = node.uid.clone();
         let mut wake = vec![uid.clone()];
         for o in &node.owners {
+            let kinds = self
+                .dependent_kinds
+                .entry(group_kind(&o.api_version, &o.kind))
+                .or_default();
+            if !kinds.contains(&node.res) {
+                kinds.push(node.res);
+            }
             self.dependents
                 .entry(o.uid.clone())
                 .or_default()
@@ -226,6 +248,13 @@ impl Graph {
             .collect()
     }
 
+    fn kinds_to_check(&self, owner: &Node) -> Vec<&'static ResourceDef> {
+        self.dependent_kinds
+            .get(&group_kind(&owner.res.api_version(), owner.res.kind))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Whether an owner exists and is not being deleted.
     fn solid(&self, uid: &str) -> bool {
         self.nodes.get(uid).is_some_and(|n| !n.deleting)
@@ -250,6 +279,7 @@ impl Graph {
                 steps.push(Step::Finalize {
                     node: node.clone(),
                     finalizer: ORPHAN,
+                    check: self.kinds_to_check(node),
                 });
                 return steps;
             }
@@ -281,6 +311,7 @@ impl Graph {
                     steps.push(Step::Finalize {
                         node: node.clone(),
                         finalizer: FOREGROUND,
+                        check: self.kinds_to_check(node),
                     });
                 }
                 return steps;
@@ -436,12 +467,64 @@ pub(crate) async fn execute(api: &Api, step: &Step) -> Result<(), ApiError> {
                 json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": owner}]}});
             strategic_patch(api, node, patch).await
         }
-        Step::Finalize { node, finalizer } => {
+        Step::Finalize {
+            node,
+            finalizer,
+            check,
+        } => {
+            if !unseen_dependents_handled(api, node, finalizer, check).await? {
+                return Ok(());
+            }
             tracing::debug!(object = %node.key(), %finalizer, "dependents handled; removing the finalizer");
             let patch = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [finalizer]}});
             strategic_patch(api, node, patch).await
         }
     }
+}
+
+/// Lists the kinds in `check` for dependents of `owner` and handles them as the plan would
+/// have: Orphan unlinks them; Foreground deletes them. True when the finalizer may go now;
+/// false when a blocking dependent is still there (its event wakes the owner again).
+async fn unseen_dependents_handled(
+    api: &Api,
+    owner: &Node,
+    finalizer: &str,
+    check: &[&'static ResourceDef],
+) -> Result<bool, ApiError> {
+    let mut ready = true;
+    for res in check {
+        let ns = if res.namespaced { owner.ns() } else { None };
+        if owner.ns().is_some() && !res.namespaced {
+            continue;
+        }
+        for obj in api.list(res, ns, &ListOptions::default())?.items {
+            let Some(dep) = Node::of(res, &obj) else {
+                continue;
+            };
+            let Some(ours) = dep.owners.iter().find(|o| o.uid == owner.uid) else {
+                continue;
+            };
+            // Under Foreground, a dependent with other owners is let go of (they decide).
+            let step = if finalizer == ORPHAN || dep.owners.len() > 1 {
+                Step::Unlink {
+                    node: dep.clone(),
+                    owner: owner.uid.clone(),
+                }
+            } else if dep.deleting {
+                ready &= !ours.block;
+                continue;
+            } else {
+                ready &= !ours.block;
+                Step::Delete {
+                    node: dep.clone(),
+                    owner: owner.uid.clone(),
+                    foreground: true,
+                }
+            };
+            Box::pin(execute(api, &step)).await?;
+        }
+    }
+    Ok(ready)
 }
 
 /// Runs a plan: the steps about dependents side by side, then the owner's finalizer if they
@@ -686,7 +769,9 @@ mod tests {
                     node, foreground, ..
                 } => format!("delete {} fg={foreground}", node.name),
                 Step::Unlink { node, .. } => format!("unlink {}", node.name),
-                Step::Finalize { node, finalizer } => format!("finalize {} {finalizer}", node.name),
+                Step::Finalize {
+                    node, finalizer, ..
+                } => format!("finalize {} {finalizer}", node.name),
             })
             .collect()
     }
@@ -916,5 +1001,51 @@ mod tests {
         };
         execute(&api, &fg).await.unwrap();
         assert!(exists(&api, "child"), "nor deleted for an owner it left");
+    }
+
+    /// An owner's finalizer goes only when a list of the kinds its kind owns finds no dependent
+    /// the graph has not seen yet.
+    #[tokio::test]
+    async fn finalizers_wait_for_dependents_the_graph_has_not_seen() {
+        let (api, _dir) = api().await;
+        let cms = resources::core("configmaps");
+        let fg = configmap(&api, "fg", None).await;
+        configmap(&api, "fg-child", Some(&fg)).await;
+        let or = configmap(&api, "or", None).await;
+        configmap(&api, "or-child", Some(&or)).await;
+        delete(&api, "fg", "Foreground").await;
+        delete(&api, "or", "Orphan").await;
+        let node_of = |name: &str| Node::of(cms, &api.get(cms, Some("default"), name).unwrap());
+        let finalize = |node: Node, finalizer| Step::Finalize {
+            node,
+            finalizer,
+            check: vec![cms],
+        };
+        execute(&api, &finalize(node_of("fg").unwrap(), FOREGROUND))
+            .await
+            .unwrap();
+        assert!(exists(&api, "fg"), "a blocking dependent was still there");
+        let child = node_of("fg-child").unwrap();
+        assert!(
+            child.deleting && child.has_finalizer(FOREGROUND),
+            "and it is deleted in the foreground in turn"
+        );
+        execute(&api, &finalize(child, FOREGROUND)).await.unwrap();
+        assert!(!exists(&api, "fg-child"));
+        execute(&api, &finalize(node_of("fg").unwrap(), FOREGROUND))
+            .await
+            .unwrap();
+        assert!(!exists(&api, "fg"), "nothing left: the owner goes");
+
+        execute(&api, &finalize(node_of("or").unwrap(), ORPHAN))
+            .await
+            .unwrap();
+        assert!(!exists(&api, "or"));
+        let kept = api.get(cms, Some("default"), "or-child").unwrap();
+        assert!(
+            kept["metadata"]["ownerReferences"]
+                .as_array()
+                .is_none_or(|a| a.is_empty())
+        );
     }
 }

@@ -131,6 +131,22 @@ pub fn selector_adopts(owner: &Value, child: &Value) -> bool {
         && replicaset::selector_of(owner).is_some_and(|s| s.matches_json(object::labels(child)))
 }
 
+/// Whether `owner` may still adopt orphans, judged on a fresh read as upstream's
+/// `RecheckDeletionTimestamp`: an owner deleted since the reconcile read it (the garbage
+/// collector may be orphaning its dependents right now) adopts nothing.
+pub async fn can_adopt(
+    api: &Api,
+    res: &'static ResourceDef,
+    owner: &Value,
+) -> Result<bool, ApiError> {
+    let ns = Some(object::namespace(owner)).filter(|ns| !ns.is_empty());
+    match api.get(res, ns, object::name(owner)) {
+        Ok(now) => Ok(object::uid(&now) == object::uid(owner) && !object::is_terminating(&now)),
+        Err(e) if e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// A controller reference to `owner` (of kind `res`), as dependents carry it.
 pub fn owner_ref(owner: &Value, res: &ResourceDef) -> Value {
     json!({
