@@ -11,6 +11,7 @@ use skiff_control_plane::api::{self, Api, Tolerations};
 use skiff_control_plane::apiserver::{self, pki::Identity};
 use skiff_control_plane::cache::Config as WatchCache;
 use skiff_control_plane::controllers::nodes::Settings as NodeLifecycle;
+use skiff_control_plane::controllers::podgc::Settings as PodGc;
 use skiff_control_plane::scheduler::{Scoring, Strategy, Weights};
 use skiff_control_plane::store::{Encrypted, Keyring, SledConfig, SledStore, reseal};
 use tokio::task::JoinHandle;
@@ -71,6 +72,15 @@ pub struct Server {
     /// Service's.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cluster_ip_range: api::ServiceCidr,
+    /// Terminated pods (Succeeded or Failed) kept before the oldest are deleted; 0 keeps all.
+    #[arg(long, default_value_t = 12_500)]
+    terminated_pod_gc_threshold: usize,
+    /// How long a pod's node must have been gone before the pod is deleted.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pod_gc_quarantine: Duration,
+    /// How long an Event is kept after it was last observed.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    event_ttl: Duration,
 }
 
 /// Parses `40s`, `2m`, `1h`, `500ms` or plain seconds.
@@ -118,6 +128,11 @@ impl Server {
                 large_cluster_size_threshold: self.large_cluster_size_threshold,
             },
             service_cidr: self.service_cluster_ip_range,
+            pod_gc: PodGc {
+                terminated_threshold: self.terminated_pod_gc_threshold,
+                quarantine: self.pod_gc_quarantine,
+            },
+            event_ttl: self.event_ttl,
         })
         .await?;
         super::shutdown_signal().await;
@@ -143,6 +158,10 @@ pub struct Settings {
     pub node_lifecycle: NodeLifecycle,
     /// Where Services' ClusterIPs come from.
     pub service_cidr: api::ServiceCidr,
+    /// When pods of vanished nodes and terminated pods are deleted.
+    pub pod_gc: PodGc,
+    /// How long Events are kept after they were last observed.
+    pub event_ttl: Duration,
 }
 
 impl Settings {
@@ -160,6 +179,8 @@ impl Settings {
             scoring: Scoring::default(),
             node_lifecycle: NodeLifecycle::default(),
             service_cidr: api::ServiceCidr::default(),
+            pod_gc: PodGc::default(),
+            event_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -191,6 +212,8 @@ impl ControlPlane {
             scoring,
             node_lifecycle,
             service_cidr,
+            pod_gc,
+            event_ttl,
         } = settings;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -307,7 +330,11 @@ impl ControlPlane {
         });
         let controllers = tokio::spawn(skiff_control_plane::controllers::run(
             api.clone(),
-            node_lifecycle,
+            skiff_control_plane::controllers::Settings {
+                node_lifecycle,
+                pod_gc,
+                event_ttl,
+            },
             checks,
             shutdown.clone(),
         ));

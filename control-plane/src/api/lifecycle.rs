@@ -1,16 +1,14 @@
-//! Object lifecycle rules: what create and update may touch, the Scale view, graceful and
-//! finalizer-driven deletion, owner propagation and namespace cleanup.
+//! Object lifecycle rules: what create and update may touch, the Scale view, and graceful and
+//! finalizer-driven deletion (the finalizers of owner propagation included; the garbage
+//! collector and the namespace controller do the rest).
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use serde_json::{Map, Value, json};
 use skiff_api::labels::Selector;
 use skiff_api::validation::FieldError;
 
 use super::object::{self, meta_mut};
-use super::resources::{self, RESOURCES, ResourceDef};
-use super::{Api, ApiError, DeleteOptions, ListOptions, Result, Target};
+use super::resources::ResourceDef;
+use super::{ApiError, DeleteOptions, Result, Target};
 
 /// Resets what a client may not set on create.
 pub(super) fn prepare_create(res: &ResourceDef, obj: &mut Value) {
@@ -23,6 +21,16 @@ pub(super) fn prepare_create(res: &ResourceDef, obj: &mut Value) {
         }
         "Namespace" => {
             o.insert("status".into(), json!({"phase": "Active"}));
+            // The namespace controller's: cleared once the namespace is empty.
+            let spec = o.entry("spec").or_insert_with(|| json!({}));
+            if let Some(spec) = spec.as_object_mut() {
+                let list = spec.entry("finalizers").or_insert_with(|| json!([]));
+                if let Some(a) = list.as_array_mut()
+                    && !a.iter().any(|f| f == "kubernetes")
+                {
+                    a.push(json!("kubernetes"));
+                }
+            }
         }
         // Nodes report their own status when they register; events and the rest have none.
         "Node" => {}
@@ -289,7 +297,7 @@ pub(super) fn deletion_ready(res: &ResourceDef, obj: &Value) -> bool {
 
 /// How dependents of a deleted owner are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Propagation {
+enum Propagation {
     /// Delete the owner now, dependents afterwards.
     Background,
     /// Delete dependents first, then the owner.
@@ -302,7 +310,6 @@ pub(super) enum Propagation {
 pub(super) struct DeletePlan {
     /// `Some(object)` when the object is only marked terminating.
     pub terminating: Option<Value>,
-    pub propagation: Propagation,
 }
 
 pub(super) fn plan_delete(
@@ -340,16 +347,12 @@ pub(super) fn plan_delete(
     };
     if res.kind == "Namespace" {
         if deletion_ready(res, cur) {
-            return Ok(DeletePlan {
-                terminating: None,
-                propagation,
-            });
+            return Ok(DeletePlan { terminating: None });
         }
         set_deletion(&mut marked, 0, now.clone());
         marked["status"]["phase"] = json!("Terminating");
         return Ok(DeletePlan {
             terminating: Some(marked),
-            propagation,
         });
     }
     // Pods on a node terminate gracefully: the agent stops them, then completes the delete.
@@ -387,7 +390,6 @@ pub(super) fn plan_delete(
         } else if current.is_some() && grace > 0 && phase != "Succeeded" && phase != "Failed" {
             return Ok(DeletePlan {
                 terminating: Some(cur.clone()),
-                propagation,
             });
         }
     }
@@ -396,7 +398,9 @@ pub(super) fn plan_delete(
         Propagation::Orphan => Some("orphan"),
         Propagation::Background => None,
     };
-    if let Some(f) = extra.filter(|_| has_dependents_kind(res)) {
+    // Any kind may own objects: the garbage collector removes the finalizer once it has seen to
+    // the dependents (at once when there are none).
+    if let Some(f) = extra {
         let m = meta_mut(&mut marked);
         let list = m.entry("finalizers").or_insert_with(|| json!([]));
         if let Some(a) = list.as_array_mut()
@@ -413,240 +417,7 @@ pub(super) fn plan_delete(
     }
     Ok(DeletePlan {
         terminating: terminating.then_some(marked),
-        propagation,
     })
-}
-
-/// One resource per namespaced storage location (HPA is served in two versions).
-fn namespaced_storage() -> impl Iterator<Item = &'static ResourceDef> {
-    RESOURCES
-        .iter()
-        .enumerate()
-        .filter(|(i, r)| r.namespaced && !RESOURCES[..*i].iter().any(|o| o.plural == r.plural))
-        .map(|(_, r)| r)
-}
-
-/// Kinds that own other objects through ownerReferences.
-fn has_dependents_kind(res: &ResourceDef) -> bool {
-    matches!(
-        res.kind,
-        "Deployment"
-            | "ReplicaSet"
-            | "ReplicationController"
-            | "Job"
-            | "CronJob"
-            | "Service"
-            | "Node"
-            | "Pod"
-    )
-}
-
-/// The kinds whose objects may carry ownerReferences to the owners above (one def per storage).
-fn dependent_kinds() -> impl Iterator<Item = &'static ResourceDef> {
-    [
-        "replicasets",
-        "pods",
-        "jobs",
-        "endpoints",
-        "endpointslices",
-        "controllerrevisions",
-    ]
-    .into_iter()
-    .filter_map(|plural| RESOURCES.iter().find(|r| r.plural == plural))
-}
-
-impl Api {
-    /// Runs the owner-reference side of a delete in the background: Background deletes the
-    /// dependents of a deleted owner; Foreground deletes them and then removes the owner's
-    /// `foregroundDeletion` finalizer; Orphan strips their references and removes `orphan`.
-    pub(super) fn spawn_dependents(
-        &self,
-        res: &'static ResourceDef,
-        owner: Value,
-        propagation: Propagation,
-    ) {
-        if !has_dependents_kind(res) {
-            return;
-        }
-        let api = self.clone();
-        self.inner.tasks.spawn(async move {
-            if let Err(e) = api.handle_dependents(res, &owner, propagation).await {
-                tracing::warn!(owner = object::name(&owner), error = %e, "garbage collection of dependents failed");
-            }
-        });
-    }
-
-    async fn handle_dependents(
-        &self,
-        res: &'static ResourceDef,
-        owner: &Value,
-        propagation: Propagation,
-    ) -> Result<()> {
-        let uid = object::uid(owner).to_string();
-        let ns = Some(object::namespace(owner)).filter(|n| !n.is_empty());
-        let finalizer = match propagation {
-            Propagation::Foreground => Some("foregroundDeletion"),
-            Propagation::Orphan => Some("orphan"),
-            Propagation::Background => None,
-        };
-        loop {
-            let mut remaining = 0;
-            for dres in dependent_kinds() {
-                for dep in self.list(dres, ns, &ListOptions::default())?.items {
-                    let refs = dep
-                        .pointer("/metadata/ownerReferences")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    if !refs.iter().any(|r| r["uid"] == uid.as_str()) {
-                        continue;
-                    }
-                    let dns = Some(object::namespace(&dep)).filter(|n| !n.is_empty());
-                    let dname = object::name(&dep).to_string();
-                    if propagation == Propagation::Orphan {
-                        let kept: Vec<Value> = refs
-                            .into_iter()
-                            .filter(|r| r["uid"] != uid.as_str())
-                            .collect();
-                        let patch = json!({"metadata": {"ownerReferences": kept}});
-                        let _ = self
-                            .patch(
-                                dres,
-                                dns,
-                                &dname,
-                                super::PatchType::Merge,
-                                patch,
-                                Target::Main,
-                                &Default::default(),
-                            )
-                            .await;
-                        continue;
-                    }
-                    remaining += 1;
-                    if !object::is_terminating(&dep) {
-                        let opts = DeleteOptions {
-                            propagation_policy: Some(
-                                if propagation == Propagation::Foreground {
-                                    "Foreground"
-                                } else {
-                                    "Background"
-                                }
-                                .into(),
-                            ),
-                            ..Default::default()
-                        };
-                        match Box::pin(self.delete(dres, dns, &dname, &opts)).await {
-                            Ok(_) => {}
-                            Err(e) if e.code == 404 => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
-            }
-            if remaining == 0
-                || propagation == Propagation::Background
-                || self.inner.shutdown.is_cancelled()
-            {
-                break;
-            }
-            // Wait for dependents that terminate gracefully (pods on nodes).
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = self.inner.shutdown.cancelled() => return Ok(()),
-            }
-        }
-        if let Some(f) = finalizer {
-            let name = object::name(owner).to_string();
-            let drop = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [f]}});
-            match self
-                .patch(
-                    res,
-                    ns,
-                    &name,
-                    super::PatchType::Strategic,
-                    drop,
-                    Target::Main,
-                    &Default::default(),
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.code == 404 => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes everything in a terminating namespace, then the namespace itself.
-    pub(super) fn spawn_namespace_cleanup(&self, ns: String) {
-        let api = self.clone();
-        self.inner.tasks.spawn(async move {
-            loop {
-                match api.clean_namespace(&ns).await {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(namespace = %ns, error = %e, "namespace cleanup failed; retrying"),
-                }
-                // Wait for a change in the namespace (finalizers, graceful pods) before another pass.
-                let mut changes = api.inner.store.watch(&format!("/registry/pods/{ns}/"), api.inner.store.revision()).ok();
-                tokio::select! {
-                    _ = async { if let Some(c) = changes.as_mut() { c.next().await; } else { std::future::pending::<()>().await } } => {}
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = api.inner.shutdown.cancelled() => return,
-                }
-            }
-        });
-    }
-
-    /// One cleanup pass; true once the namespace is gone.
-    async fn clean_namespace(&self, ns: &str) -> Result<bool> {
-        let nsdef = resources::core("namespaces");
-        for res in namespaced_storage() {
-            for item in self.list(res, Some(ns), &ListOptions::default())?.items {
-                if !object::is_terminating(&item) {
-                    match self
-                        .delete(
-                            res,
-                            Some(ns),
-                            object::name(&item),
-                            &DeleteOptions::default(),
-                        )
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(e) if e.code == 404 => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-        // What was deleted outright is gone now; what terminates gracefully is waited for.
-        for res in namespaced_storage() {
-            if !self
-                .list(res, Some(ns), &ListOptions::default())?
-                .items
-                .is_empty()
-            {
-                return Ok(false);
-            }
-        }
-        let drop = json!({"spec": {"finalizers": []}});
-        match self
-            .update(nsdef, None, ns, drop, Target::Finalize, &Default::default())
-            .await
-        {
-            Ok(_) | Err(ApiError { code: 404, .. }) => {}
-            Err(e) => return Err(e),
-        }
-        match self
-            .delete(nsdef, None, ns, &DeleteOptions::default())
-            .await
-        {
-            Ok(_) | Err(ApiError { code: 404, .. }) => Ok(true),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 #[cfg(test)]

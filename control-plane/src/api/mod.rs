@@ -246,8 +246,9 @@ impl Api {
         &self.inner.store
     }
 
-    /// Creates the system namespaces if missing, resumes unfinished namespace deletions, and
-    /// makes the ClusterIP and node port allocations match the stored Services.
+    /// Creates the system namespaces if missing and makes the ClusterIP and node port
+    /// allocations match the stored Services. (Unfinished namespace deletions and cascading
+    /// deletes are the controllers' work: they resume from what is stored.)
     pub async fn bootstrap(&self) -> Result<()> {
         self.spawn_compaction();
         self.repair_ranges().await?;
@@ -258,11 +259,6 @@ impl Api {
                 Ok(_) => {}
                 Err(e) if e.reason == "AlreadyExists" => {}
                 Err(e) => return Err(e),
-            }
-        }
-        for item in self.list(ns, None, &ListOptions::default())?.items {
-            if object::is_terminating(&item) {
-                self.spawn_namespace_cleanup(object::name(&item).to_string());
             }
         }
         Ok(())
@@ -1014,6 +1010,8 @@ impl Api {
 
     /// Deletes an object: at once, or by marking it terminating when finalizers, graceful pod
     /// termination or namespace cleanup must run first. Returns the final or terminating object.
+    /// Dependents are the garbage collector's (`controllers::gc`): Foreground and Orphan only
+    /// add their finalizer here, as upstream.
     pub async fn delete(
         &self,
         res: &'static ResourceDef,
@@ -1078,14 +1076,6 @@ impl Api {
                 {
                     Ok(rev) => {
                         object::set_resource_version(&mut marked, rev);
-                        if res.kind == "Namespace" {
-                            self.spawn_namespace_cleanup(name.to_string());
-                        }
-                        if plan.propagation == lifecycle::Propagation::Foreground
-                            || plan.propagation == lifecycle::Propagation::Orphan
-                        {
-                            self.spawn_dependents(res, marked.clone(), plan.propagation);
-                        }
                         return Ok(marked);
                     }
                     Err(store::Error::Conflict { .. }) => continue,
@@ -1097,9 +1087,6 @@ impl Api {
                     let mut obj = Self::decode(res, &deleted.value, deleted.mod_revision)?;
                     object::set_resource_version(&mut obj, deleted.mod_revision);
                     self.after_delete(res, &obj).await;
-                    if plan.propagation == lifecycle::Propagation::Background {
-                        self.spawn_dependents(res, obj.clone(), plan.propagation);
-                    }
                     return Ok(obj);
                 }
                 Err(store::Error::Conflict { .. }) => continue,

@@ -208,6 +208,7 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
 
     // The ReplicaSets it owns, adopting matching orphans.
     let mut mine = Vec::new();
+    let mut may_adopt = None;
     for rs in api
         .list(replica_sets(), Some(ns), &ListOptions::default())?
         .items
@@ -222,6 +223,12 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
         match controller {
             Some(r) if r["uid"] == uid.as_str() => mine.push(rs),
             None if matches && !object::is_terminating(&rs) => {
+                if may_adopt.is_none() {
+                    may_adopt = Some(super::can_adopt(api, deployments(), &deploy).await?);
+                }
+                if may_adopt == Some(false) {
+                    continue;
+                }
                 let mut refs: Vec<Value> = rs
                     .pointer("/metadata/ownerReferences")
                     .and_then(Value::as_array)

@@ -6,12 +6,18 @@ pub mod aggregation;
 pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
+pub mod event_ttl;
+pub mod gc;
 pub mod job;
+pub mod namespace;
 pub mod nodes;
+pub mod podgc;
 pub mod quota;
 pub mod replicaset;
 pub mod runner;
 pub mod servicelb;
+
+use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
@@ -24,6 +30,27 @@ use crate::api::{Api, ApiError, PatchType, Target, WriteOptions, object};
 use crate::clock;
 use crate::health::Checks;
 
+/// The controller manager's flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// When nodes count as lost and how fast their pods are evicted.
+    pub node_lifecycle: nodes::Settings,
+    /// When pods of vanished nodes and terminated pods are deleted.
+    pub pod_gc: podgc::Settings,
+    /// `--event-ttl`: how long an Event is kept after it was last observed.
+    pub event_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            node_lifecycle: nodes::Settings::default(),
+            pod_gc: podgc::Settings::default(),
+            event_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Pods a controller creates in one reconcile at most, as upstream's `burstReplicas` (the
 /// ReplicaSet controller) and `MaxPodCreateDeletePerSync` (the Job controller): a tenant's
 /// `replicas: 2147483647` costs a bounded pass, not one that never ends.
@@ -32,12 +59,12 @@ pub const BURST: usize = 500;
 /// Runs every controller until `stop`, each supervised on a task of its own: one that dies
 /// is started again and reported in `checks` (as `controller/<name>`) meanwhile, and one that
 /// is busy or stuck holds up only its own task.
-pub async fn run(
-    api: Api,
-    node_lifecycle: nodes::Settings,
-    checks: Checks,
-    stop: CancellationToken,
-) {
+pub async fn run(api: Api, settings: Settings, checks: Checks, stop: CancellationToken) {
+    let Settings {
+        node_lifecycle,
+        pod_gc,
+        event_ttl,
+    } = settings;
     let mut tasks = JoinSet::new();
     let mut add = |name: &'static str, start: Start| {
         let (api, checks, stop) = (api.clone(), checks.clone(), stop.clone());
@@ -49,6 +76,22 @@ pub async fn run(
     add(
         "node-lifecycle",
         Box::new(move |api, stop| nodes::run(api, node_lifecycle.clone(), stop).boxed()),
+    );
+    add(
+        "garbage-collector",
+        Box::new(|api, stop| gc::run(api, stop).boxed()),
+    );
+    add(
+        "namespace",
+        Box::new(|api, stop| runner::run(api, namespace::Namespaces, stop).boxed()),
+    );
+    add(
+        "pod-garbage-collector",
+        Box::new(move |api, stop| podgc::run(api, pod_gc.clone(), stop).boxed()),
+    );
+    add(
+        "event-ttl",
+        Box::new(move |api, stop| event_ttl::run(api, event_ttl, stop).boxed()),
     );
     add(
         "replicaset",
@@ -154,6 +197,22 @@ pub fn selector_adopts(owner: &Value, child: &Value) -> bool {
         && replicaset::selector_of(owner).is_some_and(|s| s.matches_json(object::labels(child)))
 }
 
+/// Whether `owner` may still adopt orphans, judged on a fresh read as upstream's
+/// `RecheckDeletionTimestamp`: an owner deleted since the reconcile read it (the garbage
+/// collector may be orphaning its dependents right now) adopts nothing.
+pub async fn can_adopt(
+    api: &Api,
+    res: &'static ResourceDef,
+    owner: &Value,
+) -> Result<bool, ApiError> {
+    let ns = Some(object::namespace(owner)).filter(|ns| !ns.is_empty());
+    match api.get(res, ns, object::name(owner)) {
+        Ok(now) => Ok(object::uid(&now) == object::uid(owner) && !object::is_terminating(&now)),
+        Err(e) if e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// A controller reference to `owner` (of kind `res`), as dependents carry it.
 pub fn owner_ref(owner: &Value, res: &ResourceDef) -> Value {
     json!({
@@ -240,7 +299,7 @@ mod tests {
             let checks = Checks::default();
             let controllers = tokio::spawn(run(
                 api.clone(),
-                nodes::Settings::default(),
+                Settings::default(),
                 checks.clone(),
                 stop.clone(),
             ));

@@ -155,6 +155,7 @@ impl ReplicaSets {
         let selector = selector_of(&owner);
         let pods = api.list(pods_res, Some(ns), &ListOptions::default())?.items;
         let mut mine = Vec::new();
+        let mut may_adopt = None;
         for mut pod in pods {
             let matches = selector
                 .as_ref()
@@ -169,6 +170,12 @@ impl ReplicaSets {
                     }
                 }
                 None if matches && active(&pod) => {
+                    if may_adopt.is_none() {
+                        may_adopt = Some(super::can_adopt(api, self.res, &owner).await?);
+                    }
+                    if may_adopt == Some(false) {
+                        continue;
+                    }
                     let owner_ref = owner_ref(&owner, self.res);
                     pod = self.set_owner(api, &pod, Some(owner_ref)).await?;
                     mine.push(pod);
