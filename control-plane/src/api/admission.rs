@@ -1759,20 +1759,14 @@ fn admit_hpa_spec(min: &mut Option<i32>, max: i32, target: &str, e: &mut Vec<Fie
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use serde_json::{Value, json};
 
     use crate::api::resources::{self, ResourceDef};
     use crate::api::{Api, Config, WriteOptions};
-    use crate::store::{SledConfig, SledStore};
 
     async fn api() -> (Api, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
-        let api = Api::new(Arc::new(store), Config::default());
-        api.bootstrap().await.unwrap();
-        (api, dir)
+        Api::scratch(Config::default()).await
     }
 
     fn res(plural: &str) -> &'static ResourceDef {

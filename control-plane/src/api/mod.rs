@@ -1771,6 +1771,20 @@ fn field_value(res: &ResourceDef, obj: &Value, field: &str) -> String {
 }
 
 #[cfg(test)]
+impl Api {
+    /// An API over a fresh store in a temporary directory, bootstrapped (for tests; the
+    /// directory lives as long as the returned guard).
+    pub(crate) async fn scratch(config: Config) -> (Api, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            store::SledStore::open(store::SledConfig::new(dir.path().join("db"))).expect("store");
+        let api = Api::new(Arc::new(store), config);
+        api.bootstrap().await.expect("bootstrap");
+        (api, dir)
+    }
+}
+
+#[cfg(test)]
 mod read_tests;
 
 #[cfg(test)]
@@ -1778,14 +1792,9 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::store::{SledConfig, SledStore};
 
     async fn api() -> (Api, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
-        let api = Api::new(Arc::new(store), Config::default());
-        api.bootstrap().await.unwrap();
-        (api, dir)
+        Api::scratch(Config::default()).await
     }
 
     fn cm(name: &str, labels: Value) -> Value {

@@ -12,11 +12,7 @@ use super::*;
 use crate::store::{SledConfig, SledStore};
 
 async fn api_with(config: Config) -> (Api, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
-    let api = Api::new(Arc::new(store), config);
-    api.bootstrap().await.unwrap();
-    (api, dir)
+    Api::scratch(config).await
 }
 
 async fn api() -> (Api, tempfile::TempDir) {

@@ -496,11 +496,9 @@ async fn delete_job(api: &Api, cj: &Value, job: &Value) -> Result<(), ApiError> 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::api::{Config, PatchType, Target};
-    use crate::store::{SledConfig, SledStore};
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -711,11 +709,7 @@ mod tests {
     }
 
     async fn api() -> (Api, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
-        let api = Api::new(Arc::new(store), Config::default());
-        api.bootstrap().await.unwrap();
-        (api, dir)
+        Api::scratch(Config::default()).await
     }
 
     async fn set_status(api: &Api, res: &'static ResourceDef, name: &str, status: Value) {

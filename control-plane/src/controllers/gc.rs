@@ -722,11 +722,9 @@ pub async fn run(api: Api, stop: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::api::Config;
-    use crate::store::{SledConfig, SledStore};
 
     fn node(plural: &str, name: &str, uid: &str, owners: &[(&str, bool)]) -> Node {
         let res = resources::RESOURCES
@@ -874,11 +872,7 @@ mod tests {
     }
 
     async fn api() -> (Api, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
-        let api = Api::new(Arc::new(store), Config::default());
-        api.bootstrap().await.unwrap();
-        (api, dir)
+        Api::scratch(Config::default()).await
     }
 
     async fn configmap(api: &Api, name: &str, owner: Option<&Value>) -> Value {

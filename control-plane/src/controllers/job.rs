@@ -1010,13 +1010,11 @@ async fn create_pod(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use jiff::SignedDuration;
 
     use super::*;
     use crate::api::Config;
-    use crate::store::{SledConfig, SledStore};
 
     fn pod(name: &str, phase: &str, tracked: bool, index: Option<i64>) -> Value {
         let mut p = json!({"metadata": {"name": name, "uid": format!("uid-{name}"),
@@ -1201,11 +1199,7 @@ mod tests {
     }
 
     async fn api() -> (Api, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
-        let api = Api::new(Arc::new(store), Config::default());
-        api.bootstrap().await.unwrap();
-        (api, dir)
+        Api::scratch(Config::default()).await
     }
 
     async fn create_job(api: &Api, name: &str, spec: Value) -> Key {

@@ -421,7 +421,6 @@ mod tests {
 
     use super::*;
     use crate::api::{Config, WriteOptions, resources};
-    use crate::store::{SledConfig, SledStore};
 
     /// A test controller over ConfigMaps: it marks each one reconciled, except that it panics
     /// on the one named `bomb` (a tenant's object that trips a bug).
@@ -469,11 +468,7 @@ mod tests {
     }
 
     async fn api() -> (Api, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
-        let api = Api::new(Arc::new(store), Config::default());
-        api.bootstrap().await.unwrap();
-        (api, dir)
+        Api::scratch(Config::default()).await
     }
 
     async fn create(api: &Api, res: &'static ResourceDef, name: &str) {
