@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, SelectAll};
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -675,20 +675,12 @@ impl Collector {
 pub async fn run(api: Api, stop: CancellationToken) {
     let kinds = stored_kinds();
     loop {
-        let mut watches = SelectAll::new();
-        let mut failed = false;
-        for (i, res) in kinds.iter().enumerate() {
-            match api.watch(res, None, &ListOptions::default(), None, true) {
-                Ok(w) => watches.push(w.map(move |e| (i, e)).boxed()),
-                Err(_) => failed = true,
+        let Some(mut watches) = super::runner::watch_kinds(&api, &kinds, true, &stop).await else {
+            if stop.is_cancelled() {
+                return;
             }
-        }
-        if failed {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                _ = stop.cancelled() => return,
-            }
-        }
+            continue;
+        };
         let mut c = Collector::new(api.clone());
         let mut unsynced = kinds.len();
         loop {

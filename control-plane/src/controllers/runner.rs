@@ -74,6 +74,36 @@ pub trait Reconciler: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Action, ApiError>>;
 }
 
+/// Each event of a watch on every kind in `kinds` (all namespaces), tagged with its kind's
+/// index; `None` after a second's pause (or at `stop`) when a watch could not be opened.
+pub(crate) async fn watch_kinds(
+    api: &Api,
+    kinds: &[&'static ResourceDef],
+    send_initial_events: bool,
+    stop: &CancellationToken,
+) -> Option<SelectAll<futures::stream::BoxStream<'static, (usize, WatchEvent)>>> {
+    let mut watches = SelectAll::new();
+    for (i, res) in kinds.iter().enumerate() {
+        match api.watch(
+            res,
+            None,
+            &ListOptions::default(),
+            None,
+            send_initial_events,
+        ) {
+            Ok(w) => watches.push(w.map(move |e| (i, e)).boxed()),
+            Err(_) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => {}
+                }
+                return None;
+            }
+        }
+    }
+    Some(watches)
+}
+
 /// Reconciles at most this many keys at once.
 const WORKERS: usize = 16;
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
@@ -87,20 +117,12 @@ pub async fn run<R: Reconciler>(api: Api, reconciler: R, stop: CancellationToken
         kinds.extend(reconciler.owned());
         let owned = kinds.len();
         kinds.extend(reconciler.related());
-        let mut watches = SelectAll::new();
-        let mut failed = false;
-        for (i, res) in kinds.iter().enumerate() {
-            match api.watch(res, None, &ListOptions::default(), None, false) {
-                Ok(w) => watches.push(w.map(move |e| (i, e)).boxed()),
-                Err(_) => failed = true,
+        let Some(mut watches) = watch_kinds(&api, &kinds, false, &stop).await else {
+            if stop.is_cancelled() {
+                return;
             }
-        }
-        if failed {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                _ = stop.cancelled() => return,
-            }
-        }
+            continue;
+        };
         let mut state = State {
             api: api.clone(),
             reconciler: reconciler.clone(),
