@@ -59,6 +59,14 @@ fn wait_for(what: &str, sim: &SimNodes, mut ok: impl FnMut() -> bool) {
 fn simulated_nodes_register_heartbeat_and_run_the_pods_bound_to_them() {
     let server = Server::start();
     let kc = Kc::new(Kubectl::version("33"), &server);
+    let watchers = || -> usize {
+        kc.ok(&["get", "--raw", "/metrics"])
+            .lines()
+            .find_map(|l| l.strip_prefix("skiff_watch_cache_watchers "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("skiff_watch_cache_watchers in /metrics")
+    };
+    let before = watchers();
     let sim = SimNodes::start(
         &server,
         &[
@@ -87,6 +95,8 @@ fn simulated_nodes_register_heartbeat_and_run_the_pods_bound_to_them() {
         .count()
     };
     wait_for("50 Ready simulated nodes", &sim, || ready() == 50);
+    // Each node watches its own pods, as an agent does: fifty more watches on the server.
+    wait_for("a pod watch per node", &sim, || watchers() >= before + 50);
     let node = kc.jsonpath(
         &["get", "node", "sim-7"],
         "{.metadata.labels} {.status.allocatable.cpu} {.status.allocatable.memory} {.status.allocatable.pods}",

@@ -388,6 +388,11 @@ impl Cache {
         self.lock().oldest
     }
 
+    /// How many watchers are registered.
+    pub fn watchers(&self) -> usize {
+        self.lock().watchers.len()
+    }
+
     /// How many times a change was offered to a watcher (what dispatch costs), for
     /// `/metrics`.
     pub fn offered(&self) -> u64 {

@@ -338,6 +338,11 @@ impl Api {
         self.inner.cache.revision()
     }
 
+    /// How many watches the watch cache serves now.
+    pub fn watchers(&self) -> usize {
+        self.inner.cache.watchers()
+    }
+
     /// How many times the watch cache offered a change to a watcher (its dispatch cost).
     pub fn watch_offers(&self) -> u64 {
         self.inner.cache.offered()
