@@ -605,11 +605,12 @@ impl Cache {
         self.lock().remove_watcher(id);
     }
 
-    /// Current progress if nothing is pending for this watcher (checked under the lock, so no
-    /// change at or below the answer can still be on its way).
-    fn progress_for(&self, rx: &mpsc::Receiver<Arc<Change>>) -> Option<u64> {
+    /// Current progress if nothing is pending for watcher `id` (checked under the lock, so no
+    /// change at or below the answer can still be on its way). `None` also when dispatch
+    /// dropped the watcher: what it missed must be replayed first.
+    fn progress_for(&self, id: u64, rx: &mpsc::Receiver<Arc<Change>>) -> Option<u64> {
         let state = self.lock();
-        rx.is_empty().then_some(state.revision)
+        (state.watchers.contains_key(&id) && rx.is_empty()).then_some(state.revision)
     }
 }
 
@@ -697,7 +698,7 @@ impl Watch {
                         Some(ticks) => tokio::select! {
                             c = self.rx.recv() => c,
                             _ = ticks.tick() => {
-                                if let Some(rev) = self.cache.progress_for(&self.rx) {
+                                if let Some(rev) = self.cache.progress_for(self.id, &self.rx) {
                                     self.last = self.last.max(rev);
                                     return Ok(Delivery::Bookmark(self.last));
                                 }

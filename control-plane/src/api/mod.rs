@@ -1159,6 +1159,10 @@ impl Api {
         check_field_selector(res, &opts.fields)?;
         let rv = parse_resource_version(resource_version)?.unwrap_or(0);
         let cache = &self.inner.cache;
+        if rv > cache.revision() {
+            // Also with sendInitialEvents: the initial state must not be older than asked.
+            return Err(ApiError::too_large_resource_version(rv, cache.revision()));
+        }
         let mut initial = Vec::new();
         let start = if rv == 0 || send_initial_events {
             let list_opts = ListOptions {
@@ -1457,10 +1461,14 @@ const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to di
 fn parse_resource_version(rv: Option<&str>) -> Result<Option<u64>> {
     match rv.filter(|rv| !rv.is_empty()) {
         None => Ok(None),
+        // Digits only, as Go's strconv.ParseUint reads them (Rust's parse takes a leading '+').
         Some(rv) => rv
-            .parse::<u64>()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| rv.parse::<u64>().ok())
+            .flatten()
             .map(Some)
-            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}"))),
+            .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {rv}"))),
     }
 }
 
@@ -1569,7 +1577,11 @@ fn index_of(key: &str, value: &[u8]) -> cache::Index {
         return cache::Index::default();
     };
     let Ok(mut sel) = serde_json::from_slice::<Selectable>(value) else {
-        return cache::Index::default();
+        // A field of another shape than the partial parse expects (a `spec` that is a string
+        // in a kind without one): read the whole object instead.
+        return serde_json::from_slice::<Value>(value)
+            .map(|obj| whole_index(res, &obj))
+            .unwrap_or_default();
     };
     let labels = std::mem::take(&mut sel.metadata.labels);
     let mut fields = vec![
@@ -1586,6 +1598,23 @@ fn index_of(key: &str, value: &[u8]) -> cache::Index {
         fields.extend(wanted.iter().map(|f| (*f, field_value(res, &obj, f))));
     }
     cache::Index { labels, fields }
+}
+
+/// The [`cache::Index`] of a whole parsed object.
+fn whole_index(res: &ResourceDef, obj: &Value) -> cache::Index {
+    let mut fields = vec![
+        ("metadata.name", object::name(obj).to_string()),
+        ("metadata.namespace", object::namespace(obj).to_string()),
+    ];
+    fields.extend(
+        selectable_fields(res)
+            .iter()
+            .map(|f| (*f, field_value(res, obj, f))),
+    );
+    cache::Index {
+        labels: object::labels(obj).cloned().unwrap_or(Value::Null),
+        fields,
+    }
 }
 
 /// A stored object (compact JSON without a resourceVersion, as [`Api::encode`] writes it) with

@@ -308,12 +308,26 @@ async fn reads_at_a_future_resource_version_are_refused() {
         "{}",
         err.message
     );
+    // Also when the watch starts with the initial state (sendInitialEvents).
+    let err = api
+        .watch(cms(), None, &ListOptions::default(), Some(&future), true)
+        .err()
+        .expect("initial events from the future are refused");
+    assert_eq!(err.code, 504);
     let list = ListOptions {
         resource_version: Some(future),
         ..Default::default()
     };
     let err = api.list(cms(), None, &list).unwrap_err();
     assert_eq!(err.code, 504);
+    // Versions are digits only, as Go parses them.
+    for bad in ["+1", "-1", " 1", "1.5", "abc"] {
+        let list = ListOptions {
+            resource_version: Some(bad.into()),
+            ..Default::default()
+        };
+        assert_eq!(api.list(cms(), None, &list).unwrap_err().code, 400, "{bad}");
+    }
 }
 
 #[tokio::test]
@@ -699,4 +713,84 @@ fn served_bytes_are_the_object_with_its_resource_version() {
     ] {
         assert!(with_resource_version(not_an_object, 1).is_none());
     }
+}
+
+/// Found by an attack review: a watcher that dispatch dropped for a full buffer must not be
+/// told "up to date" by a bookmark before it has replayed what it missed.
+#[tokio::test]
+async fn a_bookmark_never_skips_what_a_lagging_watcher_missed() {
+    let config = Config {
+        bookmark_interval: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let (api, _dir) = api_with(config).await;
+    let w = WriteOptions::default();
+    let start = api.revision().to_string();
+    let opts = ListOptions {
+        bookmarks: true,
+        ..Default::default()
+    };
+    // Several watchers, since which of "feed closed" and "bookmark due" wins is up to chance.
+    let mut watches: Vec<_> = (0..6)
+        .map(|_| {
+            api.watch(cms(), Some("default"), &opts, Some(&start), false)
+                .unwrap()
+        })
+        .collect();
+    let count = cache::WATCH_BUFFER + 200;
+    for i in 0..count {
+        api.create(cms(), Some("default"), cm(&format!("c{i}"), json!({})), &w)
+            .await
+            .unwrap();
+    }
+    for watch in &mut watches {
+        drain_lagging(&api, watch, count).await;
+    }
+}
+
+async fn drain_lagging(api: &Api, watch: &mut BoxStream<'static, WatchEvent>, count: usize) {
+    let mut added = 0;
+    while added < count {
+        if added == cache::WATCH_BUFFER {
+            // The buffer is drained, the feed closed, and a bookmark tick is due.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), watch.next()).await {
+            Ok(Some(WatchEvent::Added(_))) => added += 1,
+            Ok(Some(WatchEvent::Bookmark { revision, .. })) => assert!(
+                revision < api.revision() || added == count,
+                "a bookmark at {revision} after only {added} of {count} changes"
+            ),
+            other => panic!("unexpected {other:?} after {added}"),
+        }
+    }
+}
+
+/// Found by an attack review: an object whose `spec` is not an object (a ConfigMap keeps
+/// unknown fields) is still selected by its labels.
+#[tokio::test]
+async fn odd_shaped_fields_do_not_hide_labels_from_selectors() {
+    let (api, _dir) = api().await;
+    let w = WriteOptions::default();
+    let start = api.revision().to_string();
+    let mut watch = api
+        .watch(
+            cms(),
+            Some("default"),
+            &selecting("tier=web"),
+            Some(&start),
+            false,
+        )
+        .unwrap();
+    let mut odd = cm("odd", json!({"tier": "web"}));
+    odd["spec"] = json!("x");
+    odd["status"] = json!(5);
+    if api.create(cms(), Some("default"), odd, &w).await.is_err() {
+        return; // refused at admission: nothing stored to hide
+    }
+    let listed = api
+        .list(cms(), Some("default"), &selecting("tier=web"))
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(next_kinds(&mut watch, 1).await, ["ADDED odd"]);
 }

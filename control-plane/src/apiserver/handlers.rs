@@ -948,12 +948,15 @@ fn watch(
     let rv = query.get("resourceVersion").map(String::as_str);
     let events = server.api.watch_raw(res, ns, opts, rv, send_initial)?;
     let timeout = match query.get("timeoutSeconds") {
-        Some(t) => Duration::from_secs(
-            t.parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?,
-        ),
-        // kube-apiserver's default: between 30 and 60 minutes.
-        None => Duration::from_secs(rand::rng().random_range(1800..3600)),
+        Some(t) => t
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?,
+        None => 0,
+    };
+    // kube-apiserver's default, also for 0: between 30 and 60 minutes.
+    let timeout = match timeout {
+        0 => Duration::from_secs(rand::rng().random_range(1800..3600)),
+        t => Duration::from_secs(t),
     };
     let include = include_object(query);
     let state = WatchState {
