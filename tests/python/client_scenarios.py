@@ -250,6 +250,11 @@ try:
     check(False, "a watch from the future fails")
 except ApiException as e:
     check(e.status == 504, f"a watch from the future gives 504 (got {e.status})")
+# Watch options as kube-apiserver validates them: a resourceVersionMatch needs sendInitialEvents,
+# and sendInitialEvents (true or false) needs resourceVersionMatch=NotOlderThan.
+expect_error(422, core.list_namespaced_config_map, NS, watch=True, resource_version="1",
+             resource_version_match="NotOlderThan", _preload_content=False)
+expect_error(422, core.list_namespaced_config_map, NS, watch=True, send_initial_events=False, _preload_content=False)
 for c in core.list_namespaced_config_map(NS).items:
     if c.metadata.name.startswith(("page-", "noise-")):
         core.delete_namespaced_config_map(c.metadata.name, NS)

@@ -934,16 +934,44 @@ fn watch(
     table_format: bool,
 ) -> Result<Response<Body>, ApiError> {
     let send_initial = query.get("sendInitialEvents").is_some_and(|s| s == "true");
-    if send_initial && query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan")
-    {
-        return Err(ApiError::invalid(
-            res,
-            "",
-            &[skiff_api::validation::FieldError::forbidden(
-                "sendInitialEvents",
-                "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan",
-            )],
+    // kube-apiserver's validateWatchOptions: sendInitialEvents, given at all (true or false),
+    // needs resourceVersionMatch=NotOlderThan, and that match needs sendInitialEvents.
+    let given = query.contains_key("sendInitialEvents");
+    let matching = query
+        .get("resourceVersionMatch")
+        .map(String::as_str)
+        .filter(|m| !m.is_empty());
+    use skiff_api::validation::FieldError;
+    let mut errors = Vec::new();
+    if given && matching != Some("NotOlderThan") {
+        errors.push(FieldError::forbidden(
+            "sendInitialEvents",
+            "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan",
         ));
+    }
+    if let Some(m) = matching {
+        if !given {
+            errors.push(FieldError::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+        if m != "NotOlderThan" {
+            errors.push(FieldError::not_supported(
+                "resourceVersionMatch",
+                m,
+                &["NotOlderThan"],
+            ));
+        }
+        if opts.continue_token.is_some() {
+            errors.push(FieldError::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(res, "", &errors));
     }
     let rv = query.get("resourceVersion").map(String::as_str);
     let events = server.api.watch_raw(res, ns, opts, rv, send_initial)?;
