@@ -30,8 +30,8 @@ pub struct Server {
     /// lists; older resourceVersions get 410 Expired.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     watch_cache_ttl: Duration,
-    /// Bytes of object values the watch history may hold at most (oldest dropped first).
-    #[arg(long, default_value_t = 256 << 20)]
+    /// About how many bytes of objects the watch history may hold (oldest dropped first).
+    #[arg(long, default_value_t = WatchCache::default().max_bytes)]
     watch_cache_bytes: usize,
     /// Changes the watch history may hold at most (unbounded by default).
     #[arg(long)]

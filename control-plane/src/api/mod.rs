@@ -1576,31 +1576,17 @@ fn index_of(key: &str, value: &[u8]) -> cache::Index {
     let Some(res) = resources::RESOURCES.iter().find(|r| r.plural == plural) else {
         return cache::Index::default();
     };
-    let Ok(mut sel) = serde_json::from_slice::<Selectable>(value) else {
-        // A field of another shape than the partial parse expects (a `spec` that is a string
-        // in a kind without one): read the whole object instead.
-        return serde_json::from_slice::<Value>(value)
-            .map(|obj| whole_index(res, &obj))
-            .unwrap_or_default();
+    // A small object of just what selectors read (metadata and the selectable fields), read
+    // the way whole ones are. A field of another shape than the partial parse expects (a
+    // `spec` that is a string in a kind without one) falls back to the whole object.
+    let obj = match serde_json::from_slice::<Selectable>(value) {
+        Ok(sel) => serde_json::to_value(&sel).unwrap_or_default(),
+        Err(_) => serde_json::from_slice::<Value>(value).unwrap_or_default(),
     };
-    let labels = std::mem::take(&mut sel.metadata.labels);
-    let mut fields = vec![
-        ("metadata.name", std::mem::take(&mut sel.metadata.name)),
-        (
-            "metadata.namespace",
-            std::mem::take(&mut sel.metadata.namespace),
-        ),
-    ];
-    let wanted = selectable_fields(res);
-    if !wanted.is_empty() {
-        // A small object of just those fields, read the way selectors read whole ones.
-        let obj = serde_json::to_value(&sel).unwrap_or_default();
-        fields.extend(wanted.iter().map(|f| (*f, field_value(res, &obj, f))));
-    }
-    cache::Index { labels, fields }
+    whole_index(res, &obj)
 }
 
-/// The [`cache::Index`] of a whole parsed object.
+/// The [`cache::Index`] of a parsed object (whole, or just its selectable parts).
 fn whole_index(res: &ResourceDef, obj: &Value) -> cache::Index {
     let mut fields = vec![
         ("metadata.name", object::name(obj).to_string()),
