@@ -83,6 +83,19 @@ struct Inner {
     quota_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Modules whose stored bytes were checked against their digest.
     checked_modules: wasm_policy::CheckedModules,
+    /// Events waiting for the background writer.
+    events: Arc<crate::events::Recorder>,
+}
+
+/// An [`Api`] that does not keep it alive, for the background tasks it starts itself.
+#[derive(Clone)]
+pub struct WeakApi(std::sync::Weak<Inner>);
+
+impl WeakApi {
+    /// The API, while something else still holds it.
+    pub fn upgrade(&self) -> Option<Api> {
+        self.0.upgrade().map(|inner| Api { inner })
+    }
 }
 
 /// Options of create, update and patch.
@@ -237,8 +250,24 @@ impl Api {
                 shutdown: CancellationToken::new(),
                 quota_locks: Default::default(),
                 checked_modules: Default::default(),
+                events: Default::default(),
             }),
         })
+    }
+
+    /// A handle that does not keep the API alive.
+    pub fn downgrade(&self) -> WeakApi {
+        WeakApi(Arc::downgrade(&self.inner))
+    }
+
+    /// The queue of events waiting to be written.
+    pub(crate) fn events(&self) -> &Arc<crate::events::Recorder> {
+        &self.inner.events
+    }
+
+    /// Events dropped because too many were waiting to be written (for `/metrics`).
+    pub fn events_dropped(&self) -> u64 {
+        self.inner.events.dropped()
     }
 
     /// The store underneath (for benchmarks and tests).
@@ -286,6 +315,9 @@ impl Api {
 
     /// Stops background work (namespace cleanup) and waits for it.
     pub async fn shutdown(&self) {
+        // Queued events are written on a clean stop, if the store lets them in time.
+        let wait = std::time::Duration::from_secs(2);
+        let _ = tokio::time::timeout(wait, crate::events::flushed(self)).await;
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;

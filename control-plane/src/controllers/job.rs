@@ -1362,6 +1362,7 @@ mod tests {
             api.get(jobs(), Some("default"), "slow").unwrap_err().code,
             404
         );
+        crate::events::flushed(&api).await;
         let events = api
             .list(
                 resources::core("events"),

@@ -465,6 +465,7 @@ mod tests {
         let status = c.get("replicasets", "rs")["status"].clone();
         assert_eq!(status["availableReplicas"], 1, "{status}");
         assert_eq!(status["fullyLabeledReplicas"], 1, "{status}");
+        crate::events::flushed(&c.api).await;
         let events = c.list("events");
         for reason in ["SuccessfulCreate", "SuccessfulDelete"] {
             assert!(events.iter().any(|e| e["reason"] == reason), "no {reason}");

@@ -216,10 +216,9 @@ async fn bind(api: &Api, pod: &Value, node: &str) -> Result<(), ApiError> {
                          "metadata": {"name": name, "namespace": ns},
                          "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
     api.bind(ns, name, &binding).await?;
-    // The event need not hold up the next binding: it is written on its own.
+    // Queued for the event writer: it does not hold up the next binding.
     let message = format!("Successfully assigned {ns}/{name} to {node}");
-    let (api, pod) = (api.clone(), pod.clone());
-    tokio::spawn(async move { event(&api, &pod, "Normal", "Scheduled", &message).await });
+    event(api, pod, "Normal", "Scheduled", &message).await;
     Ok(())
 }
 
@@ -347,6 +346,7 @@ mod tests {
                 == "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: x}."
         })
         .await;
+        crate::events::flushed(&api).await;
         let events = api
             .list(
                 resources::core("events"),
