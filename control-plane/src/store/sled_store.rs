@@ -7,20 +7,23 @@
 //!   replaced, commit time and key;
 //! - `m:*` → metadata (latest revision, compaction point, layout version).
 //!
-//! A write updates them in one atomic batch under the writer lock, then hands its event to the
-//! flusher thread. The flusher drains every write that arrived meanwhile, makes them durable
-//! with one `flush` (group commit), and only then publishes the new revision, hands the events
-//! to the commit listener and watches, and acknowledges them. A failed flush stops the store
-//! (fail-stop): nothing that was not made durable is ever published.
+//! Writes go to two threads of the store's own, so no async task ever waits on the disk:
+//! - the writer thread takes every write that arrived meanwhile and applies them in order,
+//!   each at its own revision and checked on its own (a conflict fails that write only), as
+//!   one atomic sled batch;
+//! - the flusher thread takes every applied batch that arrived meanwhile, makes them durable
+//!   with one `flush` (group commit), and only then publishes the new revision, hands the
+//!   events to the commit listener and watches, and acknowledges them. A failed flush stops
+//!   the store (fail-stop): nothing that was not made durable is ever published.
 //!
 //! Compaction to revision R removes the log entries up to R and the values they replaced; the
 //! value a key currently has is never removed, and every event after R can be replayed with the
 //! value it replaced.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, RwLock, mpsc};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -72,18 +75,15 @@ impl Config {
     }
 }
 
+/// Writes applied as one sled batch at most.
+const MAX_BATCH: usize = 4096;
+
 /// A durable store on sled with group commit.
 pub struct SledStore {
     shared: Arc<Shared>,
-    writer: Mutex<Writer>,
-    flusher: Option<JoinHandle<()>>,
-}
-
-struct Writer {
-    /// The latest applied revision (committed or waiting for its flush).
-    revision: u64,
-    // `None` once the store is closing.
-    flush_tx: Option<mpsc::Sender<Pending>>,
+    /// To the writer thread; `None` once the store is closing.
+    requests: Option<mpsc::Sender<Request>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -100,9 +100,17 @@ struct Shared {
     fail_next_flush: AtomicBool,
 }
 
+/// A write on its way to the writer thread.
+struct Request {
+    key: String,
+    op: Op,
+    reply: oneshot::Sender<Result<Event>>,
+}
+
+/// A write applied and waiting for its flush.
 struct Pending {
     event: Event,
-    reply: oneshot::Sender<Result<()>>,
+    reply: oneshot::Sender<Result<Event>>,
 }
 
 enum Op {
@@ -112,7 +120,7 @@ enum Op {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store at `config.path` and starts its flusher.
+    /// Opens (or creates) the store at `config.path` and starts its writer and flusher.
     pub fn open(config: Config) -> Result<Self> {
         let db = sled::Config::new()
             .path(&config.path)
@@ -137,6 +145,7 @@ impl SledStore {
             fail_next_flush: AtomicBool::new(false),
         });
         let (flush_tx, flush_rx) = mpsc::channel();
+        let (requests, requests_rx) = mpsc::channel();
         let flusher = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -144,93 +153,38 @@ impl SledStore {
                 .spawn(move || flusher(&shared, &flush_rx))
                 .map_err(backend)?
         };
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || writer(&shared, revision, &requests_rx, &flush_tx))
+                .map_err(backend)?
+        };
         Ok(Self {
             shared,
-            writer: Mutex::new(Writer {
-                revision,
-                flush_tx: Some(flush_tx),
-            }),
-            flusher: Some(flusher),
+            requests: Some(requests),
+            threads: vec![writer, flusher],
         })
     }
 
-    /// Applies one write atomically and queues it for the flusher; returns the event and the
-    /// receiver that resolves once it is durable.
-    fn apply(&self, key: &str, op: Op) -> Result<(Event, oneshot::Receiver<Result<()>>)> {
-        let db = &self.shared.db;
-        let skey = state_key(key);
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Err(Error::Failed);
-        }
-        let flush_tx = writer.flush_tx.clone().ok_or(Error::Closed)?;
-        let current = read_state(db, key, &skey)?;
-        let revision = writer.revision + 1;
-        let time_ms = now_ms();
-        let mut batch = sled::Batch::default();
-        let event = match (op, current) {
-            (Op::Create(_), Some(_)) => return Err(Error::AlreadyExists(key.into())),
-            (Op::Create(value), None) => {
-                batch.insert(skey, &encode_state(revision, revision)[..]);
-                batch.insert(&value_key(revision)[..], &value[..]);
-                Event {
-                    kind: EventKind::Create,
-                    kv: kv(key, value, revision, revision),
-                    prev: None,
-                    time_ms,
-                }
-            }
-            (Op::Update(..) | Op::Delete(_), None) => return Err(Error::NotFound(key.into())),
-            (Op::Update(expected, _) | Op::Delete(expected), Some(cur))
-                if expected != 0 && expected != cur.mod_revision =>
-            {
-                return Err(Error::Conflict {
-                    key: key.into(),
-                    expected,
-                    current: cur.mod_revision,
-                });
-            }
-            (Op::Update(_, value), Some(cur)) => {
-                batch.insert(skey, &encode_state(cur.create_revision, revision)[..]);
-                batch.insert(&value_key(revision)[..], &value[..]);
-                Event {
-                    kind: EventKind::Update,
-                    kv: kv(key, value, cur.create_revision, revision),
-                    prev: Some(cur),
-                    time_ms,
-                }
-            }
-            (Op::Delete(_), Some(cur)) => {
-                batch.remove(skey);
-                Event {
-                    kind: EventKind::Delete,
-                    kv: kv(key, cur.value.clone(), cur.create_revision, revision),
-                    prev: Some(cur),
-                    time_ms,
-                }
-            }
-        };
-        batch.insert(&log_key(revision)[..], encode_log(&event));
-        batch.insert(META_REVISION, &revision.to_be_bytes()[..]);
-        db.apply_batch(batch).map_err(backend)?;
-        writer.revision = revision;
-        let (reply, durable) = oneshot::channel();
-        // Sent under the lock so the flusher sees events in revision order.
-        flush_tx
-            .send(Pending {
-                event: event.clone(),
-                reply,
-            })
-            .map_err(|_| Error::Closed)?;
-        Ok((event, durable))
-    }
-
+    /// Queues a write for the writer thread (so writes are applied in call order); resolves
+    /// once it is durable, or failed.
     fn write(&self, key: &str, op: Op) -> BoxFuture<'_, Result<Event>> {
-        let applied = self.apply(key, op);
+        let (reply, done) = oneshot::channel();
+        let sent = match &self.requests {
+            _ if self.shared.failed.load(Ordering::Acquire) => Err(Error::Failed),
+            Some(tx) => tx
+                .send(Request {
+                    key: key.to_string(),
+                    op,
+                    reply,
+                })
+                .map_err(|_| Error::Closed),
+            None => Err(Error::Closed),
+        };
         Box::pin(async move {
-            let (event, durable) = applied?;
-            durable.await.map_err(|_| Error::Closed)??;
-            Ok(event)
+            sent?;
+            done.await.map_err(|_| Error::Closed)?
         })
     }
 
@@ -243,13 +197,10 @@ impl SledStore {
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        // Closing the channel lets the flusher finish what is queued and exit.
-        self.writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .flush_tx
-            .take();
-        if let Some(handle) = self.flusher.take() {
+        // Closing the channel lets the writer, then the flusher, finish what is queued and
+        // exit.
+        self.requests.take();
+        for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
     }
@@ -490,10 +441,130 @@ fn compact(shared: &Shared, revision: u64) -> Result<()> {
     Ok(())
 }
 
-fn flusher(shared: &Shared, rx: &mpsc::Receiver<Pending>) {
+/// Applies what arrives, as few sled batches as it can, and hands each to the flusher.
+fn writer(
+    shared: &Shared,
+    mut revision: u64,
+    rx: &mpsc::Receiver<Request>,
+    flush_tx: &mpsc::Sender<Vec<Pending>>,
+) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
+        let requests: Vec<Request> = std::iter::once(first)
+            .chain(rx.try_iter().take(MAX_BATCH - 1))
+            .collect();
+        if shared.failed.load(Ordering::Acquire) {
+            for r in requests {
+                let _ = r.reply.send(Err(Error::Failed));
+            }
+            continue;
+        }
+        let mut batch = sled::Batch::default();
+        // Keys written earlier in this batch, as they are after it.
+        let mut written: HashMap<String, Option<KeyValue>> = HashMap::new();
+        let mut applied = Vec::with_capacity(requests.len());
+        let time_ms = now_ms();
+        for Request { key, op, reply } in requests {
+            let current = match written.get(&key) {
+                Some(state) => Ok(state.clone()),
+                None => read_state(&shared.db, &key, &state_key(&key)),
+            };
+            let change = current
+                .and_then(|current| change(&mut batch, &key, op, current, revision + 1, time_ms));
+            match change {
+                Ok(event) => {
+                    revision += 1;
+                    let after = (event.kind != EventKind::Delete).then(|| event.kv.clone());
+                    written.insert(key, after);
+                    applied.push(Pending { event, reply });
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        if applied.is_empty() {
+            continue;
+        }
+        batch.insert(META_REVISION, &revision.to_be_bytes()[..]);
+        if let Err(e) = shared.db.apply_batch(batch) {
+            // The batch is atomic: none of it was applied.
+            revision -= applied.len() as u64;
+            tracing::error!(error = %e, "store write failed");
+            for p in applied {
+                let _ = p.reply.send(Err(Error::Backend(e.to_string().into())));
+            }
+            continue;
+        }
+        if let Err(mpsc::SendError(lost)) = flush_tx.send(applied) {
+            for p in lost {
+                let _ = p.reply.send(Err(Error::Closed));
+            }
+        }
+    }
+}
+
+/// Adds one write to `batch` at `revision`, checked against the key's `current` state.
+fn change(
+    batch: &mut sled::Batch,
+    key: &str,
+    op: Op,
+    current: Option<KeyValue>,
+    revision: u64,
+    time_ms: u64,
+) -> Result<Event> {
+    let skey = state_key(key);
+    let event = match (op, current) {
+        (Op::Create(_), Some(_)) => return Err(Error::AlreadyExists(key.into())),
+        (Op::Create(value), None) => {
+            batch.insert(skey, &encode_state(revision, revision)[..]);
+            batch.insert(&value_key(revision)[..], &value[..]);
+            Event {
+                kind: EventKind::Create,
+                kv: kv(key, value, revision, revision),
+                prev: None,
+                time_ms,
+            }
+        }
+        (Op::Update(..) | Op::Delete(_), None) => return Err(Error::NotFound(key.into())),
+        (Op::Update(expected, _) | Op::Delete(expected), Some(cur))
+            if expected != 0 && expected != cur.mod_revision =>
+        {
+            return Err(Error::Conflict {
+                key: key.into(),
+                expected,
+                current: cur.mod_revision,
+            });
+        }
+        (Op::Update(_, value), Some(cur)) => {
+            batch.insert(skey, &encode_state(cur.create_revision, revision)[..]);
+            batch.insert(&value_key(revision)[..], &value[..]);
+            Event {
+                kind: EventKind::Update,
+                kv: kv(key, value, cur.create_revision, revision),
+                prev: Some(cur),
+                time_ms,
+            }
+        }
+        (Op::Delete(_), Some(cur)) => {
+            batch.remove(skey);
+            Event {
+                kind: EventKind::Delete,
+                kv: kv(key, cur.value.clone(), cur.create_revision, revision),
+                prev: Some(cur),
+                time_ms,
+            }
+        }
+    };
+    batch.insert(&log_key(revision)[..], encode_log(&event));
+    Ok(event)
+}
+
+fn flusher(shared: &Shared, rx: &mpsc::Receiver<Vec<Pending>>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = first;
+        for more in rx.try_iter() {
+            batch.extend(more);
+        }
         if shared.failed.load(Ordering::Acquire) {
             for p in batch {
                 let _ = p.reply.send(Err(Error::Failed));
@@ -534,12 +605,13 @@ fn flusher(shared: &Shared, rx: &mpsc::Receiver<Pending>) {
             listener(&events);
         }
         shared.revision.store(last, Ordering::Release);
-        for event in events {
-            // No receivers is normal: nobody is watching.
-            let _ = shared.events.send(Arc::new(event));
+        if shared.events.receiver_count() > 0 {
+            for event in &events {
+                let _ = shared.events.send(Arc::new(event.clone()));
+            }
         }
-        for reply in replies {
-            let _ = reply.send(Ok(()));
+        for (reply, event) in replies.into_iter().zip(events) {
+            let _ = reply.send(Ok(event));
         }
     }
     let _ = shared.db.flush();
@@ -692,6 +764,8 @@ fn decode_log(v: &[u8]) -> LogEntry {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use futures::StreamExt;
 
     use super::*;
