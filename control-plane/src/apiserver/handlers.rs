@@ -1212,10 +1212,11 @@ fn metrics(server: &Server) -> String {
         server.api.oldest_revision()
     ));
     out.push_str(&format!(
-        "# HELP skiff_watch_cache_offers_total Changes offered to watchers by the watch cache's dispatch.\n# TYPE skiff_watch_cache_offers_total counter\nskiff_watch_cache_offers_total {}\n# HELP skiff_watch_cache_watchers Watches the watch cache serves.\n# TYPE skiff_watch_cache_watchers gauge\nskiff_watch_cache_watchers {}\n# HELP skiff_events_dropped_total Events dropped because too many were waiting to be written.\n# TYPE skiff_events_dropped_total counter\nskiff_events_dropped_total {}\n",
+        "# HELP skiff_watch_cache_offers_total Changes offered to watchers by the watch cache's dispatch.\n# TYPE skiff_watch_cache_offers_total counter\nskiff_watch_cache_offers_total {}\n# HELP skiff_watch_cache_watchers Watches the watch cache serves.\n# TYPE skiff_watch_cache_watchers gauge\nskiff_watch_cache_watchers {}\n# HELP skiff_events_dropped_total Events dropped because too many were waiting to be written.\n# TYPE skiff_events_dropped_total counter\nskiff_events_dropped_total {}\n# HELP skiff_cache_decodes_total Cached versions decoded for in-process readers (controllers, the scheduler), each shared by all of them.\n# TYPE skiff_cache_decodes_total counter\nskiff_cache_decodes_total {}\n",
         server.api.watch_offers(),
         server.api.watchers(),
-        server.api.events_dropped()
+        server.api.events_dropped(),
+        server.api.decodes()
     ));
     out
 }
