@@ -19,9 +19,10 @@
 //! its own, as the store's watches do; one that falls out of the history gets 410 Expired.
 //! Dropping a [`Watch`] unregisters it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -58,6 +59,10 @@ pub struct Index {
     pub labels: Value,
     /// Selectable fields and their string values (`metadata.name`, `spec.nodeName`, ...).
     pub fields: Vec<(&'static str, String)>,
+    /// The uids of the object's owners (`metadata.ownerReferences`).
+    pub owners: Vec<String>,
+    /// The uid of its controlling owner ("" when none).
+    pub controller: String,
 }
 
 impl Index {
@@ -98,6 +103,9 @@ pub struct Object {
     pub index: Index,
     /// Where the resourceVersion's digits are in `kv.value`, if it carries them.
     pub revision_at: Option<std::ops::Range<usize>>,
+    /// The object decoded for in-process readers (controllers, the scheduler), shared by all
+    /// of them while any holds it; weak, so the cache itself keeps only the one served copy.
+    pub decoded: Mutex<Weak<Value>>,
 }
 
 impl Object {
@@ -112,6 +120,7 @@ impl Object {
             kv,
             index,
             revision_at,
+            decoded: Mutex::new(Weak::new()),
         }
     }
 
@@ -138,6 +147,7 @@ impl Object {
             },
             index: self.index.clone(),
             revision_at,
+            decoded: Mutex::new(Weak::new()),
         }
     }
 }
@@ -245,6 +255,8 @@ pub struct Cache {
     config: Config,
     indexer: Indexer,
     progress: watch::Sender<u64>,
+    /// Versions decoded for in-process readers (see [`Cache::decodes`]).
+    decodes: AtomicU64,
 }
 
 struct State {
@@ -255,6 +267,8 @@ struct State {
     revision: u64,
     /// Every change after here is in the history.
     oldest: u64,
+    /// The keys of the objects naming each owner uid in their ownerReferences.
+    dependents: Dependents,
     watchers: HashMap<u64, Arc<Registered>>,
     buckets: HashMap<Bucket, Vec<u64>>,
     next_id: u64,
@@ -312,11 +326,15 @@ impl Cache {
             history_bytes: 0,
             revision,
             oldest: compacted,
+            dependents: HashMap::new(),
             watchers: HashMap::new(),
             buckets: HashMap::new(),
             next_id: 0,
             offered: 0,
         };
+        for o in state.objects.values() {
+            add_dependent(&mut state.dependents, o);
+        }
         // Each version is indexed once: a change's object is the current one, or the one an
         // earlier change in the history made, whenever it can be.
         let mut made: HashMap<String, Arc<Object>> = HashMap::new();
@@ -353,6 +371,7 @@ impl Cache {
             config,
             indexer,
             progress,
+            decodes: AtomicU64::new(0),
         });
         {
             let mut state = cache.lock();
@@ -386,6 +405,17 @@ impl Cache {
     /// The oldest revision lists and watches may start from.
     pub fn oldest(&self) -> u64 {
         self.lock().oldest
+    }
+
+    /// Counts one decode of a cached version for in-process readers.
+    pub fn count_decode(&self) {
+        self.decodes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many cached versions were decoded for in-process readers
+    /// (`skiff_cache_decodes_total`).
+    pub fn decodes(&self) -> u64 {
+        self.decodes.load(Ordering::Relaxed)
     }
 
     /// How many watchers are registered.
@@ -424,13 +454,12 @@ impl Cache {
                     .filter(|c| c.kv.mod_revision == prev.mod_revision)
                     .unwrap_or_else(|| Arc::new(Object::make(prev, indexer)))
             }));
-            match change.kind {
-                EventKind::Delete => {
-                    state.objects.remove(&key);
-                }
-                _ => {
-                    state.objects.insert(key, change.object.clone());
-                }
+            if let Some(old) = state.objects.remove(&key) {
+                remove_dependent(&mut state.dependents, &old);
+            }
+            if change.kind != EventKind::Delete {
+                add_dependent(&mut state.dependents, &change.object);
+                state.objects.insert(key, change.object.clone());
             }
             state.revision = rev;
             state.history_bytes += change.bytes();
@@ -464,6 +493,19 @@ impl Cache {
     pub fn get(&self, key: &str) -> (Option<Arc<Object>>, u64) {
         let state = self.lock();
         (state.objects.get(key).cloned(), state.revision)
+    }
+
+    /// The latest objects under `prefix` that name `owner_uid` in their ownerReferences, in
+    /// key order.
+    pub fn dependents(&self, prefix: &str, owner_uid: &str) -> Vec<Arc<Object>> {
+        let state = self.lock();
+        let Some(keys) = state.dependents.get(owner_uid) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter(|k| k.starts_with(prefix))
+            .filter_map(|k| state.objects.get(k).cloned())
+            .collect()
     }
 
     /// Lists the objects under `prefix` after `start_after` that pass `filter`, at most `limit`
@@ -761,6 +803,28 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         self.cache.unregister(self.id);
+    }
+}
+
+type Dependents = HashMap<String, BTreeSet<String>>;
+
+fn add_dependent(dependents: &mut Dependents, o: &Object) {
+    for uid in &o.index.owners {
+        dependents
+            .entry(uid.clone())
+            .or_default()
+            .insert(o.kv.key.clone());
+    }
+}
+
+fn remove_dependent(dependents: &mut Dependents, o: &Object) {
+    for uid in &o.index.owners {
+        if let Some(keys) = dependents.get_mut(uid) {
+            keys.remove(&o.kv.key);
+            if keys.is_empty() {
+                dependents.remove(uid);
+            }
+        }
     }
 }
 

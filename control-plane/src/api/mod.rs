@@ -196,11 +196,11 @@ pub(crate) enum RawEvent {
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
     /// ADDED.
-    Added(Value),
+    Added(Arc<Value>),
     /// MODIFIED.
-    Modified(Value),
+    Modified(Arc<Value>),
     /// DELETED.
-    Deleted(Value),
+    Deleted(Arc<Value>),
     /// BOOKMARK at a revision; `initial_end` marks the end of `sendInitialEvents`.
     Bookmark {
         /// The revision.
@@ -362,7 +362,7 @@ impl Api {
     pub fn get(&self, res: &'static ResourceDef, ns: Option<&str>, name: &str) -> Result<Value> {
         let (obj, _) = self.inner.cache.get(&res.key(ns, name));
         let obj = obj.ok_or_else(|| ApiError::not_found(res, name))?;
-        Self::decode(res, &obj.kv.value, obj.kv.mod_revision)
+        Self::decode_cached(res, &obj)
     }
 
     /// The latest committed revision the API serves.
@@ -408,11 +408,65 @@ impl Api {
             items: raw
                 .items
                 .iter()
-                .map(|o| Self::decode(res, &o.kv.value, o.kv.mod_revision))
+                .map(|o| Self::decode_cached(res, o))
                 .collect::<Result<_>>()?,
             resource_version: raw.resource_version,
             continue_token: raw.continue_token,
         })
+    }
+
+    /// Reads one object as every in-process reader shares it (see [`Api::list_shared`]).
+    pub fn get_shared(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Arc<Value>> {
+        let (obj, _) = self.inner.cache.get(&res.key(ns, name));
+        let obj = obj.ok_or_else(|| ApiError::not_found(res, name))?;
+        Self::shared(&self.inner.cache, res, &obj)
+    }
+
+    /// The latest objects of `res` in `ns` (all namespaces for `None`) whose cached
+    /// [`Index`](cache::Index) passes `select`, as in-process readers share them: nothing is
+    /// decoded for an object `select` skips, and each version is decoded once for all
+    /// readers. The informer read of controllers and the scheduler.
+    pub fn list_shared(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        select: impl Fn(&cache::Index) -> bool,
+    ) -> Result<Vec<Arc<Value>>> {
+        let page = self
+            .inner
+            .cache
+            .list(&res.prefix(ns), cache::At::Latest, None, 0, &|o| {
+                select(&o.index)
+            })
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        page.items
+            .iter()
+            .map(|o| Self::shared(&self.inner.cache, res, o))
+            .collect()
+    }
+
+    /// The latest objects of `res` in `ns` that name `owner_uid` among their owners, from the
+    /// cache's owner index (so an owner's reconcile costs nothing for other owners' objects).
+    pub fn dependents_shared(
+        &self,
+        res: &'static ResourceDef,
+        ns: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<Vec<Arc<Value>>> {
+        if owner_uid.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner
+            .cache
+            .dependents(&res.prefix(ns), owner_uid)
+            .iter()
+            .map(|o| Self::shared(&self.inner.cache, res, o))
+            .collect()
     }
 
     /// [`Api::list`] without decoding: the cached objects themselves.
@@ -489,7 +543,46 @@ impl Api {
 
     /// Decodes a cached object as `res`'s version.
     pub(crate) fn decode_cached(res: &'static ResourceDef, o: &cache::Object) -> Result<Value> {
+        if !convert::needs_conversion(res)
+            && let Some(v) = o
+                .decoded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .upgrade()
+        {
+            return Ok(Value::clone(&v));
+        }
         Self::decode(res, &o.kv.value, o.kv.mod_revision)
+    }
+
+    /// A cached object as `res`'s version for in-process readers (controllers, the scheduler,
+    /// in-process watches): decoded once and shared by every reader of that version while any
+    /// of them holds it (unless `res` is served in another version than it is stored in,
+    /// which is converted per read). Nothing decoded is kept once no reader holds it, so the
+    /// cache's memory stays one served copy per version.
+    pub(crate) fn shared(
+        cache: &cache::Cache,
+        res: &'static ResourceDef,
+        o: &cache::Object,
+    ) -> Result<Arc<Value>> {
+        if convert::needs_conversion(res) {
+            return Self::decode(res, &o.kv.value, o.kv.mod_revision).map(Arc::new);
+        }
+        // Held while decoding, so readers arriving meanwhile wait for this decode.
+        let mut decoded = o.decoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = decoded.upgrade() {
+            return Ok(v);
+        }
+        let v = Arc::new(Self::decode(res, &o.kv.value, o.kv.mod_revision)?);
+        cache.count_decode();
+        *decoded = Arc::downgrade(&v);
+        Ok(v)
+    }
+
+    /// How many times a cached version was decoded for in-process readers
+    /// (`skiff_cache_decodes_total`).
+    pub fn decodes(&self) -> u64 {
+        self.inner.cache.decodes()
     }
 
     /// The JSON the API serves for a cached object: the cached bytes themselves (made once
@@ -1156,10 +1249,11 @@ impl Api {
         send_initial_events: bool,
     ) -> Result<BoxStream<'static, WatchEvent>> {
         let raw = self.watch_raw(res, ns, opts, resource_version, send_initial_events)?;
-        let decode = move |o: &cache::Object| Self::decode(res, &o.kv.value, o.kv.mod_revision);
+        let cache = self.inner.cache.clone();
+        let decode = move |o: &cache::Object| Self::shared(&cache, res, o);
         Ok(raw
             .map(move |event| {
-                let (o, wrap): (_, fn(Value) -> WatchEvent) = match event {
+                let (o, wrap): (_, fn(Arc<Value>) -> WatchEvent) = match event {
                     RawEvent::Added(o) => (o, WatchEvent::Added),
                     RawEvent::Modified(o) => (o, WatchEvent::Modified),
                     RawEvent::Deleted(o) => (o, WatchEvent::Deleted),
@@ -1550,6 +1644,12 @@ struct SelectableMeta {
     namespace: String,
     #[serde(default)]
     labels: Value,
+    #[serde(
+        default,
+        rename = "ownerReferences",
+        skip_serializing_if = "Value::is_null"
+    )]
+    owner_references: Value,
 }
 
 /// The selectable fields of specs and statuses (pods, nodes, jobs, replica sets, namespaces),
@@ -1629,9 +1729,21 @@ fn whole_index(res: &ResourceDef, obj: &Value) -> cache::Index {
             .iter()
             .map(|f| (*f, field_value(res, obj, f))),
     );
+    let refs = obj
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let uid = |r: &Value| r["uid"].as_str().unwrap_or_default().to_string();
     cache::Index {
         labels: object::labels(obj).cloned().unwrap_or(Value::Null),
         fields,
+        owners: refs.iter().map(uid).filter(|u| !u.is_empty()).collect(),
+        controller: refs
+            .iter()
+            .find(|r| r["controller"] == true)
+            .map(uid)
+            .unwrap_or_default(),
     }
 }
 

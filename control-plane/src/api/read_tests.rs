@@ -794,3 +794,145 @@ async fn odd_shaped_fields_do_not_hide_labels_from_selectors() {
     assert_eq!(listed.items.len(), 1);
     assert_eq!(next_kinds(&mut watch, 1).await, ["ADDED odd"]);
 }
+
+fn owned_cm(name: &str, owner_uid: &str) -> Value {
+    json!({"metadata": {"name": name, "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+        "name": "owner", "uid": owner_uid, "controller": true}]}, "data": {"k": "v"}})
+}
+
+/// In-process readers (controllers, the scheduler) share one decode of each version: five
+/// watchers and a list that hold what they read cost one decode per change, not six.
+#[tokio::test]
+async fn in_process_readers_share_one_decode_per_version() {
+    let (api, _dir) = api().await;
+    let w = WriteOptions::default();
+    let rv = api.revision().to_string();
+    let mut watches: Vec<_> = (0..5)
+        .map(|_| {
+            api.watch(cms(), None, &ListOptions::default(), Some(&rv), false)
+                .unwrap()
+        })
+        .collect();
+    let before = api.decodes();
+    for i in 0..20 {
+        api.create(cms(), Some("default"), cm(&format!("c{i}"), json!({})), &w)
+            .await
+            .unwrap();
+    }
+    let mut held = Vec::new();
+    for watch in &mut watches {
+        for _ in 0..20 {
+            let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+                .await
+                .expect("an event within 5 s")
+                .unwrap();
+            let WatchEvent::Added(o) = event else {
+                panic!("expected ADDED, got {event:?}");
+            };
+            held.push(o);
+        }
+    }
+    let listed = api.list_shared(cms(), Some("default"), |_| true).unwrap();
+    assert_eq!(listed.len(), 20);
+    assert_eq!(api.decodes() - before, 20, "one decode per created version");
+    // The very same value, not a copy.
+    assert!(Arc::ptr_eq(&held[0], &held[20]));
+    assert!(listed.iter().any(|l| Arc::ptr_eq(l, &held[0])));
+}
+
+/// An owner's reconcile reads its dependents from the owner index: other owners' objects are
+/// neither returned nor decoded, and the index follows relabelled, released and deleted
+/// objects, also after a restart.
+#[tokio::test]
+async fn the_owner_index_returns_only_an_owners_dependents_and_follows_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = WriteOptions::default();
+    {
+        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+        let api = Api::new(Arc::new(store), Config::default());
+        api.bootstrap().await.unwrap();
+        for i in 0..50 {
+            for owner in ["u-a", "u-b"] {
+                let name = format!("{owner}-{i}");
+                api.create(cms(), Some("default"), owned_cm(&name, owner), &w)
+                    .await
+                    .unwrap();
+            }
+        }
+        let before = api.decodes();
+        let mine = api
+            .dependents_shared(cms(), Some("default"), "u-a")
+            .unwrap();
+        assert_eq!(mine.len(), 50);
+        assert!(mine.iter().all(|o| object::name(o).starts_with("u-a-")));
+        assert_eq!(api.decodes() - before, 50, "u-b's objects are not decoded");
+        let by_controller = api
+            .list_shared(cms(), Some("default"), |i| i.controller == "u-b")
+            .unwrap();
+        assert_eq!(by_controller.len(), 50);
+        assert!(
+            api.dependents_shared(cms(), Some("other"), "u-a")
+                .unwrap()
+                .is_empty()
+        );
+
+        // Released (ownerReferences dropped) and deleted objects leave the index.
+        api.patch(
+            cms(),
+            Some("default"),
+            "u-a-0",
+            PatchType::Merge,
+            json!({"metadata": {"ownerReferences": null}}),
+            Target::Main,
+            &w,
+        )
+        .await
+        .unwrap();
+        api.delete(cms(), Some("default"), "u-a-1", &DeleteOptions::default())
+            .await
+            .unwrap();
+        // Adopted by another owner.
+        api.patch(
+            cms(),
+            Some("default"),
+            "u-a-2",
+            PatchType::Merge,
+            json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+                "name": "owner", "uid": "u-b", "controller": true}]}}),
+            Target::Main,
+            &w,
+        )
+        .await
+        .unwrap();
+        let names = |api: &Api, uid: &str| -> Vec<String> {
+            api.dependents_shared(cms(), Some("default"), uid)
+                .unwrap()
+                .iter()
+                .map(|o| object::name(o).to_string())
+                .collect()
+        };
+        assert_eq!(names(&api, "u-a").len(), 47);
+        assert!(
+            !names(&api, "u-a")
+                .iter()
+                .any(|n| n == "u-a-0" || n == "u-a-1" || n == "u-a-2")
+        );
+        assert!(names(&api, "u-b").contains(&"u-a-2".to_string()));
+        api.shutdown().await;
+    }
+    // Rebuilt from the store after a restart.
+    let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+    let api = Api::new(Arc::new(store), Config::default());
+    assert_eq!(
+        api.dependents_shared(cms(), Some("default"), "u-a")
+            .unwrap()
+            .len(),
+        47
+    );
+    assert_eq!(
+        api.dependents_shared(cms(), Some("default"), "u-b")
+            .unwrap()
+            .len(),
+        51
+    );
+}

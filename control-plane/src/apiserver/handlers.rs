@@ -730,9 +730,12 @@ fn list_options(query: &Query) -> Result<ListOptions, ApiError> {
         Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => FieldSelector::default(),
     };
+    // An int64 as upstream parses it; zero or negative means no limit (its storage pages only
+    // when `limit > 0`).
     let limit = match query.get("limit") {
         Some(l) => l
-            .parse()
+            .parse::<i64>()
+            .map(|l| usize::try_from(l).unwrap_or(0))
             .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
         None => 0,
     };
@@ -1212,10 +1215,11 @@ fn metrics(server: &Server) -> String {
         server.api.oldest_revision()
     ));
     out.push_str(&format!(
-        "# HELP skiff_watch_cache_offers_total Changes offered to watchers by the watch cache's dispatch.\n# TYPE skiff_watch_cache_offers_total counter\nskiff_watch_cache_offers_total {}\n# HELP skiff_watch_cache_watchers Watches the watch cache serves.\n# TYPE skiff_watch_cache_watchers gauge\nskiff_watch_cache_watchers {}\n# HELP skiff_events_dropped_total Events dropped because too many were waiting to be written.\n# TYPE skiff_events_dropped_total counter\nskiff_events_dropped_total {}\n",
+        "# HELP skiff_watch_cache_offers_total Changes offered to watchers by the watch cache's dispatch.\n# TYPE skiff_watch_cache_offers_total counter\nskiff_watch_cache_offers_total {}\n# HELP skiff_watch_cache_watchers Watches the watch cache serves.\n# TYPE skiff_watch_cache_watchers gauge\nskiff_watch_cache_watchers {}\n# HELP skiff_events_dropped_total Events dropped because too many were waiting to be written.\n# TYPE skiff_events_dropped_total counter\nskiff_events_dropped_total {}\n# HELP skiff_cache_decodes_total Cached versions decoded for in-process readers (controllers, the scheduler), each shared by all of them.\n# TYPE skiff_cache_decodes_total counter\nskiff_cache_decodes_total {}\n",
         server.api.watch_offers(),
         server.api.watchers(),
-        server.api.events_dropped()
+        server.api.events_dropped(),
+        server.api.decodes()
     ));
     out
 }
@@ -1365,6 +1369,21 @@ mod tests {
         assert_eq!(q["labelSelector"], "app=web,tier notin (db)");
         assert_eq!(q["limit"], "500");
         assert_eq!(q["x"], "%zz");
+    }
+
+    #[test]
+    fn a_negative_or_zero_limit_lists_everything_and_a_bad_one_names_it() {
+        let limit =
+            |l: &str| list_options(&form_urlencoded(&format!("limit={l}"))).map(|o| o.limit);
+        assert_eq!(limit("-1").unwrap(), 0);
+        assert_eq!(limit("-9223372036854775808").unwrap(), 0);
+        assert_eq!(limit("0").unwrap(), 0);
+        assert_eq!(limit("9223372036854775807").unwrap(), 9223372036854775807);
+        for bad in ["9223372036854775808", "x", "1.5"] {
+            let e = limit(bad).unwrap_err();
+            assert_eq!(e.code, 400);
+            assert!(e.message.contains("limit"), "{}", e.message);
+        }
     }
 
     #[test]

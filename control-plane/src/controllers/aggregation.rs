@@ -8,6 +8,7 @@ use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use skiff_api::labels::Selector;
+use std::sync::Arc;
 
 use super::runner::{Action, Key, Reconciler};
 use crate::api::resources::{self, ResourceDef};
@@ -118,6 +119,7 @@ impl Reconciler for Aggregation {
         &'a self,
         api: &'a Api,
         key: &'a Key,
+        _object: Option<Arc<Value>>,
     ) -> BoxFuture<'a, Result<Action, ApiError>> {
         async move {
             reconcile_one(api, &key.1).await?;

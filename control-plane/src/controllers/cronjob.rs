@@ -11,6 +11,7 @@
 //! `failedJobsHistoryLimit`. Local times that a daylight saving change skips never fire;
 //! ones it repeats fire once, at the earlier instant.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -54,8 +55,9 @@ impl Reconciler for CronJobs {
         &'a self,
         api: &'a Api,
         key: &'a Key,
+        object: Option<Arc<Value>>,
     ) -> BoxFuture<'a, Result<Action, ApiError>> {
-        sync(api, key).boxed()
+        sync(api, key, object).boxed()
     }
 }
 
@@ -187,11 +189,9 @@ fn reference(job: &Value) -> Value {
     })
 }
 
-async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
-    let cj = match api.get(cronjobs(), Some(ns), name) {
-        Ok(c) => c,
-        Err(e) if e.code == 404 => return Ok(Action::Await),
-        Err(e) => return Err(e),
+async fn sync(api: &Api, (ns, name): &Key, cj: Option<Arc<Value>>) -> Result<Action, ApiError> {
+    let Some(cj) = cj else {
+        return Ok(Action::Await);
     };
     if object::is_terminating(&cj) {
         return Ok(Action::Await);
@@ -757,7 +757,13 @@ mod tests {
             .unwrap();
         let key = ("default".to_string(), "tick".to_string());
         // Nothing is due right after creation; the next minute is.
-        let Action::RequeueAfter(d) = sync(&api, &key).await.unwrap() else {
+        let Action::RequeueAfter(d) = sync(
+            &api,
+            &key,
+            api.get_shared(cronjobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap() else {
             panic!("no requeue for the next run");
         };
         assert!(d <= Duration::from_secs(61), "{d:?}");
@@ -774,7 +780,13 @@ mod tests {
             json!({"lastScheduleTime": three_ago}),
         )
         .await;
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(cronjobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         let first = format!("tick-{minute}");
         assert_eq!(job_names(&api), std::slice::from_ref(&first));
         let status = api.get(cronjobs(), Some("default"), "tick").unwrap()["status"].clone();
@@ -792,7 +804,13 @@ mod tests {
             json!({"lastScheduleTime": three_ago}),
         )
         .await;
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(cronjobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         assert_eq!(job_names(&api), std::slice::from_ref(&first));
 
         // Once it completed, only the newest successful Job is kept.
@@ -826,7 +844,13 @@ mod tests {
         .await;
         let last = format_time(Timestamp::from_second(minute * 60).unwrap());
         set_status(&api, cronjobs(), "tick", json!({"lastScheduleTime": last})).await;
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(cronjobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         let names = job_names(&api);
         assert!(!names.contains(&earlier), "{names:?}");
         assert_eq!(names, std::slice::from_ref(&first));

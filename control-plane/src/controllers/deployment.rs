@@ -8,6 +8,7 @@
 //! rollout status` reads them as it does on Kubernetes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -18,7 +19,7 @@ use super::replicaset::selector_of;
 use super::runner::{Action, Key, Reconciler};
 use super::{condition, owner_ref};
 use crate::api::resources::ResourceDef;
-use crate::api::{Api, ApiError, DeleteOptions, ListOptions, WriteOptions, object, resources};
+use crate::api::{Api, ApiError, DeleteOptions, WriteOptions, object, resources};
 
 const COMPONENT: &str = "deployment-controller";
 const HASH_LABEL: &str = "pod-template-hash";
@@ -54,8 +55,9 @@ impl Reconciler for Deployments {
         &'a self,
         api: &'a Api,
         key: &'a Key,
+        object: Option<Arc<Value>>,
     ) -> BoxFuture<'a, Result<Action, ApiError>> {
-        sync(api, key).boxed()
+        sync(api, key, object).boxed()
     }
 }
 
@@ -188,12 +190,11 @@ async fn scale(
     Ok(())
 }
 
-async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
-    let mut deploy = match api.get(deployments(), Some(ns), name) {
-        Ok(d) => d,
-        Err(e) if e.code == 404 => return Ok(Action::Await),
-        Err(e) => return Err(e),
+async fn sync(api: &Api, (ns, name): &Key, deploy: Option<Arc<Value>>) -> Result<Action, ApiError> {
+    let Some(deploy) = deploy else {
+        return Ok(Action::Await);
     };
+    let mut deploy = Value::clone(&deploy);
     if object::is_terminating(&deploy) {
         return Ok(Action::Await);
     }
@@ -209,10 +210,11 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
     // The ReplicaSets it owns, adopting matching orphans.
     let mut mine = Vec::new();
     let mut may_adopt = None;
-    for rs in api
-        .list(replica_sets(), Some(ns), &ListOptions::default())?
-        .items
-    {
+    // From the cache's index: other owners' ReplicaSets are not even decoded.
+    let candidates = api.list_shared(replica_sets(), Some(ns), |i| {
+        i.controller == uid || i.controller.is_empty()
+    })?;
+    for rs in candidates {
         let controller = rs
             .pointer("/metadata/ownerReferences")
             .and_then(Value::as_array)
@@ -221,7 +223,7 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
             .as_ref()
             .is_some_and(|s| s.matches_json(object::labels(&rs)));
         match controller {
-            Some(r) if r["uid"] == uid.as_str() => mine.push(rs),
+            Some(r) if r["uid"] == uid.as_str() => mine.push(Value::clone(&rs)),
             None if matches && !object::is_terminating(&rs) => {
                 if may_adopt.is_none() {
                     may_adopt = Some(super::can_adopt(api, deployments(), &deploy).await?);

@@ -9,7 +9,9 @@
 //! conditions, at most 100 to a slice, one placeholder slice when there are none. Services
 //! without a selector are left to whoever writes their endpoints.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
@@ -89,8 +91,9 @@ impl Reconciler for Endpoints {
         &'a self,
         api: &'a Api,
         key: &'a Key,
+        object: Option<Arc<Value>>,
     ) -> BoxFuture<'a, Result<Action, ApiError>> {
-        sync(api, key).boxed()
+        sync(api, key, object).boxed()
     }
 }
 
@@ -189,14 +192,14 @@ fn hostname<'a>(service: &Value, pod: &'a Value) -> Option<&'a str> {
 
 /// The subsets of a Service's `Endpoints`, packed as upstream's `RepackSubsets` packs them:
 /// addresses that offer the same ports share a subset; addresses sorted by IP, then pod.
-pub fn subsets(service: &Value, pods: &[Value]) -> Vec<EndpointSubset> {
+pub fn subsets(service: &Value, pods: &[impl Borrow<Value>]) -> Vec<EndpointSubset> {
     let tolerate = publish_not_ready(service);
     let ports = service_ports(service);
     // Each port (or, for a headless Service without ports, none) with the addresses that
     // offer it: (ip, pod uid) -> (address, ready).
     type Addresses = BTreeMap<(String, String), (Value, bool)>;
     let mut by_port: BTreeMap<String, (Option<Value>, Addresses)> = BTreeMap::new();
-    for pod in pods {
+    for pod in pods.iter().map(Borrow::borrow) {
         if !should_be_in_endpoints(pod, tolerate) {
             continue;
         }
@@ -285,13 +288,13 @@ pub struct SliceContent {
 
 /// The EndpointSlices a Service should have: endpoints grouped by their resolved ports, at
 /// most 100 to a slice; one empty placeholder when there are none.
-pub fn slices(service: &Value, pods: &[Value]) -> Vec<SliceContent> {
+pub fn slices(service: &Value, pods: &[impl Borrow<Value>]) -> Vec<SliceContent> {
     let tolerate = publish_not_ready(service);
     let ports = service_ports(service);
     // Endpoints by their resolved ports: (ports, [(ip, pod name, endpoint)]).
     type Group = (Vec<Value>, Vec<(String, String, Value)>);
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-    for pod in pods {
+    for pod in pods.iter().map(Borrow::borrow) {
         let ip = pod_ip(pod);
         // Terminating pods stay, marked so; the slices are IPv4.
         if !should_be_in_endpoints(pod, true) || ip.parse::<std::net::Ipv4Addr>().is_err() {
@@ -389,12 +392,15 @@ fn not_found_ok<T>(r: Result<T, ApiError>) -> Result<(), ApiError> {
 }
 
 #[tracing::instrument(skip(api), fields(service = %format!("{ns}/{name}")))]
-async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
-    let services = resources::core("services");
+async fn sync(
+    api: &Api,
+    (ns, name): &Key,
+    service: Option<Arc<Value>>,
+) -> Result<Action, ApiError> {
     let endpoints_res = resources::core("endpoints");
-    let service = match api.get(services, Some(ns), name) {
-        Ok(s) => s,
-        Err(e) if e.code == 404 => {
+    let service = match service {
+        Some(s) => s,
+        None => {
             // Its slices go with it (they are owned); its Endpoints are not, as upstream.
             let deleted = api
                 .delete(endpoints_res, Some(ns), name, &DeleteOptions::default())
@@ -402,7 +408,6 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
             not_found_ok(deleted)?;
             return Ok(Action::Await);
         }
-        Err(e) => return Err(e),
     };
     let Some(selector) = selector_of(&service) else {
         return Ok(Action::Await);
@@ -410,11 +415,9 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
     if object::is_terminating(&service) {
         return Ok(Action::Await);
     }
-    let opts = ListOptions {
-        labels: selector,
-        ..Default::default()
-    };
-    let pods = api.list(resources::core("pods"), Some(ns), &opts)?.items;
+    let pods = api.list_shared(resources::core("pods"), Some(ns), |i| {
+        selector.matches_json(Some(&i.labels))
+    })?;
 
     // Endpoints.
     let subsets = subsets(&service, &pods);
@@ -534,7 +537,7 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
             let slice = body(json!({
                 "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                 "metadata": {"generateName": format!("{name}-"), "namespace": ns,
-                             "ownerReferences": [owner_ref(&service, services)]},
+                             "ownerReferences": [owner_ref(&service, resources::core("services"))]},
             }));
             api.create(slices_res, Some(ns), slice, &WriteOptions::default())
                 .await?;
@@ -711,7 +714,7 @@ mod tests {
     fn no_endpoints_leave_one_empty_slice_and_many_are_split() {
         let svc = service(json!({}));
         assert_eq!(
-            slices(&svc, &[]),
+            slices(&svc, &[] as &[Value]),
             [SliceContent {
                 ports: vec![],
                 endpoints: vec![]

@@ -21,6 +21,7 @@
 //! `suspend` deletes the active pods until the Job is resumed.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -34,7 +35,7 @@ use super::replicaset::selector_of;
 use super::runner::{Action, Key, Reconciler};
 use crate::api::resources::ResourceDef;
 use crate::api::{
-    Api, ApiError, DeleteOptions, ListOptions, PatchType, Target, WriteOptions, object, resources,
+    Api, ApiError, DeleteOptions, PatchType, Target, WriteOptions, object, resources,
 };
 use crate::clock;
 
@@ -77,8 +78,9 @@ impl Reconciler for Jobs {
         &'a self,
         api: &'a Api,
         key: &'a Key,
+        object: Option<Arc<Value>>,
     ) -> BoxFuture<'a, Result<Action, ApiError>> {
-        sync(api, key).boxed()
+        sync(api, key, object).boxed()
     }
 }
 
@@ -507,16 +509,13 @@ fn format_time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
-    let job = match api.get(jobs(), Some(ns), name) {
-        Ok(j) => j,
-        Err(e) if e.code == 404 => {
-            // Gone: its pods must not wait for a count that will never happen.
-            release_pods(api, ns, name).await?;
-            return Ok(Action::Await);
-        }
-        Err(e) => return Err(e),
+async fn sync(api: &Api, (ns, name): &Key, job: Option<Arc<Value>>) -> Result<Action, ApiError> {
+    let Some(job) = job else {
+        // Gone: its pods must not wait for a count that will never happen.
+        release_pods(api, ns, name).await?;
+        return Ok(Action::Await);
     };
+    let job = Value::clone(&job);
     if object::is_terminating(&job) {
         release_pods(api, ns, name).await?;
         return Ok(Action::Await);
@@ -530,14 +529,14 @@ async fn sync(api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
     // The Job's pods: owned ones, and matching orphans adopted while it runs.
     let mut mine = Vec::new();
     let mut stale = Vec::new();
-    for pod in api.list(pods(), Some(ns), &ListOptions::default())?.items {
+    for pod in api.list_shared(pods(), Some(ns), |_| true)? {
         let controller = pod
             .pointer("/metadata/ownerReferences")
             .and_then(Value::as_array)
             .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
             .cloned();
         match controller {
-            Some(r) if r["uid"] == uid.as_str() => mine.push(pod),
+            Some(r) if r["uid"] == uid.as_str() => mine.push(Value::clone(&pod)),
             // A pod of an earlier Job of this name.
             Some(r) if r["kind"] == "Job" && r["name"] == name.as_str() && has_tracking(&pod) => {
                 stale.push(pod)
@@ -853,7 +852,7 @@ async fn expire(api: &Api, job: &Value, spec: &Spec, now: Timestamp) -> Result<A
 
 /// Drops the tracking finalizer of the pods of a Job that is gone or going.
 async fn release_pods(api: &Api, ns: &str, name: &str) -> Result<(), ApiError> {
-    for pod in api.list(pods(), Some(ns), &ListOptions::default())?.items {
+    for pod in api.list_shared(pods(), Some(ns), |_| true)? {
         let owned = pod
             .pointer("/metadata/ownerReferences")
             .and_then(Value::as_array)
@@ -1011,6 +1010,7 @@ async fn create_pod(
 #[cfg(test)]
 mod tests {
 
+    use crate::api::ListOptions;
     use jiff::SignedDuration;
 
     use super::*;
@@ -1256,7 +1256,13 @@ mod tests {
     async fn a_job_runs_its_completions_and_completes() {
         let (api, _dir) = api().await;
         let key = create_job(&api, "pi", json!({"completions": 2})).await;
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         let pods = job_pods(&api, "pi");
         assert_eq!(pods.len(), 1);
         assert_eq!(object::finalizers(&pods[0]), [TRACKING_FINALIZER]);
@@ -1268,7 +1274,13 @@ mod tests {
         assert!(s["startTime"].is_string());
 
         finish(&api, &pods[0], "Succeeded").await;
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         let pods = job_pods(&api, "pi");
         assert_eq!(pods.len(), 2);
         assert!(object::finalizers(&pods[0]).is_empty() || object::finalizers(&pods[1]).is_empty());
@@ -1279,7 +1291,13 @@ mod tests {
 
         let running = pods.iter().find(|p| outcome(p).is_none()).unwrap();
         finish(&api, running, "Succeeded").await;
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         let s = status(&api, &key);
         assert_eq!(s["succeeded"], 2);
         assert!(s.get("active").is_none(), "{s}");
@@ -1288,7 +1306,13 @@ mod tests {
         assert_eq!(s["conditions"][1]["reason"], "CompletionsReached");
         // Finished: another pass changes nothing.
         let before = api.get(jobs(), Some("default"), "pi").unwrap();
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         let after = api.get(jobs(), Some("default"), "pi").unwrap();
         assert_eq!(
             object::meta_str(&before, "resourceVersion"),
@@ -1305,11 +1329,23 @@ mod tests {
             json!({"backoffLimit": 0, "parallelism": 2, "completions": 4}),
         )
         .await;
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         let pods = job_pods(&api, "bad");
         assert_eq!(pods.len(), 2);
         finish(&api, &pods[0], "Failed").await;
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         let s = status(&api, &key);
         assert_eq!(true_conditions(&s), ["FailureTarget", "Failed"]);
         assert_eq!(s["conditions"][1]["reason"], "BackoffLimitExceeded");
@@ -1318,7 +1354,13 @@ mod tests {
             "Job has reached the specified backoff limit"
         );
         // The other pod was deleted; once it is gone it counts as failed too.
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         assert_eq!(status(&api, &key)["failed"], 2);
         assert!(
             job_pods(&api, "bad")
@@ -1336,7 +1378,13 @@ mod tests {
             json!({"activeDeadlineSeconds": 30, "ttlSecondsAfterFinished": 0}),
         )
         .await;
-        let Action::RequeueAfter(d) = sync(&api, &key).await.unwrap() else {
+        let Action::RequeueAfter(d) = sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap() else {
             panic!("no requeue for the deadline");
         };
         assert!(
@@ -1356,7 +1404,13 @@ mod tests {
         )
         .await
         .unwrap();
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         // Failed with DeadlineExceeded, and, with a TTL of 0, deleted at once.
         assert_eq!(
             api.get(jobs(), Some("default"), "slow").unwrap_err().code,
@@ -1374,7 +1428,13 @@ mod tests {
         assert!(events.iter().any(|e| e["reason"] == "DeadlineExceeded"
             && e["message"] == "Job was active longer than specified deadline"));
         // Its pod loses the finalizer, so garbage collection can remove it.
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         assert!(
             job_pods(&api, "slow")
                 .iter()
@@ -1391,7 +1451,13 @@ mod tests {
             json!({"completions": 3, "parallelism": 2, "completionMode": "Indexed"}),
         )
         .await;
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         let pods = job_pods(&api, "idx");
         let names: Vec<&str> = pods.iter().map(object::name).collect();
         assert!(
@@ -1399,7 +1465,13 @@ mod tests {
             "{names:?}"
         );
         finish(&api, &pods[1], "Succeeded").await;
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         let s = status(&api, &key);
         assert_eq!(s["completedIndexes"], "1");
         assert_eq!(s["succeeded"], 1);
@@ -1408,7 +1480,13 @@ mod tests {
         for p in pods.iter().filter(|p| outcome(p).is_none()) {
             finish(&api, p, "Succeeded").await;
         }
-        sync(&api, &key).await.unwrap();
+        sync(
+            &api,
+            &key,
+            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+        .unwrap();
         let s = status(&api, &key);
         assert_eq!(s["completedIndexes"], "0-2");
         assert_eq!(true_conditions(&s), ["SuccessCriteriaMet", "Complete"]);

@@ -3,6 +3,9 @@
 //! namespace go. Driven from the stored namespace, so a deletion interrupted by a restart is
 //! taken up again.
 
+use std::sync::Arc;
+
+use serde_json::Value;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -35,8 +38,9 @@ impl Reconciler for Namespaces {
         &'a self,
         api: &'a Api,
         key: &'a Key,
+        object: Option<Arc<Value>>,
     ) -> BoxFuture<'a, Result<Action, ApiError>> {
-        Box::pin(sync(api, &key.1))
+        Box::pin(sync(api, &key.1, object))
     }
 }
 
@@ -48,12 +52,10 @@ fn namespaced_kinds() -> impl Iterator<Item = &'static ResourceDef> {
 }
 
 #[tracing::instrument(skip(api))]
-async fn sync(api: &Api, namespace: &str) -> Result<Action, ApiError> {
+async fn sync(api: &Api, namespace: &str, ns: Option<Arc<Value>>) -> Result<Action, ApiError> {
     let nsdef = resources::core("namespaces");
-    let ns = match api.get(nsdef, None, namespace) {
-        Ok(ns) => ns,
-        Err(e) if e.code == 404 => return Ok(Action::Await),
-        Err(e) => return Err(e),
+    let Some(ns) = ns else {
+        return Ok(Action::Await);
     };
     if !object::is_terminating(&ns) {
         return Ok(Action::Await);

@@ -171,7 +171,7 @@ impl State {
                 self.renewals
                     .entry(name.clone())
                     .or_insert_with(|| (String::new(), now));
-                self.nodes.insert(name, o);
+                self.nodes.insert(name, Value::clone(&o));
             }
             WatchEvent::Deleted(o) if is_node => {
                 self.nodes.remove(object::name(&o));

@@ -3,6 +3,7 @@
 //! (Succeeded or Failed) beyond `--terminated-pod-gc-threshold` are deleted, oldest first.
 //! Every pass starts from what is stored, so nothing is lost across restarts.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -67,8 +68,8 @@ fn node_name(pod: &Value) -> &str {
 
 /// The pods to delete, by the rules above; `missing` remembers since when each pod's node has
 /// been missing. Pure, for tests.
-fn choose<'a>(
-    pods: &'a [Value],
+fn choose<'a, P: Borrow<Value>>(
+    pods: &'a [P],
     nodes: &HashSet<String>,
     settings: &Settings,
     missing: &mut HashMap<String, Instant>,
@@ -76,7 +77,7 @@ fn choose<'a>(
 ) -> (Vec<&'a Value>, Vec<&'a Value>) {
     let mut orphaned = Vec::new();
     let mut still_missing = HashMap::new();
-    for pod in pods {
+    for pod in pods.iter().map(Borrow::borrow) {
         let node = node_name(pod);
         if node.is_empty() || nodes.contains(node) {
             continue;
@@ -92,6 +93,7 @@ fn choose<'a>(
 
     let mut terminated: Vec<&Value> = pods
         .iter()
+        .map(Borrow::borrow)
         .filter(|p| matches!(phase(p), "Succeeded" | "Failed"))
         .collect();
     let excess = match settings.terminated_threshold {
@@ -141,9 +143,13 @@ async fn pass(
         .iter()
         .map(|n| object::name(n).to_string())
         .collect();
-    let pods = api
-        .list(resources::core("pods"), None, &ListOptions::default())?
-        .items;
+    // Only the candidates, chosen from the cache's index without decoding the others: pods
+    // bound to a node that is not there, and terminated pods.
+    let pods = api.list_shared(resources::core("pods"), None, |i| {
+        let node = i.field("spec.nodeName");
+        (!node.is_empty() && !nodes.contains(node))
+            || matches!(i.field("status.phase"), "Succeeded" | "Failed")
+    })?;
     let (orphaned, terminated) = choose(&pods, &nodes, settings, missing, Instant::now());
     for pod in orphaned {
         // The node may have come back since the list.

@@ -5,6 +5,7 @@
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 use super::runner::{Action, Key, Reconciler};
 use crate::api::resources::{self, ResourceDef};
@@ -54,14 +55,13 @@ impl Reconciler for Quotas {
         &'a self,
         api: &'a Api,
         key: &'a Key,
+        object: Option<Arc<Value>>,
     ) -> BoxFuture<'a, Result<Action, ApiError>> {
         async move {
             let (ns, name) = key;
             let res = self.primary();
-            let q = match api.get(res, Some(ns), name) {
-                Ok(q) => q,
-                Err(e) if e.code == 404 => return Ok(Action::Await),
-                Err(e) => return Err(e),
+            let Some(q) = object else {
+                return Ok(Action::Await);
             };
             let hard = quota::hard_of(&q);
             let used = quota::show_all(&api.quota_used(ns, &q, hard.keys())?);

@@ -7,6 +7,7 @@
 //! observedGeneration.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -17,7 +18,7 @@ use skiff_api::labels::Selector;
 use super::runner::{Action, Key, Reconciler};
 use super::{owner_ref, pod_available, pod_ready};
 use crate::api::resources::ResourceDef;
-use crate::api::{Api, ApiError, DeleteOptions, ListOptions, WriteOptions, object, resources};
+use crate::api::{Api, ApiError, DeleteOptions, WriteOptions, object, resources};
 
 const COMPONENT: &str = "replicaset-controller";
 
@@ -135,25 +136,37 @@ impl Reconciler for ReplicaSets {
         &'a self,
         api: &'a Api,
         key: &'a Key,
+        object: Option<Arc<Value>>,
     ) -> BoxFuture<'a, Result<Action, ApiError>> {
-        self.sync(api, key).boxed()
+        self.sync(api, key, object).boxed()
     }
 }
 
 impl ReplicaSets {
-    async fn sync(&self, api: &Api, (ns, name): &Key) -> Result<Action, ApiError> {
+    async fn sync(
+        &self,
+        api: &Api,
+        (ns, name): &Key,
+        owner: Option<Arc<Value>>,
+    ) -> Result<Action, ApiError> {
         let pods_res = resources::core("pods");
-        let owner = match api.get(self.res, Some(ns), name) {
-            Ok(o) => o,
-            Err(e) if e.code == 404 => return Ok(Action::Await),
-            Err(e) => return Err(e),
+        let Some(owner) = owner else {
+            return Ok(Action::Await);
         };
         if object::is_terminating(&owner) {
             return Ok(Action::Await);
         }
         let uid = object::uid(&owner).to_string();
         let selector = selector_of(&owner);
-        let pods = api.list(pods_res, Some(ns), &ListOptions::default())?.items;
+        // Its own pods and the orphans it could adopt, from the cache's index: other owners'
+        // pods are not even decoded.
+        let pods = api.list_shared(pods_res, Some(ns), |i| {
+            i.controller == uid
+                || (i.controller.is_empty()
+                    && selector
+                        .as_ref()
+                        .is_some_and(|s| s.matches_json(Some(&i.labels))))
+        })?;
         let mut mine = Vec::new();
         let mut may_adopt = None;
         for mut pod in pods {
@@ -177,7 +190,7 @@ impl ReplicaSets {
                         continue;
                     }
                     let owner_ref = owner_ref(&owner, self.res);
-                    pod = self.set_owner(api, &pod, Some(owner_ref)).await?;
+                    pod = Arc::new(self.set_owner(api, &pod, Some(owner_ref)).await?);
                     mine.push(pod);
                 }
                 _ => {}
@@ -192,7 +205,7 @@ impl ReplicaSets {
             .pointer("/spec/minReadySeconds")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        let mut live: Vec<Value> = mine.iter().filter(|p| active(p)).cloned().collect();
+        let mut live: Vec<Arc<Value>> = mine.iter().filter(|p| active(p)).cloned().collect();
         if live.len() < replicas {
             let template = owner.pointer("/spec/template").cloned().unwrap_or_default();
             // At most a burst per pass (`replicas` may be 2^31 - 1): the new pods' events
@@ -204,11 +217,11 @@ impl ReplicaSets {
                 .collect::<Vec<_>>()
                 .await;
             for pod in created {
-                live.push(pod?);
+                live.push(Arc::new(pod?));
             }
         } else if live.len() > replicas {
-            live.sort_by_key(value_rank);
-            let surplus: Vec<Value> = live.drain(..live.len() - replicas).collect();
+            live.sort_by_key(|p| value_rank(p));
+            let surplus: Vec<Arc<Value>> = live.drain(..live.len() - replicas).collect();
             for pod in &surplus {
                 let pod_name = object::name(pod);
                 match api

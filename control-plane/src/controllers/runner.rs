@@ -66,11 +66,14 @@ pub trait Reconciler: Send + Sync + 'static {
     fn relates(&self, _primary: &Value, _res: &'static ResourceDef, _relation: &Value) -> bool {
         false
     }
-    /// Brings the object at `key` closer to what it asks for.
+    /// Brings the object at `key` closer to what it asks for. `object` is the primary as the
+    /// watch cache holds it when the reconcile starts (`None` once it is gone), decoded once
+    /// and shared with every other reader of that version.
     fn reconcile<'a>(
         &'a self,
         api: &'a Api,
         key: &'a Key,
+        object: Option<Arc<Value>>,
     ) -> BoxFuture<'a, Result<Action, ApiError>>;
 }
 
@@ -163,7 +166,7 @@ struct State<R: Reconciler> {
     api: Api,
     reconciler: Arc<R>,
     /// The primary objects, by namespace, for adopting orphans.
-    primaries: HashMap<String, HashMap<String, Value>>,
+    primaries: HashMap<String, HashMap<String, Arc<Value>>>,
     /// What each related object looked like to `relates`, by kind, namespace and name.
     relations: HashMap<(&'static str, String, String), Value>,
     waiting: VecDeque<Key>,
@@ -276,7 +279,14 @@ impl<R: Reconciler> State<R> {
         let (api, reconciler) = (self.api.clone(), self.reconciler.clone());
         self.tasks.push(
             async move {
-                let result = AssertUnwindSafe(reconciler.reconcile(&api, &key))
+                let primary = reconciler.primary();
+                let ns = primary.namespaced.then_some(key.0.as_str());
+                let object = match api.get_shared(primary, ns, &key.1) {
+                    Ok(o) => Some(o),
+                    Err(e) if e.code == 404 => None,
+                    Err(e) => return (key, Err(e)),
+                };
+                let result = AssertUnwindSafe(reconciler.reconcile(&api, &key, object))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| {
@@ -462,6 +472,7 @@ mod tests {
             &'a self,
             api: &'a Api,
             key: &'a Key,
+            _object: Option<Arc<Value>>,
         ) -> BoxFuture<'a, Result<Action, ApiError>> {
             async move {
                 *self

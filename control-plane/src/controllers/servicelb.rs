@@ -103,7 +103,7 @@ impl State {
                 self.services.remove(&key);
                 self.pending.remove(&key);
             } else {
-                self.services.insert(key, obj);
+                self.services.insert(key, Value::clone(&obj));
             }
             self.dirty = true;
             return;

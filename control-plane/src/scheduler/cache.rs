@@ -3,6 +3,7 @@
 //! (placing a pod costs a pass over some nodes, never over all pods).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 use skiff_api::labels::Selector;
@@ -270,7 +271,7 @@ pub struct Cache {
     index: HashMap<String, usize>,
     pods: HashMap<String, Pod>,
     /// Pods waiting for a node, as full objects.
-    pending: HashMap<String, Value>,
+    pending: HashMap<String, Arc<Value>>,
     /// Pods bound by this scheduler whose binding the watch has not confirmed yet, by node.
     assumed: HashMap<String, String>,
     /// Bound pods with required anti-affinity terms.
@@ -303,6 +304,7 @@ impl Cache {
         self.pending
             .get(key)
             .filter(|_| !self.assumed.contains_key(key))
+            .map(|p| &**p)
     }
 
     pub fn set_node(&mut self, obj: &Value) {
@@ -338,7 +340,7 @@ impl Cache {
     }
 
     /// Records a pod as the watch reports it.
-    pub fn set_pod(&mut self, key: &str, obj: Value) -> PodChange {
+    pub fn set_pod(&mut self, key: &str, obj: Arc<Value>) -> PodChange {
         let mut pod = Pod::parse(&obj);
         let bound = !obj
             .pointer("/spec/nodeName")

@@ -799,7 +799,7 @@ mod tests {
         for p in pods {
             c.set_pod(
                 &format!("default/{}", p["metadata"]["name"].as_str().unwrap()),
-                p.clone(),
+                std::sync::Arc::new(p.clone()),
             );
         }
         c
