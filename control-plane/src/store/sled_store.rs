@@ -766,7 +766,7 @@ fn decode_log(v: &[u8]) -> LogEntry {
 mod tests {
     use std::sync::Mutex;
 
-    use futures::StreamExt;
+    use futures::{FutureExt as _, StreamExt};
 
     use super::*;
 
@@ -932,6 +932,74 @@ mod tests {
         }
         assert_eq!(store.revision(), 640);
         assert_eq!(store.range("/registry/k/", None, 0).unwrap().kvs.len(), 640);
+    }
+
+    /// Writes queued together are applied as one batch, yet each is checked against the
+    /// writes before it: a duplicate create, a stale update and an update of a deleted key
+    /// fail on their own, and the failures take no revision.
+    #[tokio::test]
+    async fn writes_in_one_batch_are_each_checked_against_the_writes_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let k = "/registry/k/a";
+        // Every write is queued before any is awaited.
+        let writes = vec![
+            store.create(k, b("1")).map(|r| r.map(Some)).boxed(),
+            store.create(k, b("dup")).map(|r| r.map(Some)).boxed(),
+            store.update(k, 1, b("2")).map(|r| r.map(Some)).boxed(),
+            store.update(k, 1, b("stale")).map(|r| r.map(Some)).boxed(),
+            store
+                .delete(k, 2)
+                .map(|r| r.map(|kv| Some(kv.mod_revision)))
+                .boxed(),
+            store.update(k, 0, b("gone")).map(|r| r.map(Some)).boxed(),
+            store.create(k, b("3")).map(|r| r.map(Some)).boxed(),
+        ];
+        let results = futures::future::join_all(writes).await;
+        assert_eq!(results[0].as_ref().unwrap(), &Some(1));
+        assert!(
+            matches!(results[1], Err(Error::AlreadyExists(_))),
+            "{:?}",
+            results[1]
+        );
+        assert_eq!(results[2].as_ref().unwrap(), &Some(2));
+        assert!(
+            matches!(results[3], Err(Error::Conflict { current: 2, .. })),
+            "{:?}",
+            results[3]
+        );
+        assert_eq!(results[4].as_ref().unwrap(), &Some(3));
+        assert!(
+            matches!(results[5], Err(Error::NotFound(_))),
+            "{:?}",
+            results[5]
+        );
+        assert_eq!(results[6].as_ref().unwrap(), &Some(4));
+        assert_eq!(store.revision(), 4);
+        let mut w = store.watch("/registry/k/", 0).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let e = w.next().await.unwrap().unwrap();
+            seen.push((e.kind, e.kv.mod_revision, e.kv.value.clone()));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (EventKind::Create, 1, b("1")),
+                (EventKind::Update, 2, b("2")),
+                (EventKind::Delete, 3, b("2")),
+                (EventKind::Create, 4, b("3")),
+            ]
+        );
+        drop(w);
+        drop(store);
+        let store = open(&dir);
+        assert_eq!(store.revision(), 4);
+        let kv = store.get(k).unwrap().unwrap();
+        assert_eq!(
+            (kv.create_revision, kv.mod_revision, kv.value),
+            (4, 4, b("3"))
+        );
     }
 
     #[tokio::test]
