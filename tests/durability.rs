@@ -240,3 +240,116 @@ async fn resource_versions_never_go_back_across_kill_9() {
         seen_max = rv;
     }
 }
+
+/// A filesystem mounted for one test, unmounted when dropped (before its directory is removed).
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, size: &str) -> Self {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a {size} tmpfs at {} failed: this test needs root, as CI has",
+            at.display()
+        );
+        Self(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A full disk makes the server stop (exit code 70) instead of serving writes it could not
+/// make durable; every write it acknowledged before is there when its data is started again
+/// on a disk with room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_server_and_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Mount::tmpfs(dir.path(), "12m");
+    let mut server = Server::start_in(dir, &[]);
+    let token = server.token();
+    let client = server.client();
+    let base = server.url.clone();
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (client, base, token, acked) =
+            (client.clone(), base.clone(), token.clone(), acked.clone());
+        writers.spawn(async move {
+            let filler = "x".repeat(60_000);
+            for i in 0..1000 {
+                let name = format!("cm-{w}-{i}");
+                let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"d": filler}});
+                let sent = client
+                    .post(format!("{base}/api/v1/namespaces/default/configmaps"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        acked.lock().unwrap().insert(name);
+                    }
+                    _ => break,
+                }
+            }
+        });
+    }
+    // 12 MiB hold about 200 such writes: the disk fills long before the writers finish.
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.wait_exit(Duration::from_secs(120));
+        (status, server)
+    });
+    let (status, server) = status.await.unwrap();
+    while writers.join_next().await.is_some() {}
+    let status = status.expect("the server stops once its disk is full");
+    assert_eq!(status.code(), Some(70), "{}", server.log());
+    assert!(
+        server.log().contains("could not make writes durable"),
+        "{}",
+        server.log()
+    );
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "some writes fit before the disk filled");
+
+    // The same data on a disk with room: everything acknowledged is there.
+    let roomy = tempfile::tempdir().unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", server.dir.path().display()))
+        .arg(roomy.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    drop(server);
+    drop(mount);
+    let server = Server::start_in(roomy, &[]);
+    let client = server.client();
+    let list = server
+        .get_json(&client, "/api/v1/namespaces/default/configmaps")
+        .await;
+    let stored: BTreeSet<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let lost: Vec<&String> = acked.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
+}

@@ -28,7 +28,12 @@ impl Server {
 
     /// Starts with extra `skiff server` flags.
     pub fn start_with(flags: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), flags)
+    }
+
+    /// Starts on the data directory `dir` (a small filesystem mounted there, a copy of another
+    /// server's data), with extra flags.
+    pub fn start_in(dir: tempfile::TempDir, flags: &[&str]) -> Self {
         let mut s = Self {
             dir,
             child: None,
@@ -147,6 +152,20 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Waits up to `timeout` for the server to exit on its own; its status, or `None`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let c = self.child.as_mut()?;
+            if let Some(status) = c.try_wait().expect("wait") {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// SIGTERM and wait for a clean exit.
