@@ -1,6 +1,6 @@
 //! The Skiff node agent (the kubelet of Skiff): joins the cluster with a node token, registers
 //! its Node and heartbeats its Lease, and runs the pods bound to it in the wasmtime runtime,
-//! reporting their status. It talks to the control plane only through the Kubernetes API.
+//! reporting their status through one writer (module `status`). It talks to the control plane only through the Kubernetes API.
 //! It serves its pods' HTTP functions (module `functions`), answers NodePort and LoadBalancer
 //! Services (module `proxy`), and routes its guests' outgoing HTTP requests to Services by name
 //! or ClusterIP, or out of the cluster (module `egress`).
@@ -17,6 +17,7 @@ mod policy;
 mod probes;
 mod proxy;
 pub mod sim;
+mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -178,7 +179,16 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
     let policies = policy::Policies::load(&config.data_dir);
     egress.enforce(policies.clone());
     let policy_watch = tokio::spawn(policies.clone().run(client.clone(), stop.clone()));
-    let pods = pods::Pods::new(client, config, runtime, functions.clone(), policies);
+    let statuses = status::Statuses::new(client.clone());
+    let status_writer = tokio::spawn(statuses.clone().run(stop.clone()));
+    let pods = pods::Pods::new(
+        client,
+        statuses,
+        config,
+        runtime,
+        functions.clone(),
+        policies,
+    );
     pods.clone().resume_local();
     pods.run(stop).await;
     registration.abort();
@@ -187,6 +197,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
     heartbeat.await?;
     images.await?;
     policy_watch.await?;
+    status_writer.await?;
     serving.await??;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::TryStreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use skiff_runtime::{
@@ -24,10 +24,13 @@ use tokio_util::sync::CancellationToken;
 use crate::Config;
 use crate::functions::{Functions, pod_ip};
 use crate::probes::{self, Verdict};
+use crate::status::Statuses;
 
 /// Everything a pod worker needs.
 pub struct Pods {
     client: kube::Client,
+    /// Where the workers hand their pods' statuses to be written.
+    statuses: Statuses,
     config: Arc<Config>,
     runtime: Arc<WasmRuntime>,
     /// The HTTP functions this node serves.
@@ -50,6 +53,7 @@ impl Pods {
     /// A pod manager for this node.
     pub fn new(
         client: kube::Client,
+        statuses: Statuses,
         config: Arc<Config>,
         runtime: Arc<WasmRuntime>,
         functions: Arc<Functions>,
@@ -57,6 +61,7 @@ impl Pods {
     ) -> Arc<Self> {
         Arc::new(Self {
             client,
+            statuses,
             config,
             runtime,
             functions,
@@ -179,12 +184,16 @@ impl Pods {
         let this = self.clone();
         tokio::spawn(async move {
             let mut worker = PodWorker::new(this.clone(), rx, gone);
-            match worker.run().await {
-                Ok(()) if !this.stopping.load(std::sync::atomic::Ordering::Relaxed) => {
-                    this.drop_local(&uid)
-                }
+            let result = worker.run().await;
+            let stopping = this.stopping.load(std::sync::atomic::Ordering::Relaxed);
+            match result {
+                Ok(()) if !stopping => this.drop_local(&uid),
                 Ok(()) => {}
                 Err(e) => tracing::warn!(pod = %worker.key, error = %e, "pod worker failed"),
+            }
+            // When the agent stops, the writer still writes what was set before.
+            if !stopping {
+                this.statuses.forget(&uid);
             }
             this.workers
                 .lock()
@@ -242,6 +251,7 @@ struct PodWorker {
     /// Index of the init container running or next to run; `init.len()` once all succeeded.
     init_done: usize,
     started_at: String,
+    /// The status last handed to the writer.
     reported: Value,
     /// Probe attempts under way.
     probing: JoinSet<Probed>,
@@ -328,6 +338,11 @@ impl PodWorker {
                 self.stop_all(grace).await;
                 self.report(&pod).await;
                 self.cleanup().await?;
+                // The final status (its containers terminated) goes before the pod does.
+                let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+                if !self.pods.statuses.flush(uid).await {
+                    tracing::warn!(pod = %self.key, "deleting the pod before its final status was written");
+                }
                 return self.finish_deletion(&pod).await;
             }
             self.step(&pod, &mounts).await;
@@ -965,27 +980,20 @@ impl PodWorker {
         tracing::warn!(pod = %self.key, reason, message);
     }
 
-    /// Writes the pod's status when it changed.
+    /// Hands the pod's status to the writer when it changed (see [`crate::status`]).
     async fn report(&mut self, pod: &Pod) {
         let status = self.status(pod).await;
         if status == self.reported {
             return;
         }
-        let api: Api<Pod> = Api::namespaced(
-            self.pods.client.clone(),
-            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        let meta = &pod.metadata;
+        self.pods.statuses.set(
+            meta.uid.as_deref().unwrap_or_default(),
+            meta.namespace.as_deref().unwrap_or("default"),
+            meta.name.as_deref().unwrap_or_default(),
+            status.clone(),
         );
-        match api
-            .patch_status(
-                pod.metadata.name.as_deref().unwrap_or(""),
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await
-        {
-            Ok(_) => self.reported = status,
-            Err(e) => tracing::debug!(pod = %self.key, error = %e, "cannot report pod status"),
-        }
+        self.reported = status;
     }
 
     async fn status(&mut self, pod: &Pod) -> Value {
