@@ -294,6 +294,7 @@ async fn a_full_disk_stops_the_server_and_loses_no_acknowledged_write() {
                     .post(format!("{base}/api/v1/namespaces/default/configmaps"))
                     .bearer_auth(&token)
                     .json(&body)
+                    .timeout(Duration::from_secs(30))
                     .send()
                     .await;
                 match sent {

@@ -543,14 +543,16 @@ impl Api {
 
     /// Decodes a cached object as `res`'s version.
     pub(crate) fn decode_cached(res: &'static ResourceDef, o: &cache::Object) -> Result<Value> {
-        if !convert::needs_conversion(res)
-            && let Some(v) = o
+        if !convert::needs_conversion(res) {
+            // Upgraded on its own line: the lock is not held while the value is copied.
+            let held = o
                 .decoded
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .upgrade()
-        {
-            return Ok(Value::clone(&v));
+                .upgrade();
+            if let Some(v) = held {
+                return Ok(Value::clone(&v));
+            }
         }
         Self::decode(res, &o.kv.value, o.kv.mod_revision)
     }

@@ -210,10 +210,10 @@ async fn sync(api: &Api, (ns, name): &Key, deploy: Option<Arc<Value>>) -> Result
     // The ReplicaSets it owns, adopting matching orphans.
     let mut mine = Vec::new();
     let mut may_adopt = None;
-    // From the cache's index: other owners' ReplicaSets are not even decoded.
-    let candidates = api.list_shared(replica_sets(), Some(ns), |i| {
-        i.controller == uid || i.controller.is_empty()
-    })?;
+    // Its own (the cache's owner index) and the orphans: other owners' ReplicaSets are not
+    // even decoded.
+    let mut candidates = api.dependents_shared(replica_sets(), Some(ns), &uid)?;
+    candidates.extend(api.list_shared(replica_sets(), Some(ns), |i| i.controller.is_empty())?);
     for rs in candidates {
         let controller = rs
             .pointer("/metadata/ownerReferences")

@@ -158,15 +158,15 @@ impl ReplicaSets {
         }
         let uid = object::uid(&owner).to_string();
         let selector = selector_of(&owner);
-        // Its own pods and the orphans it could adopt, from the cache's index: other owners'
-        // pods are not even decoded.
-        let pods = api.list_shared(pods_res, Some(ns), |i| {
-            i.controller == uid
-                || (i.controller.is_empty()
-                    && selector
-                        .as_ref()
-                        .is_some_and(|s| s.matches_json(Some(&i.labels))))
-        })?;
+        // Its own pods (the cache's owner index) and the orphans it could adopt: other
+        // owners' pods are not even decoded.
+        let mut pods = api.dependents_shared(pods_res, Some(ns), &uid)?;
+        pods.extend(api.list_shared(pods_res, Some(ns), |i| {
+            i.controller.is_empty()
+                && selector
+                    .as_ref()
+                    .is_some_and(|s| s.matches_json(Some(&i.labels)))
+        })?);
         let mut mine = Vec::new();
         let mut may_adopt = None;
         for mut pod in pods {

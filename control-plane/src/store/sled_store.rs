@@ -98,6 +98,9 @@ struct Shared {
     /// Fault injection for tests: the next flush fails.
     #[cfg(test)]
     fail_next_flush: AtomicBool,
+    /// Fault injection for tests: the next sled batch fails to apply.
+    #[cfg(test)]
+    fail_next_apply: AtomicBool,
 }
 
 /// A write on its way to the writer thread.
@@ -111,6 +114,27 @@ struct Request {
 struct Pending {
     event: Event,
     reply: oneshot::Sender<Result<Event>>,
+}
+
+/// One sled batch on its way to the flusher: the writes it applied, and the writes of the same
+/// round that failed their checks (a conflict with an earlier write, a duplicate create),
+/// answered only once what they were checked against is durable and published.
+#[derive(Default)]
+struct Applied {
+    writes: Vec<Pending>,
+    rejected: Vec<(oneshot::Sender<Result<Event>>, Error)>,
+}
+
+/// Fail-stop: marks the store failed (nothing more is applied, published or acknowledged)
+/// and calls its failure hook, once.
+fn fail(shared: &Shared, e: &Error, what: &str) {
+    if shared.failed.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tracing::error!(error = %e, "store {what} failed; the store takes no more writes");
+    if let Some(hook) = &shared.on_failure {
+        hook(e);
+    }
 }
 
 enum Op {
@@ -143,6 +167,8 @@ impl SledStore {
             on_failure: config.on_failure.clone(),
             #[cfg(test)]
             fail_next_flush: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_apply: AtomicBool::new(false),
         });
         let (flush_tx, flush_rx) = mpsc::channel();
         let (requests, requests_rx) = mpsc::channel();
@@ -157,7 +183,15 @@ impl SledStore {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("store-writer".into())
-                .spawn(move || writer(&shared, revision, &requests_rx, &flush_tx))
+                .spawn(move || {
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        writer(&shared, revision, &requests_rx, &flush_tx);
+                    });
+                    if std::panic::catch_unwind(run).is_err() {
+                        // Writes queued after this get `Closed`; none is published.
+                        fail(&shared, &Error::Failed, "writer");
+                    }
+                })
                 .map_err(backend)?
         };
         Ok(Self {
@@ -192,6 +226,12 @@ impl SledStore {
     #[cfg(test)]
     pub(crate) fn fail_next_flush(&self) {
         self.shared.fail_next_flush.store(true, Ordering::Release);
+    }
+
+    /// Makes the next sled batch fail to apply (tests of fail-stop).
+    #[cfg(test)]
+    pub(crate) fn fail_next_apply(&self) {
+        self.shared.fail_next_apply.store(true, Ordering::Release);
     }
 }
 
@@ -446,7 +486,7 @@ fn writer(
     shared: &Shared,
     mut revision: u64,
     rx: &mpsc::Receiver<Request>,
-    flush_tx: &mpsc::Sender<Vec<Pending>>,
+    flush_tx: &mpsc::Sender<Applied>,
 ) {
     while let Ok(first) = rx.recv() {
         let requests: Vec<Request> = std::iter::once(first)
@@ -461,7 +501,7 @@ fn writer(
         let mut batch = sled::Batch::default();
         // Keys written earlier in this batch, as they are after it.
         let mut written: HashMap<String, Option<KeyValue>> = HashMap::new();
-        let mut applied = Vec::with_capacity(requests.len());
+        let mut applied = Applied::default();
         let time_ms = now_ms();
         for Request { key, op, reply } in requests {
             let current = match written.get(&key) {
@@ -475,29 +515,42 @@ fn writer(
                     revision += 1;
                     let after = (event.kind != EventKind::Delete).then(|| event.kv.clone());
                     written.insert(key, after);
-                    applied.push(Pending { event, reply });
+                    applied.writes.push(Pending { event, reply });
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
+                Err(e) => applied.rejected.push((reply, e)),
             }
         }
-        if applied.is_empty() {
-            continue;
-        }
-        batch.insert(META_REVISION, &revision.to_be_bytes()[..]);
-        if let Err(e) = shared.db.apply_batch(batch) {
-            // The batch is atomic: none of it was applied.
-            revision -= applied.len() as u64;
-            tracing::error!(error = %e, "store write failed");
-            for p in applied {
-                let _ = p.reply.send(Err(Error::Backend(e.to_string().into())));
+        if !applied.writes.is_empty() {
+            batch.insert(META_REVISION, &revision.to_be_bytes()[..]);
+            // sled applies a batch atomically only for crash recovery: one that fails while
+            // running may be half in memory, so the store stops rather than reuse its
+            // revisions or serve what it left behind.
+            #[cfg(test)]
+            let injected = shared.fail_next_apply.swap(false, Ordering::AcqRel);
+            #[cfg(not(test))]
+            let injected = false;
+            let result = if injected {
+                Err(Error::Backend("injected write failure".into()))
+            } else {
+                shared.db.apply_batch(batch).map_err(backend)
+            };
+            if let Err(e) = result {
+                fail(shared, &e, "write");
+                for p in applied.writes {
+                    let _ = p.reply.send(Err(Error::Failed));
+                }
+                for (reply, _) in applied.rejected {
+                    let _ = reply.send(Err(Error::Failed));
+                }
+                continue;
             }
-            continue;
         }
         if let Err(mpsc::SendError(lost)) = flush_tx.send(applied) {
-            for p in lost {
-                let _ = p.reply.send(Err(Error::Closed));
+            // The flusher is gone: nothing applied from now on could be made durable.
+            fail(shared, &Error::Closed, "flusher");
+            let replies = lost.writes.into_iter().map(|p| p.reply);
+            for reply in replies.chain(lost.rejected.into_iter().map(|(r, _)| r)) {
+                let _ = reply.send(Err(Error::Failed));
             }
         }
     }
@@ -559,62 +612,74 @@ fn change(
     Ok(event)
 }
 
-fn flusher(shared: &Shared, rx: &mpsc::Receiver<Vec<Pending>>) {
+fn flusher(shared: &Shared, rx: &mpsc::Receiver<Applied>) {
     while let Ok(first) = rx.recv() {
         let mut batch = first;
         for more in rx.try_iter() {
-            batch.extend(more);
+            batch.writes.extend(more.writes);
+            batch.rejected.extend(more.rejected);
         }
+        let Applied { writes, rejected } = batch;
         if shared.failed.load(Ordering::Acquire) {
-            for p in batch {
-                let _ = p.reply.send(Err(Error::Failed));
+            let replies = writes.into_iter().map(|p| p.reply);
+            for reply in replies.chain(rejected.into_iter().map(|(r, _)| r)) {
+                let _ = reply.send(Err(Error::Failed));
             }
             continue;
         }
-        #[cfg(test)]
-        let injected = shared.fail_next_flush.swap(false, Ordering::AcqRel);
-        #[cfg(not(test))]
-        let injected = false;
-        let flushed = if injected {
-            Err(Error::Backend("injected flush failure".into()))
-        } else {
-            shared.db.flush().map(drop).map_err(backend)
-        };
-        if let Err(e) = flushed {
-            // Fail-stop: these writes are applied in sled's memory but were never made
-            // durable, so nothing more is published or acknowledged.
-            shared.failed.store(true, Ordering::Release);
-            tracing::error!(error = %e, "store flush failed; the store takes no more writes");
-            if let Some(hook) = &shared.on_failure {
-                hook(&e);
+        if !writes.is_empty() {
+            #[cfg(test)]
+            let injected = shared.fail_next_flush.swap(false, Ordering::AcqRel);
+            #[cfg(not(test))]
+            let injected = false;
+            let flushed = if injected {
+                Err(Error::Backend("injected flush failure".into()))
+            } else {
+                shared.db.flush().map(drop).map_err(backend)
+            };
+            if let Err(e) = flushed {
+                // Fail-stop: these writes are applied in sled's memory but were never made
+                // durable, so nothing more is published or acknowledged.
+                fail(shared, &e, "flush");
+                let replies = writes.into_iter().map(|p| p.reply);
+                for reply in replies.chain(rejected.into_iter().map(|(r, _)| r)) {
+                    let _ = reply.send(Err(Error::Failed));
+                }
+                continue;
             }
-            for p in batch {
-                let _ = p.reply.send(Err(Error::Failed));
-            }
-            continue;
         }
-        let last = batch.last().map_or(0, |p| p.event.kv.mod_revision);
+        let last = writes.last().map(|p| p.event.kv.mod_revision);
         let (events, replies): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|p| (p.event, p.reply)).unzip();
-        if let Some(listener) = shared
-            .listener
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            listener(&events);
-        }
-        shared.revision.store(last, Ordering::Release);
-        if shared.events.receiver_count() > 0 {
-            for event in &events {
-                let _ = shared.events.send(Arc::new(event.clone()));
+            writes.into_iter().map(|p| (p.event, p.reply)).unzip();
+        if let Some(last) = last {
+            if let Some(listener) = shared
+                .listener
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                listener(&events);
+            }
+            shared.revision.store(last, Ordering::Release);
+            if shared.events.receiver_count() > 0 {
+                for event in &events {
+                    let _ = shared.events.send(Arc::new(event.clone()));
+                }
             }
         }
         for (reply, event) in replies.into_iter().zip(events) {
             let _ = reply.send(Ok(event));
         }
+        // Checked against writes that are now durable and served.
+        for (reply, e) in rejected {
+            let _ = reply.send(Err(e));
+        }
     }
-    let _ = shared.db.flush();
+    // What was acknowledged is flushed already; after a failure, nothing more is written
+    // (a write answered `Failed` must not come back after a restart).
+    if !shared.failed.load(Ordering::Acquire) {
+        let _ = shared.db.flush();
+    }
 }
 
 /// Converts a store written in the first layout (full values in state and log entries): each
@@ -932,6 +997,61 @@ mod tests {
         }
         assert_eq!(store.revision(), 640);
         assert_eq!(store.range("/registry/k/", None, 0).unwrap().kvs.len(), 640);
+    }
+
+    /// A write that failed its check against an earlier queued write is answered only once
+    /// that write is durable and served, so what the rejection names can be read at once.
+    #[tokio::test]
+    async fn a_rejection_is_answered_after_what_it_was_checked_against_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let k = "/registry/k/a";
+        let created = store.create(k, b("1"));
+        let dup = store.create(k, b("dup")).await;
+        assert!(matches!(dup, Err(Error::AlreadyExists(_))), "{dup:?}");
+        assert_eq!(store.get(k).unwrap().expect("the create").mod_revision, 1);
+        assert_eq!(store.revision(), 1);
+        created.await.unwrap();
+        for r in 1..20u64 {
+            // Both queued at once: the second is checked against the first.
+            let first = store.update(k, r, b("x"));
+            let stale = store.update(k, r, b("stale")).await;
+            assert!(
+                matches!(stale, Err(Error::Conflict { current, .. }) if current == r + 1),
+                "{stale:?}"
+            );
+            assert_eq!(store.get(k).unwrap().unwrap().mod_revision, r + 1);
+            assert_eq!(store.revision(), r + 1);
+            first.await.unwrap();
+        }
+    }
+
+    /// A batch that fails to apply stops the store, as a failed flush does: sled may have left
+    /// part of it in memory, so its revisions are never reused and nothing more is taken.
+    #[tokio::test]
+    async fn a_write_that_fails_to_apply_stops_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let failures = Arc::new(AtomicU64::new(0));
+        let mut config = Config::new(dir.path().join("db"));
+        let counted = failures.clone();
+        config.on_failure = Some(Arc::new(move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }));
+        let store = SledStore::open(config).unwrap();
+        store.create("/registry/k/a", b("1")).await.unwrap();
+        store.fail_next_apply();
+        let failed = store.create("/registry/k/b", b("2")).await;
+        assert!(matches!(failed, Err(Error::Failed)), "{failed:?}");
+        assert!(matches!(
+            store.create("/registry/k/c", b("3")).await,
+            Err(Error::Failed)
+        ));
+        assert_eq!(store.revision(), 1);
+        assert_eq!(
+            failures.load(Ordering::Relaxed),
+            1,
+            "the failure hook ran once"
+        );
     }
 
     /// Writes queued together are applied as one batch, yet each is checked against the
