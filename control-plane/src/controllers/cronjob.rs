@@ -498,6 +498,16 @@ async fn delete_job(api: &Api, cj: &Value, job: &Value) -> Result<(), ApiError> 
 mod tests {
 
     use super::*;
+
+    /// One reconcile of `key`, given its object as the runner gives it.
+    async fn sync_now(api: &Api, key: &Key) -> Result<Action, ApiError> {
+        sync(
+            api,
+            key,
+            api.get_shared(cronjobs(), Some(&key.0), &key.1).ok(),
+        )
+        .await
+    }
     use crate::api::{Config, PatchType, Target};
 
     fn ts(s: &str) -> Timestamp {
@@ -757,13 +767,7 @@ mod tests {
             .unwrap();
         let key = ("default".to_string(), "tick".to_string());
         // Nothing is due right after creation; the next minute is.
-        let Action::RequeueAfter(d) = sync(
-            &api,
-            &key,
-            api.get_shared(cronjobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap() else {
+        let Action::RequeueAfter(d) = sync_now(&api, &key).await.unwrap() else {
             panic!("no requeue for the next run");
         };
         assert!(d <= Duration::from_secs(61), "{d:?}");
@@ -780,13 +784,7 @@ mod tests {
             json!({"lastScheduleTime": three_ago}),
         )
         .await;
-        sync(
-            &api,
-            &key,
-            api.get_shared(cronjobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         let first = format!("tick-{minute}");
         assert_eq!(job_names(&api), std::slice::from_ref(&first));
         let status = api.get(cronjobs(), Some("default"), "tick").unwrap()["status"].clone();
@@ -804,13 +802,7 @@ mod tests {
             json!({"lastScheduleTime": three_ago}),
         )
         .await;
-        sync(
-            &api,
-            &key,
-            api.get_shared(cronjobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         assert_eq!(job_names(&api), std::slice::from_ref(&first));
 
         // Once it completed, only the newest successful Job is kept.
@@ -844,13 +836,7 @@ mod tests {
         .await;
         let last = format_time(Timestamp::from_second(minute * 60).unwrap());
         set_status(&api, cronjobs(), "tick", json!({"lastScheduleTime": last})).await;
-        sync(
-            &api,
-            &key,
-            api.get_shared(cronjobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         let names = job_names(&api);
         assert!(!names.contains(&earlier), "{names:?}");
         assert_eq!(names, std::slice::from_ref(&first));

@@ -1014,6 +1014,11 @@ mod tests {
     use jiff::SignedDuration;
 
     use super::*;
+
+    /// One reconcile of `key`, given its object as the runner gives it.
+    async fn sync_now(api: &Api, key: &Key) -> Result<Action, ApiError> {
+        sync(api, key, api.get_shared(jobs(), Some(&key.0), &key.1).ok()).await
+    }
     use crate::api::Config;
 
     fn pod(name: &str, phase: &str, tracked: bool, index: Option<i64>) -> Value {
@@ -1256,13 +1261,7 @@ mod tests {
     async fn a_job_runs_its_completions_and_completes() {
         let (api, _dir) = api().await;
         let key = create_job(&api, "pi", json!({"completions": 2})).await;
-        sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         let pods = job_pods(&api, "pi");
         assert_eq!(pods.len(), 1);
         assert_eq!(object::finalizers(&pods[0]), [TRACKING_FINALIZER]);
@@ -1274,13 +1273,7 @@ mod tests {
         assert!(s["startTime"].is_string());
 
         finish(&api, &pods[0], "Succeeded").await;
-        sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         let pods = job_pods(&api, "pi");
         assert_eq!(pods.len(), 2);
         assert!(object::finalizers(&pods[0]).is_empty() || object::finalizers(&pods[1]).is_empty());
@@ -1291,13 +1284,7 @@ mod tests {
 
         let running = pods.iter().find(|p| outcome(p).is_none()).unwrap();
         finish(&api, running, "Succeeded").await;
-        sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         let s = status(&api, &key);
         assert_eq!(s["succeeded"], 2);
         assert!(s.get("active").is_none(), "{s}");
@@ -1306,13 +1293,7 @@ mod tests {
         assert_eq!(s["conditions"][1]["reason"], "CompletionsReached");
         // Finished: another pass changes nothing.
         let before = api.get(jobs(), Some("default"), "pi").unwrap();
-        sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         let after = api.get(jobs(), Some("default"), "pi").unwrap();
         assert_eq!(
             object::meta_str(&before, "resourceVersion"),
@@ -1329,23 +1310,11 @@ mod tests {
             json!({"backoffLimit": 0, "parallelism": 2, "completions": 4}),
         )
         .await;
-        sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         let pods = job_pods(&api, "bad");
         assert_eq!(pods.len(), 2);
         finish(&api, &pods[0], "Failed").await;
-        sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         let s = status(&api, &key);
         assert_eq!(true_conditions(&s), ["FailureTarget", "Failed"]);
         assert_eq!(s["conditions"][1]["reason"], "BackoffLimitExceeded");
@@ -1354,13 +1323,7 @@ mod tests {
             "Job has reached the specified backoff limit"
         );
         // The other pod was deleted; once it is gone it counts as failed too.
-        sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         assert_eq!(status(&api, &key)["failed"], 2);
         assert!(
             job_pods(&api, "bad")
@@ -1378,13 +1341,7 @@ mod tests {
             json!({"activeDeadlineSeconds": 30, "ttlSecondsAfterFinished": 0}),
         )
         .await;
-        let Action::RequeueAfter(d) = sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap() else {
+        let Action::RequeueAfter(d) = sync_now(&api, &key).await.unwrap() else {
             panic!("no requeue for the deadline");
         };
         assert!(
@@ -1404,13 +1361,7 @@ mod tests {
         )
         .await
         .unwrap();
-        sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         // Failed with DeadlineExceeded, and, with a TTL of 0, deleted at once.
         assert_eq!(
             api.get(jobs(), Some("default"), "slow").unwrap_err().code,
@@ -1428,13 +1379,7 @@ mod tests {
         assert!(events.iter().any(|e| e["reason"] == "DeadlineExceeded"
             && e["message"] == "Job was active longer than specified deadline"));
         // Its pod loses the finalizer, so garbage collection can remove it.
-        sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         assert!(
             job_pods(&api, "slow")
                 .iter()
@@ -1451,13 +1396,7 @@ mod tests {
             json!({"completions": 3, "parallelism": 2, "completionMode": "Indexed"}),
         )
         .await;
-        sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         let pods = job_pods(&api, "idx");
         let names: Vec<&str> = pods.iter().map(object::name).collect();
         assert!(
@@ -1465,13 +1404,7 @@ mod tests {
             "{names:?}"
         );
         finish(&api, &pods[1], "Succeeded").await;
-        sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         let s = status(&api, &key);
         assert_eq!(s["completedIndexes"], "1");
         assert_eq!(s["succeeded"], 1);
@@ -1480,13 +1413,7 @@ mod tests {
         for p in pods.iter().filter(|p| outcome(p).is_none()) {
             finish(&api, p, "Succeeded").await;
         }
-        sync(
-            &api,
-            &key,
-            api.get_shared(jobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
-        .unwrap();
+        sync_now(&api, &key).await.unwrap();
         let s = status(&api, &key);
         assert_eq!(s["completedIndexes"], "0-2");
         assert_eq!(true_conditions(&s), ["SuccessCriteriaMet", "Complete"]);

@@ -839,6 +839,30 @@ mod tests {
         SledStore::open(Config::new(dir.path().join("db"))).unwrap()
     }
 
+    /// A store whose failure hook counts its calls (the server's exits the process).
+    fn open_counting_failures(dir: &tempfile::TempDir) -> (SledStore, Arc<AtomicU64>) {
+        let failures = Arc::new(AtomicU64::new(0));
+        let mut config = Config::new(dir.path().join("db"));
+        let counted = failures.clone();
+        config.on_failure = Some(Arc::new(move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }));
+        (SledStore::open(config).unwrap(), failures)
+    }
+
+    /// Once the store has failed, a new write is refused and the hook has run exactly once.
+    async fn assert_stopped(store: &SledStore, failures: &AtomicU64) {
+        assert!(matches!(
+            store.create("/registry/k/c", b("3")).await,
+            Err(Error::Failed)
+        ));
+        assert_eq!(
+            failures.load(Ordering::Relaxed),
+            1,
+            "the failure hook ran once"
+        );
+    }
+
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
     }
@@ -1031,27 +1055,13 @@ mod tests {
     #[tokio::test]
     async fn a_write_that_fails_to_apply_stops_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let failures = Arc::new(AtomicU64::new(0));
-        let mut config = Config::new(dir.path().join("db"));
-        let counted = failures.clone();
-        config.on_failure = Some(Arc::new(move |_| {
-            counted.fetch_add(1, Ordering::Relaxed);
-        }));
-        let store = SledStore::open(config).unwrap();
+        let (store, failures) = open_counting_failures(&dir);
         store.create("/registry/k/a", b("1")).await.unwrap();
         store.fail_next_apply();
         let failed = store.create("/registry/k/b", b("2")).await;
         assert!(matches!(failed, Err(Error::Failed)), "{failed:?}");
-        assert!(matches!(
-            store.create("/registry/k/c", b("3")).await,
-            Err(Error::Failed)
-        ));
         assert_eq!(store.revision(), 1);
-        assert_eq!(
-            failures.load(Ordering::Relaxed),
-            1,
-            "the failure hook ran once"
-        );
+        assert_stopped(&store, &failures).await;
     }
 
     /// Writes queued together are applied as one batch, yet each is checked against the
@@ -1176,14 +1186,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_published_before_it_is_durable_and_a_failed_flush_stops_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let failures = Arc::new(AtomicU64::new(0));
-        let mut config = Config::new(dir.path().join("db"));
-        let counted = failures.clone();
-        // The server's hook exits the process; here it counts.
-        config.on_failure = Some(Arc::new(move |_| {
-            counted.fetch_add(1, Ordering::Relaxed);
-        }));
-        let store = SledStore::open(config).unwrap();
+        let (store, failures) = open_counting_failures(&dir);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let committed = seen.clone();
         store.on_commit(Arc::new(move |events: &[Event]| {
@@ -1208,15 +1211,7 @@ mod tests {
                 .iter()
                 .all(|e| e.kv.mod_revision == 1)
         );
-        assert!(matches!(
-            store.create("/registry/k/c", b("3")).await,
-            Err(Error::Failed)
-        ));
-        assert_eq!(
-            failures.load(Ordering::Relaxed),
-            1,
-            "the failure hook ran once"
-        );
+        assert_stopped(&store, &failures).await;
     }
 
     #[tokio::test]
