@@ -3,7 +3,7 @@
 //! deletion) and reports its status.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -939,7 +939,14 @@ impl PodWorker {
                     },
                     None => key.clone(),
                 };
-                let target = dir.join(&path);
+                // Admission refuses such paths; a pod stored before that, or a server that
+                // does not check, still cannot make the agent write outside the volume.
+                let Some(target) = inside(&dir, &path) else {
+                    anyhow::bail!(
+                        "volume {}: the path {path:?} of key {key:?} leaves the volume",
+                        v.name
+                    );
+                };
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
@@ -1130,6 +1137,17 @@ impl PodWorker {
 
 /// Deletes `pod` (this incarnation of it: its uid is a precondition) with grace 0, as a node
 /// does once the pod's containers have stopped.
+/// The file `path` names inside the volume directory `dir`, or `None` when it would be
+/// outside it: empty, absolute, or with a `..` (or any other non-plain) component.
+fn inside(dir: &Path, path: &str) -> Option<PathBuf> {
+    let rel = Path::new(path);
+    let plain = rel
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    let names_a_file = rel.components().any(|c| matches!(c, Component::Normal(_)));
+    (plain && names_a_file).then(|| dir.join(rel))
+}
+
 pub(crate) async fn finish_deletion(client: &kube::Client, pod: &ObjectMeta) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::namespaced(
         client.clone(),
@@ -1227,4 +1245,33 @@ fn pod_key(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or_default(),
         pod.metadata.name.as_deref().unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hostile volume item path never leads the agent outside the volume directory.
+    #[test]
+    fn volume_item_paths_stay_inside_the_volume() {
+        let dir = Path::new("/var/lib/skiff/pods/p/volumes/v");
+        for bad in [
+            "/tmp/x",
+            "../x",
+            "a/../../x",
+            "..",
+            "",
+            ".",
+            "/",
+            "a/..",
+            "x/../../../etc/passwd",
+        ] {
+            assert_eq!(inside(dir, bad), None, "{bad:?}");
+        }
+        assert_eq!(inside(dir, "x"), Some(dir.join("x")));
+        assert_eq!(inside(dir, "a/b/c"), Some(dir.join("a/b/c")));
+        assert_eq!(inside(dir, "x..y"), Some(dir.join("x..y")));
+        assert_eq!(inside(dir, ".hidden"), Some(dir.join(".hidden")));
+        assert!(inside(dir, "./x").is_some_and(|p| p.starts_with(dir)));
+    }
 }

@@ -743,6 +743,22 @@ fn validate_pod_spec(spec: &core::PodSpec, path: &str, e: &mut Vec<FieldError>) 
         if !seen_volumes.insert(vol.name.as_str()) {
             e.push(FieldError::duplicate(&p, quoted(&vol.name)));
         }
+        let items = [
+            (
+                "configMap",
+                vol.config_map.as_ref().and_then(|c| c.items.as_ref()),
+            ),
+            ("secret", vol.secret.as_ref().and_then(|s| s.items.as_ref())),
+        ];
+        for (source, items) in items {
+            for (j, item) in items.into_iter().flatten().enumerate() {
+                let ip = format!("{path}.volumes[{i}].{source}.items[{j}]");
+                if item.key.is_empty() {
+                    e.push(FieldError::required(format!("{ip}.key"), ""));
+                }
+                validate_volume_path(&item.path, &format!("{ip}.path"), e);
+            }
+        }
     }
     let groups = [
         (
@@ -1713,6 +1729,35 @@ fn validate_cluster_ips(
     }
 }
 
+/// A file path inside a volume, as upstream's validateLocalNonReservedPath checks it: relative,
+/// without `..` components, not starting with `..`.
+fn validate_volume_path(target: &str, path: &str, e: &mut Vec<FieldError>) {
+    if target.is_empty() {
+        e.push(FieldError::required(path, ""));
+        return;
+    }
+    if target.starts_with('/') {
+        e.push(FieldError::invalid(
+            path,
+            quoted(target),
+            "must be a relative path",
+        ));
+    }
+    if target.split('/').any(|part| part == "..") {
+        e.push(FieldError::invalid(
+            path,
+            quoted(target),
+            "must not contain '..'",
+        ));
+    } else if target.starts_with("..") {
+        e.push(FieldError::invalid(
+            path,
+            quoted(target),
+            "must not start with '..'",
+        ));
+    }
+}
+
 fn validate_data_keys<'a>(
     keys: impl Iterator<Item = &'a String>,
     path: &str,
@@ -1840,6 +1885,47 @@ mod tests {
         match result {
             Err((422, causes)) => assert_eq!(causes, [cause]),
             other => panic!("expected 422 with {cause:?}, got {other:?}"),
+        }
+    }
+
+    /// A tenant's ConfigMap or Secret volume may name only paths inside the volume: an
+    /// absolute path or one with `..` would make the agent write outside it, on the node.
+    #[tokio::test]
+    async fn volume_item_paths_stay_inside_the_volume() {
+        let (api, _dir) = api().await;
+        let volume = |source: &str, path: &str| {
+            let mut v = json!({"name": "v"});
+            v[source] = match source {
+                "configMap" => json!({"name": "cm", "items": [{"key": "k", "path": path}]}),
+                _ => json!({"secretName": "s", "items": [{"key": "k", "path": path}]}),
+            };
+            json!({"volumes": [v]})
+        };
+        for source in ["configMap", "secret"] {
+            let field = format!("spec.volumes[0].{source}.items[0].path");
+            for (path, why) in [
+                ("/tmp/x", "must be a relative path"),
+                ("../x", "must not contain '..'"),
+                ("a/../../x", "must not contain '..'"),
+                ("..x", "must not start with '..'"),
+            ] {
+                refused(
+                    create(&api, "pods", pod("p", volume(source, path))).await,
+                    &format!("{field}: Invalid value: \"{path}\": {why}"),
+                );
+            }
+            refused(
+                create(&api, "pods", pod("p", volume(source, ""))).await,
+                &format!("{field}: Required value"),
+            );
+            for (i, ok) in ["x", "a/b/c", "x..y", ".hidden"].iter().enumerate() {
+                let name = format!("ok-{}-{i}", source.to_lowercase());
+                assert_eq!(
+                    create(&api, "pods", pod(&name, volume(source, ok))).await,
+                    Ok(()),
+                    "{ok}"
+                );
+            }
         }
     }
 
