@@ -344,6 +344,22 @@ fn agents_run_pods_restart_them_and_report_status() {
         403,
         "nodes do not list secrets"
     );
+    // Secrets have no subresources: such a path is not a way round the node authorizer.
+    for sub in ["status", "scale", "log", "anything"] {
+        assert_eq!(
+            read_as(&credential, &format!("{words}/{sub}")),
+            404,
+            "{words}/{sub}"
+        );
+    }
+    assert_eq!(
+        read_as(
+            &credential,
+            "/api/v1/namespaces/default/pods/secret-hello/log"
+        ),
+        403,
+        "a node reads the logs of its own pods only (secret-hello runs on edge-2)"
+    );
     assert_eq!(read_as(&credential, "/api/v1/namespaces/default/pods"), 200);
     assert!(
         text.contains("User \\\"system:node:edge-1\\\" cannot create"),

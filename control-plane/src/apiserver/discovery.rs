@@ -95,29 +95,14 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             main["categories"] = json!(r.categories);
         }
         out.push(main);
-        let sub = |name: &str, kind: &str, verbs: &[&str]| json!({"name": format!("{}/{name}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
-        if r.status {
-            out.push(sub("status", r.kind, &["get", "patch", "update"]));
-        }
-        if r.scale {
-            let mut s = sub("scale", "Scale", &["get", "patch", "update"]);
-            s["group"] = json!("autoscaling");
-            s["version"] = json!("v1");
+        for sub in subresources(r) {
+            let mut s = json!({"name": format!("{}/{}", r.plural, sub.name), "singularName": "",
+                "namespaced": r.namespaced, "kind": sub.kind, "verbs": sub.verbs});
+            if let Some((group, version)) = sub.group_version {
+                s["group"] = json!(group);
+                s["version"] = json!(version);
+            }
             out.push(s);
-        }
-        match r.kind {
-            "Pod" => {
-                out.push(sub("binding", "Binding", &["create"]));
-                out.push(sub("log", "Pod", &["get"]));
-            }
-            "Namespace" => out.push(sub("finalize", "Namespace", &["update"])),
-            "ServiceAccount" => {
-                let mut t = sub("token", "TokenRequest", &["create"]);
-                t["group"] = json!("authentication.k8s.io");
-                t["version"] = json!("v1");
-                out.push(t);
-            }
-            _ => {}
         }
     }
     let gv = if group.is_empty() {
@@ -131,6 +116,56 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 }
 
 /// `GET /openapi/v3`: one entry per served group/version.
+/// A subresource a kind serves, as discovery lists it.
+pub struct Subresource {
+    /// `status`, `scale`, `log`, ...
+    pub name: &'static str,
+    /// The kind its requests and answers carry.
+    pub kind: &'static str,
+    /// The verbs it serves.
+    pub verbs: &'static [&'static str],
+    /// Its group and version when they are not the resource's own.
+    pub group_version: Option<(&'static str, &'static str)>,
+}
+
+/// The subresources `r` serves: the one list discovery shows and requests are checked against.
+pub fn subresources(r: &ResourceDef) -> Vec<Subresource> {
+    let sub = |name, kind, verbs| Subresource {
+        name,
+        kind,
+        verbs,
+        group_version: None,
+    };
+    let mut out = Vec::new();
+    if r.status {
+        out.push(sub("status", r.kind, &["get", "patch", "update"]));
+    }
+    if r.scale {
+        out.push(Subresource {
+            group_version: Some(("autoscaling", "v1")),
+            ..sub("scale", "Scale", &["get", "patch", "update"])
+        });
+    }
+    match r.kind {
+        "Pod" => {
+            out.push(sub("binding", "Binding", &["create"]));
+            out.push(sub("log", "Pod", &["get"]));
+        }
+        "Namespace" => out.push(sub("finalize", "Namespace", &["update"])),
+        "ServiceAccount" => out.push(Subresource {
+            group_version: Some(("authentication.k8s.io", "v1")),
+            ..sub("token", "TokenRequest", &["create"])
+        }),
+        _ => {}
+    }
+    out
+}
+
+/// Whether `r` serves the subresource `name`.
+pub fn serves_subresource(r: &ResourceDef, name: &str) -> bool {
+    subresources(r).iter().any(|s| s.name == name)
+}
+
 pub fn openapi_index() -> Value {
     let mut paths = serde_json::Map::new();
     for (g, vs) in resources::groups() {

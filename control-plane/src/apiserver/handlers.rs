@@ -189,6 +189,13 @@ async fn route(
         _ => return Err(ApiError::path_not_found()),
     };
     let target = parse_resource_path(group, version, rest).ok_or_else(ApiError::path_not_found)?;
+    // A subresource the kind does not serve is 404 before anyone is authorized for it, so no
+    // authorizer can be asked about, or let through, a path that would be served as another.
+    if let Some(sub) = &target.sub
+        && !discovery::serves_subresource(target.res, sub)
+    {
+        return Err(ApiError::path_not_found());
+    }
     let (parts, body) = req.into_parts();
     match &user {
         User::Admin => {}
@@ -264,6 +271,8 @@ fn authorize_node(
             )
         }
         (&Method::GET, None, _) if matches!(res.kind, "Secret" | "ConfigMap") => false,
+        // Logs only of the pods it runs.
+        (&Method::GET, Some(_), Some("log")) => res.kind == "Pod" && own_pod(),
         (&Method::GET, _, _) => true,
         (&Method::POST, None, None) => matches!(res.kind, "Node" | "Lease" | "Event"),
         (&Method::PUT | &Method::PATCH, Some(n), _) if res.kind == "Node" => n == node,
