@@ -105,7 +105,7 @@ impl State {
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| t.trim() == self.token);
+            .is_some_and(|t| same_token(t.trim(), &self.token));
         if !authorized {
             return text(StatusCode::UNAUTHORIZED, "Unauthorized".into());
         }
@@ -185,7 +185,7 @@ impl State {
             .get("limitBytes")
             .and_then(|l| l.parse::<usize>().ok())
         {
-            initial.truncate(limit);
+            cut_to(&mut initial, limit);
         }
         if !flag("follow") {
             return Ok(text(StatusCode::OK, initial));
@@ -235,6 +235,29 @@ impl State {
     }
 }
 
+/// Whether a presented bearer token is the agent's, in time that does not depend on where
+/// they differ (only on their lengths), so the token cannot be guessed byte by byte.
+fn same_token(presented: &str, token: &str) -> bool {
+    let (a, b) = (presented.as_bytes(), token.as_bytes());
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
+    a.len() == b.len() && diff == 0
+}
+
+/// Cuts `text` to at most `limit` bytes, on a character boundary (a log's `limitBytes` may
+/// fall inside a multi-byte character).
+fn cut_to(text: &mut String, limit: usize) {
+    if limit < text.len() {
+        let end = (0..=limit)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+    }
+}
+
 /// Whether a running container writes to `path`.
 async fn still_writing(runtime: &WasmRuntime, path: &Path) -> bool {
     runtime.list_containers(None).await.is_ok_and(|all| {
@@ -275,4 +298,38 @@ fn newest_pod_dir(pods: &Path, ns: &str, pod: &str) -> Option<PathBuf> {
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
         .map(|e| e.path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_bytes_inside_a_multi_byte_character_cuts_before_it() {
+        for limit in 0..=8 {
+            let mut s = "aé€😀".to_string();
+            cut_to(&mut s, limit);
+            assert!(s.len() <= limit, "{limit}: {s:?}");
+            assert!("aé€😀".starts_with(&s));
+        }
+        let mut s = "aé€😀".to_string();
+        cut_to(&mut s, 2);
+        assert_eq!(s, "a");
+        cut_to(&mut s, usize::MAX);
+        assert_eq!(s, "a");
+    }
+
+    #[test]
+    fn only_the_agents_token_is_accepted() {
+        assert!(same_token("secret-token", "secret-token"));
+        for wrong in [
+            "",
+            "secret-toke",
+            "secret-tokenx",
+            "Secret-token",
+            "xecret-token",
+        ] {
+            assert!(!same_token(wrong, "secret-token"), "{wrong:?}");
+        }
+    }
 }
