@@ -593,3 +593,52 @@ async fn status_errors_keep_kube_apiservers_field_order_and_readyz_lists_the_con
         assert!(body.contains(&format!("[+]{check} ok\n")), "{body}");
     }
 }
+
+/// The serving certificate names what `--tls-san` lists, and, when the server listens on every
+/// interface, the address of the default route's interface: clients that reach the server
+/// by a DNS name or from another host verify it with the cluster CA alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_certificate_names_tls_sans_and_the_hosts_address() {
+    let server = Server::start_listening(
+        "0.0.0.0:0",
+        &[
+            "--tls-san",
+            "edge.example,gateway.local",
+            "--tls-san",
+            "10.9.8.7",
+        ],
+    );
+    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let ca = std::fs::read(server.dir.path().join("pki/ca.crt")).unwrap();
+    let healthz = |host: &str, at: std::net::IpAddr| {
+        let client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .resolve(host, std::net::SocketAddr::new(at, port))
+            .build()
+            .unwrap();
+        let url = match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(_)) => format!("https://[{host}]:{port}/healthz"),
+            _ => format!("https://{host}:{port}/healthz"),
+        };
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    let local = std::net::IpAddr::from([127, 0, 0, 1]);
+    for name in ["edge.example", "gateway.local", "localhost"] {
+        assert_eq!(healthz(name, local).await.unwrap(), 200, "{name}");
+    }
+    assert!(
+        healthz("other.example", local).await.is_err(),
+        "a name the certificate does not list is refused"
+    );
+    // The address other hosts reach this one at, found as the server finds it.
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    if socket.connect("192.0.2.1:9").is_ok() {
+        let ip = socket.local_addr().unwrap().ip();
+        assert_eq!(
+            healthz(&ip.to_string(), ip).await.unwrap(),
+            200,
+            "the certificate names {ip}"
+        );
+    }
+}

@@ -26,6 +26,12 @@ pub struct Server {
     /// Address to serve HTTPS on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Extra names and addresses the serving certificate is valid for (repeat it, or
+    /// separate them with commas), for clients that reach the server through a load balancer,
+    /// a DNS name or NAT. Listening on 0.0.0.0 or :: adds the address of the interface of the
+    /// default route on its own.
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
     /// How long changes stay in the watch cache's history, for resuming watches and paged
     /// lists; older resourceVersions get 410 Expired.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
@@ -106,6 +112,7 @@ impl Server {
         let control_plane = ControlPlane::start(Settings {
             data_dir: self.data_dir,
             listen: self.listen,
+            tls_sans: self.tls_san,
             watch_cache: WatchCache {
                 ttl: self.watch_cache_ttl,
                 max_bytes: self.watch_cache_bytes,
@@ -146,6 +153,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Address to serve HTTPS on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Extra names and addresses for the serving certificate (`--tls-san`).
+    pub tls_sans: Vec<String>,
     /// How much history the watch cache keeps.
     pub watch_cache: WatchCache,
     /// How often watches that allow bookmarks get one.
@@ -170,6 +179,7 @@ impl Settings {
         Self {
             data_dir,
             listen,
+            tls_sans: Vec::new(),
             watch_cache: WatchCache::default(),
             bookmark_interval: Duration::from_secs(60),
             tolerations: Tolerations {
@@ -206,6 +216,7 @@ impl ControlPlane {
         let Settings {
             data_dir,
             listen,
+            tls_sans,
             watch_cache,
             bookmark_interval,
             tolerations,
@@ -282,8 +293,14 @@ impl ControlPlane {
         api.ensure_kubernetes_service(&host, addr.port())
             .await
             .context("cannot create the kubernetes Service")?;
-        let identity = Identity::load_or_create(&data_dir, std::slice::from_ref(&host))
-            .context("cannot set up TLS")?;
+        let mut names = vec![host.clone()];
+        names.extend(tls_sans.iter().map(|n| n.trim().to_string()));
+        if addr.ip().is_unspecified()
+            && let Some(ip) = default_route_address(addr.ip())
+        {
+            names.push(ip.to_string());
+        }
+        let identity = Identity::load_or_create(&data_dir, &names).context("cannot set up TLS")?;
         identity
             .write_client_files(&data_dir, &url)
             .context("cannot write kubeconfig and node-token")?;
@@ -367,4 +384,21 @@ impl ControlPlane {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The address of this machine's interface of the default route, in `family`'s IP version:
+/// a UDP socket "connected" to a documentation address picks it, and sends nothing.
+fn default_route_address(family: std::net::IpAddr) -> Option<std::net::IpAddr> {
+    let (bind, probe): (SocketAddr, SocketAddr) = if family.is_ipv4() {
+        (([0, 0, 0, 0], 0).into(), ([192, 0, 2, 1], 9).into())
+    } else {
+        (
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+            ("2001:db8::1".parse::<std::net::Ipv6Addr>().ok()?, 9).into(),
+        )
+    };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(probe).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }

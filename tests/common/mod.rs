@@ -31,6 +31,18 @@ impl Server {
         Self::start_in(tempfile::tempdir().expect("tempdir"), flags)
     }
 
+    /// Starts listening on `listen` (e.g. `0.0.0.0:0`), with extra flags.
+    pub fn start_listening(listen: &str, flags: &[&str]) -> Self {
+        let mut s = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            url: String::new(),
+            listen: listen.into(),
+        };
+        s.launch(flags.iter().map(|f| f.to_string()).collect());
+        s
+    }
+
     /// Starts on the data directory `dir` (a small filesystem mounted there, a copy of another
     /// server's data), with extra flags.
     pub fn start_in(dir: tempfile::TempDir, flags: &[&str]) -> Self {
