@@ -146,13 +146,30 @@ enum Op {
 impl SledStore {
     /// Opens (or creates) the store at `config.path` and starts its writer and flusher.
     pub fn open(config: Config) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(&config.path)
-            .cache_capacity(config.cache_bytes)
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(backend)?;
+        let open = || {
+            sled::Config::new()
+                .path(&config.path)
+                .cache_capacity(config.cache_bytes)
+                .flush_every_ms(None)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+        };
+        // The lock of a store just closed (a server restarted in place, a store reopened in
+        // the same process) may be let go a moment after: wait a little for it, while a store
+        // another live process holds still fails.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match open() {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::Other
+                        && e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(backend)?,
+            }
+        };
         upgrade(&db)?;
         let revision = read_u64(&db, META_REVISION)?;
         let compacted = read_u64(&db, META_COMPACTED)?;
@@ -1021,6 +1038,23 @@ mod tests {
         }
         assert_eq!(store.revision(), 640);
         assert_eq!(store.range("/registry/k/", None, 0).unwrap().kvs.len(), 640);
+    }
+
+    /// A store reopened while the last holder is still letting go waits for it; one another
+    /// holder keeps open is still refused.
+    #[test]
+    fn opening_waits_briefly_for_the_last_holder_to_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(&dir);
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let second = SledStore::open(Config::new(dir.path().join("db")));
+        assert!(second.is_ok(), "{:?}", second.err());
+        letting_go.join().unwrap();
+        let refused = SledStore::open(Config::new(dir.path().join("db")));
+        assert!(refused.is_err(), "two live stores on one directory");
     }
 
     /// A write that failed its check against an earlier queued write is answered only once
