@@ -1,6 +1,7 @@
 //! The Skiff node agent (the kubelet of Skiff): joins the cluster with a node token, registers
 //! its Node and heartbeats its Lease, and runs the pods bound to it in the wasmtime runtime,
-//! reporting their status through one writer (module `status`). It talks to the control plane only through the Kubernetes API.
+//! reporting their status through one writer (module `status`). It talks to the control
+//! plane only through the Kubernetes API.
 //! It serves its pods' HTTP functions (module `functions`), answers NodePort and LoadBalancer
 //! Services (module `proxy`), and routes its guests' outgoing HTTP requests to Services by name
 //! or ClusterIP, or out of the cluster (module `egress`).

@@ -1135,8 +1135,6 @@ impl PodWorker {
     }
 }
 
-/// Deletes `pod` (this incarnation of it: its uid is a precondition) with grace 0, as a node
-/// does once the pod's containers have stopped.
 /// The file `path` names inside the volume directory `dir`, or `None` when it would be
 /// outside it: empty, absolute, or with a `..` (or any other non-plain) component.
 fn inside(dir: &Path, path: &str) -> Option<PathBuf> {
@@ -1148,6 +1146,8 @@ fn inside(dir: &Path, path: &str) -> Option<PathBuf> {
     (plain && names_a_file).then(|| dir.join(rel))
 }
 
+/// Deletes `pod` (this incarnation of it: its uid is a precondition) with grace 0, as a node
+/// does once the pod's containers have stopped.
 pub(crate) async fn finish_deletion(client: &kube::Client, pod: &ObjectMeta) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::namespaced(
         client.clone(),

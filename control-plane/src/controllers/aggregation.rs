@@ -4,11 +4,12 @@
 //! built this way, so a ClusterRole labelled `rbac.authorization.k8s.io/aggregate-to-view`
 //! extends what every viewer may do.
 
+use std::sync::Arc;
+
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use skiff_api::labels::Selector;
-use std::sync::Arc;
 
 use super::runner::{Action, Key, Reconciler};
 use crate::api::resources::{self, ResourceDef};

@@ -498,17 +498,13 @@ async fn delete_job(api: &Api, cj: &Value, job: &Value) -> Result<(), ApiError> 
 mod tests {
 
     use super::*;
+    use crate::api::{Config, PatchType, Target};
 
     /// One reconcile of `key`, given its object as the runner gives it.
     async fn sync_now(api: &Api, key: &Key) -> Result<Action, ApiError> {
-        sync(
-            api,
-            key,
-            api.get_shared(cronjobs(), Some(&key.0), &key.1).ok(),
-        )
-        .await
+        let object = api.get_shared(cronjobs(), Some(&key.0), &key.1).ok();
+        sync(api, key, object).await
     }
-    use crate::api::{Config, PatchType, Target};
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()

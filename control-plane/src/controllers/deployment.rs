@@ -213,7 +213,10 @@ async fn sync(api: &Api, (ns, name): &Key, deploy: Option<Arc<Value>>) -> Result
     // Its own (the cache's owner index) and the orphans: other owners' ReplicaSets are not
     // even decoded.
     let mut candidates = api.dependents_shared(replica_sets(), Some(ns), &uid)?;
-    candidates.extend(api.list_shared(replica_sets(), Some(ns), |i| i.controller.is_empty())?);
+    candidates.extend(api.list_shared(replica_sets(), Some(ns), |i| {
+        // (one naming it as a mere owner came with its dependents)
+        i.controller.is_empty() && !i.owners.contains(&uid)
+    })?);
     for rs in candidates {
         let controller = rs
             .pointer("/metadata/ownerReferences")

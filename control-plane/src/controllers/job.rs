@@ -1010,16 +1010,15 @@ async fn create_pod(
 #[cfg(test)]
 mod tests {
 
-    use crate::api::ListOptions;
     use jiff::SignedDuration;
 
     use super::*;
+    use crate::api::{Config, ListOptions};
 
     /// One reconcile of `key`, given its object as the runner gives it.
     async fn sync_now(api: &Api, key: &Key) -> Result<Action, ApiError> {
         sync(api, key, api.get_shared(jobs(), Some(&key.0), &key.1).ok()).await
     }
-    use crate::api::Config;
 
     fn pod(name: &str, phase: &str, tracked: bool, index: Option<i64>) -> Value {
         let mut p = json!({"metadata": {"name": name, "uid": format!("uid-{name}"),

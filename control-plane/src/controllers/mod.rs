@@ -398,6 +398,47 @@ mod tests {
                "spec": {"containers": [{"name": "c", "image": image}]}})
     }
 
+    /// A matching pod that names the ReplicaSet as a mere (non-controller) owner is read once,
+    /// from the owner index, not again as an orphan: one pass adopts it once and creates
+    /// nothing more.
+    #[tokio::test]
+    async fn one_pass_adopts_a_pod_that_names_its_owner_without_controlling_it() {
+        use runner::Reconciler as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+        let api = Api::new(Arc::new(store), Config::default());
+        api.bootstrap().await.unwrap();
+        let rs_res = Cluster::res("replicasets");
+        let rs = json!({"metadata": {"name": "rs"}, "spec": {"replicas": 1,
+            "selector": {"matchLabels": {"app": "a"}}, "template": template("a", "x")}});
+        let rs = api
+            .create(rs_res, Some("default"), rs, &WriteOptions::default())
+            .await
+            .unwrap()
+            .object;
+        let uid = object::uid(&rs).to_string();
+        let pod = json!({"metadata": {"name": "named", "labels": {"app": "a"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+                                 "uid": uid, "controller": false}]},
+            "spec": {"containers": [{"name": "c", "image": "x"}]}});
+        let pods_res = Cluster::res("pods");
+        api.create(pods_res, Some("default"), pod, &WriteOptions::default())
+            .await
+            .unwrap();
+        let key = ("default".to_string(), "rs".to_string());
+        let object = api.get_shared(rs_res, Some("default"), "rs").ok();
+        replicaset::ReplicaSets::apps_v1()
+            .reconcile(&api, &key, object)
+            .await
+            .unwrap();
+        let pods = api
+            .list(pods_res, Some("default"), &ListOptions::default())
+            .unwrap()
+            .items;
+        assert_eq!(pods.len(), 1, "adopted, nothing created");
+        assert!(controlled_by(&pods[0], &uid), "{}", pods[0]);
+    }
+
     #[tokio::test]
     async fn replica_sets_adopt_release_and_delete_the_least_valuable_pods() {
         let c = Cluster::start().await;

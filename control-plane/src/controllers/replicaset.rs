@@ -162,7 +162,9 @@ impl ReplicaSets {
         // owners' pods are not even decoded.
         let mut pods = api.dependents_shared(pods_res, Some(ns), &uid)?;
         pods.extend(api.list_shared(pods_res, Some(ns), |i| {
+            // (one naming it as a mere owner came with its dependents)
             i.controller.is_empty()
+                && !i.owners.contains(&uid)
                 && selector
                     .as_ref()
                     .is_some_and(|s| s.matches_json(Some(&i.labels)))
